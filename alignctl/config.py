@@ -1,8 +1,51 @@
-"""Typed schemas of every config group; validated right after Hydra composes them."""
+"""Typed schemas of every config group, registered in Hydra's ConfigStore and validated right after compose.
+
+Objective schemas are derived from each objective's loss signature (its keyword-only hyperparameters, their
+types and defaults), so an objective's hyperparameters are declared once, in its module.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import inspect
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from alignctl import divergences, objectives
+
+
+class ConfigError(ValueError):
+    """A bad config value: the message is one line naming the field, the value and the valid choices."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Groups with one schema each
+
+
+@dataclass
+class DivergenceConfig:
+    name: str = "auto"  # auto: the objective's preferred divergence
+    alpha: float | None = None  # only for name=alpha: the f-DPO paper's alpha in (0, 1)
+
+    def __post_init__(self) -> None:
+        choices = ("auto", *divergences.NAMES, "none")
+        if self.name not in choices:
+            raise ConfigError(f"divergence.name={self.name!r} is not valid; choose one of: {', '.join(choices)}")
+        if self.name == "alpha" and (self.alpha is None or not 0.0 < self.alpha < 1.0):
+            raise ConfigError(f"divergence.alpha={self.alpha} is out of range; it must lie in (0, 1)")
+        if self.name != "alpha" and self.alpha is not None:
+            raise ConfigError(f"divergence.alpha={self.alpha} is only used with divergence=alpha, not {self.name}")
+
+    def build(self) -> divergences.Divergence | None:
+        return None if self.name == "none" else divergences.get(self.name, self.alpha)
+
+
+@dataclass
+class RewardConfig:
+    name: str = "sentiment"
 
 
 @dataclass
@@ -34,3 +77,130 @@ class TinyModelConfig:
     pretrain_steps: int = 300
     pretrain_batch_size: int = 32
     pretrain_lr: float = 3e-3
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 200
+    batch_size: int = 16  # pairs per optimizer step (per device, before gradient accumulation)
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    warmup_steps: int = 10
+    max_length: int = 64  # prompt + completion tokens
+    logging_steps: int = 10
+    save_steps: int = 100  # checkpoints for resuming; the final model is always saved
+    seed: int = 0
+    num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    resume: bool = False  # continue the run directory's last checkpoint
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    num_prompts: int = 64  # held-out prompts sampled from
+    samples_per_prompt: int = 4
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    batch_size: int = 64
+    seed: int = 0
+    reference: str | None = None  # reference model dir for `alignctl eval model_dir=...`
+
+
+@dataclass
+class RunConfig:
+    objective: Any = None
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    dataset: Any = None
+    model: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: str = "wandb"  # wandb (offline unless WANDB_MODE says otherwise) | none
+
+    def __post_init__(self) -> None:
+        if self.tracking not in ("wandb", "none"):
+            raise ConfigError(f"tracking={self.tracking!r} is not valid; choose one of: wandb, none")
+        entry = objectives.REGISTRY[self.objective.name]
+        if self.divergence.name == "auto":
+            name = entry.default_divergence
+            self.divergence = DivergenceConfig(name, 0.5 if name == "alpha" else None)
+        accepted = entry.divergences or ("none",)
+        if self.divergence.name not in accepted:
+            raise ConfigError(
+                f"divergence={self.divergence.name} is not accepted by objective={entry.name}; "
+                f"choose one of: {', '.join(accepted)}"
+            )
+        for group in ("train", "eval"):
+            _check_ranges(group, getattr(self, group))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Value rules by field name, shared by every schema: a hyperparameter named beta means the same thing everywhere.
+
+_POSITIVE = {
+    "beta", "tau", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "max_length",
+    "logging_steps", "num_prompts", "samples_per_prompt", "max_new_tokens", "temperature", "corpus_size",
+    "prompt_words", "num_train_prompts", "num_test_prompts", "vocab_size", "hidden_size", "num_layers",
+    "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
+    "pretrain_lr", "lam", "candidates_per_prompt",
+}
+_NON_NEGATIVE = {"eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed"}
+_PROBABILITY_BELOW_HALF = {"label_noise"}
+
+
+def _check_ranges(group: str, node: Any) -> None:
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if f.name in _POSITIVE and not value > 0:
+            raise ConfigError(f"{group}.{f.name}={value} is out of range; it must be > 0")
+        if f.name in _NON_NEGATIVE and not value >= 0:
+            raise ConfigError(f"{group}.{f.name}={value} is out of range; it must be >= 0")
+        if f.name in _PROBABILITY_BELOW_HALF and not 0 <= value < 0.5:
+            raise ConfigError(f"{group}.{f.name}={value} is out of range; it must lie in [0, 0.5)")
+
+
+def _ranged(group: str):
+    def __post_init__(self) -> None:
+        _check_ranges(group, self)
+
+    return __post_init__
+
+
+def objective_schema(entry: objectives.Objective) -> type:
+    """A dataclass with `name` plus the keyword-only hyperparameters of the objective's loss function."""
+    hints = typing.get_type_hints(entry.loss)
+    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=entry.name))]
+    for p in inspect.signature(entry.loss).parameters.values():
+        if p.kind is p.KEYWORD_ONLY and p.name != "divergence":
+            fields.append((p.name, hints[p.name], field(default=p.default)))
+    return dataclasses.make_dataclass(
+        f"{entry.name.capitalize()}ObjectiveConfig", fields, namespace={"__post_init__": _ranged("objective")}
+    )
+
+
+def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
+    """The loss keyword arguments of a composed objective config (everything but its name)."""
+    return {f.name: getattr(objective_cfg, f.name) for f in dataclasses.fields(objective_cfg) if f.name != "name"}
+
+
+for _cls in (ToySentimentConfig, TinyModelConfig):
+    _cls.__post_init__ = _ranged("dataset" if _cls is ToySentimentConfig else "model")
+
+DATASET_SCHEMAS = {"toy_sentiment": ToySentimentConfig}
+MODEL_SCHEMAS = {"tiny": TinyModelConfig}
+
+
+def register() -> None:
+    """Put every schema in Hydra's ConfigStore; group YAMLs extend them via `/schema/<group>@_here_`."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for name, entry in objectives.REGISTRY.items():
+        cs.store(group="schema/objective", name=name, node=objective_schema(entry))
+    for name, schema in DATASET_SCHEMAS.items():
+        cs.store(group="schema/dataset", name=name, node=schema)
+    for name, schema in MODEL_SCHEMAS.items():
+        cs.store(group="schema/model", name=name, node=schema)
+    cs.store(group="schema/divergence", name="divergence", node=DivergenceConfig)
+    cs.store(group="schema/reward", name="reward", node=RewardConfig)

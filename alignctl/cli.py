@@ -1,0 +1,99 @@
+"""`alignctl <command>`: argv -> validated config -> the command. Bad input ends in one line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+USAGE = """\
+usage: alignctl <command> [overrides...]
+
+commands:
+  train [-m] [group=option] [key=value ...]   train (and evaluate) one run, or a sweep with -m
+  eval run_dir=<dir> [eval.key=value ...]      evaluate a run directory
+  eval model_dir=<dir> eval.reference=<dir>   evaluate any HF model directory against a reference
+  ls [group]                                  list config groups, or the options of one group
+
+examples:
+  alignctl train
+  alignctl train objective=fdpo divergence=js
+  alignctl train -m objective=dpo,fdpo divergence=reverse_kl,js train.max_steps=20
+"""
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def fail(message: str) -> None:
+    print(f"alignctl: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    command, rest = argv[0], argv[1:]
+    commands = {"train": _train, "eval": _eval, "ls": _ls}
+    if command not in commands:
+        fail(f"unknown command {command!r}; choose one of: {', '.join(commands)}")
+    try:
+        return commands[command](rest) or 0
+    except UsageError as e:
+        fail(str(e))
+    return 0
+
+
+def _train(args: list[str]) -> int:
+    from alignctl import compose
+
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    flags = [a for a in overrides if a.startswith("-")]
+    if flags:
+        raise UsageError(f"unknown flag {flags[0]!r} for train; valid flags: -m/--multirun")
+    compose.validate(overrides, multirun=multirun)  # every job of a sweep, before anything loads
+    compose.run_hydra(overrides, multirun=multirun)
+    return 0
+
+
+def _eval(args: list[str]) -> int:
+    from alignctl import compose
+    from alignctl.eval import run as eval_run
+
+    keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in ("run_dir", "model_dir"))
+    overrides = [a for a in args if a.split("=", 1)[0] not in ("run_dir", "model_dir")]
+    if ("run_dir" in keyed) == ("model_dir" in keyed):
+        raise UsageError("eval needs exactly one of run_dir=<run directory> or model_dir=<HF model directory>")
+    if "run_dir" in keyed:
+        run_dir = Path(keyed["run_dir"])
+        cfg = compose.load_run(run_dir, overrides)
+        model_dir = run_dir / "model"
+        if not (model_dir / "config.json").is_file():
+            raise UsageError(f"run_dir={run_dir} has no final model at {model_dir}; was the run finished?")
+        out_dir = run_dir
+    else:
+        model_dir = Path(keyed["model_dir"])
+        cfg = compose.compose_one(overrides)
+        if not (model_dir / "config.json").is_file():
+            raise UsageError(f"model_dir={model_dir} is not an HF model directory (no config.json)")
+        out_dir = model_dir
+    eval_run.evaluate_and_report(cfg, model_dir, out_dir)
+    return 0
+
+
+def _ls(args: list[str]) -> int:
+    from alignctl import listing
+
+    if len(args) > 1:
+        raise UsageError("ls takes at most one group name")
+    listing.show(args[0] if args else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Hydra composition: overrides -> typed RunConfig, with every failure turned into one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from alignctl import config, objectives
+from alignctl.cli import UsageError
+
+CONFIG_MODULE = "alignctl.conf"
+RESOLVED_CONFIG = "config.yaml"  # the composed, validated config, written at the top of each run directory
+
+config.register()
+
+
+def to_run_config(cfg: DictConfig) -> config.RunConfig:
+    """Composed DictConfig -> RunConfig dataclass (runs every __post_init__ value rule)."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except (config.ConfigError, OmegaConfBaseException) as e:
+        raise UsageError(explain(e)) from None
+
+
+def compose_one(overrides: list[str]) -> config.RunConfig:
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base=None):
+            cfg = hydra_compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UsageError(explain(e)) from None
+    return to_run_config(cfg)
+
+
+def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
+    """Compose and validate every job (all combinations of a sweep) before any model or data loads."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise UsageError(_first_line(str(e))) from None
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun:
+        key = sweeps[0].get_key_element()
+        raise UsageError(f"{key} lists several values; pass -m to sweep over them")
+    jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0] if multirun else [overrides]
+    return [compose_one(list(job)) for job in jobs]
+
+
+def run_hydra(overrides: list[str], multirun: bool) -> None:
+    """Hand the run (or sweep) to Hydra, which makes one directory per job and calls `_job` in each."""
+    argv = ["alignctl", *(["--multirun"] if multirun else []), *overrides]
+    saved, sys.argv = sys.argv, argv
+    try:
+        _hydra_entry()
+    finally:
+        sys.argv = saved
+
+
+@hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base=None)
+def _hydra_entry(cfg: DictConfig) -> None:
+    from alignctl.train import train_and_evaluate
+
+    run_cfg = to_run_config(cfg)
+    train_and_evaluate(run_cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def save_resolved(run_cfg: config.RunConfig, run_dir: Path) -> None:
+    (run_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.structured(run_cfg)))
+
+
+def load_run(run_dir: Path, overrides: list[str]) -> config.RunConfig:
+    """The config a run directory was trained with, plus `key=value` overrides (e.g. eval.num_prompts=8)."""
+    path = run_dir / RESOLVED_CONFIG
+    if not path.is_file():
+        raise UsageError(f"run_dir={run_dir} is not an alignctl run directory (no {RESOLVED_CONFIG})")
+    try:
+        saved = OmegaConf.load(path)
+        typed = _typed_skeleton(saved)
+        merged = OmegaConf.merge(typed, saved, OmegaConf.from_dotlist(overrides))
+    except (OmegaConfBaseException, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"run_dir={run_dir}: {RESOLVED_CONFIG} is unreadable or corrupt ({explain(e)})") from None
+    return to_run_config(merged)
+
+
+def _typed_skeleton(saved: Any) -> DictConfig:
+    """A RunConfig node whose per-option groups carry the schema their saved option names."""
+    if not isinstance(saved, DictConfig) or "objective" not in saved:
+        raise ValueError("no objective section")
+    skeleton = OmegaConf.structured(config.RunConfig)
+    skeleton.objective = OmegaConf.structured(config.objective_schema(objectives.get(saved.objective.name)))
+    skeleton.dataset = OmegaConf.structured(config.DATASET_SCHEMAS[saved.dataset.name])
+    skeleton.model = OmegaConf.structured(config.MODEL_SCHEMAS[saved.model.name])
+    return skeleton
+
+
+def explain(e: BaseException) -> str:
+    """One line naming the field, the bad value and the valid choices."""
+    if isinstance(e, config.ConfigError):
+        return str(e)
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, option = e.missing_cfg_file.rsplit("/", 1)
+        choices = ", ".join(sorted(o for o in (e.options or []))) or "(none)"
+        return f"{group}={option} is not a valid option; choose one of: {choices}"
+    cause = e.__cause__ or e.__context__
+    if isinstance(e, HydraException) and isinstance(cause, OmegaConfBaseException):
+        return explain(cause)
+    if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and getattr(e, "full_key", None):
+        key = e.full_key
+        parent, _, _ = key.rpartition(".")
+        valid = _valid_keys(e)
+        where = f" of {parent}" if parent else ""
+        return f"unknown key {key}; valid keys{where}: {', '.join(valid)}" if valid else f"unknown key {key}"
+    if isinstance(e, ValidationError) and getattr(e, "full_key", None):
+        return f"{e.full_key}: {_first_line(getattr(e, 'msg', str(e)))}"
+    return _first_line(str(e))
+
+
+def _valid_keys(e: OmegaConfBaseException) -> list[str]:
+    cls = getattr(e, "object_type", None)
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

@@ -1,0 +1,129 @@
+"""`alignctl eval`: a model directory -> samples -> metrics -> eval.json (+ samples and a reliability diagram)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from alignctl import build
+from alignctl.cli import UsageError
+from alignctl.config import RunConfig
+from alignctl.eval import metrics as m
+from alignctl.eval.sampling import Batch, pad_left, sample, score
+from alignctl.objectives.base import PreferenceLogps
+
+console = Console(stderr=True)
+
+
+def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict[str, Any], list[dict], dict]:
+    """Metrics of the policy in model_dir against the reference in reference_dir (spec section 12)."""
+    e = cfg.eval
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    reference = AutoModelForCausalLM.from_pretrained(reference_dir).eval()
+    reward = build.reward(cfg)
+    prompts = build.eval_prompts(cfg)[: e.num_prompts]
+
+    with console.status(f"sampling {e.samples_per_prompt} completions for {len(prompts)} held-out prompts"):
+        args = dict(n=e.samples_per_prompt, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                    seed=e.seed, batch_size=e.batch_size)
+        ours = sample(policy, tokenizer, prompts, **args)
+        theirs = sample(reference, tokenizer, prompts, **args)
+    with console.status("scoring samples and held-out pairs"):
+        rewards = reward(ours.prompts, ours.completions)
+        ref_rewards = reward(theirs.prompts, theirs.completions)
+        scores = score(policy, reference, ours.batch, e.batch_size)
+        p = _pair_probabilities(cfg, policy, reference, tokenizer, e.batch_size)
+
+    groups = [ours.completions[i : i + e.samples_per_prompt] for i in range(0, len(ours.completions), e.samples_per_prompt)]
+    diagram = m.reliability_diagram(p)
+    results: dict[str, Any] = {
+        "reward_mean": m.reward_stats(rewards)["mean"],
+        "reward_std": m.reward_stats(rewards)["std"],
+        "reference_reward_mean": m.reward_stats(ref_rewards)["mean"],
+        "win_rate_vs_reference": m.win_rate(rewards, ref_rewards),
+        "kl_to_reference": m.sequence_kl(scores.policy_logps, scores.ref_logps),
+        "kl_to_reference_tokenwise": m.token_kl_sum(scores.token_kl, scores.mask),
+        "entropy_per_token": m.mean_token_entropy(scores.entropy, scores.mask),
+        "distinct_1": m.distinct_n(ours.completions, 1),
+        "distinct_2": m.distinct_n(ours.completions, 2),
+        "self_bleu": m.self_bleu(groups) if e.samples_per_prompt > 1 else None,
+        "preference_accuracy": m.preference_accuracy(p),
+        "ece": diagram["ece"],
+        "num_prompts": len(prompts),
+        "samples_per_prompt": e.samples_per_prompt,
+        "num_pairs": len(p),
+        "seed": e.seed,
+        "model_dir": str(model_dir),
+        "reference_dir": str(reference_dir),
+    }
+    samples = [
+        {"prompt": pr, "completion": c, "reward": r, "reference_completion": rc, "reference_reward": rr}
+        for pr, c, r, rc, rr in zip(ours.prompts, ours.completions, rewards, theirs.completions, ref_rewards)
+    ]
+    return results, samples, diagram
+
+
+def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int) -> list[float]:
+    """P(chosen > rejected) on held-out pairs from the objective's own implicit rewards."""
+    pairs = build.preference_pairs(cfg)["test"]
+    objective, divergence = build.objective(cfg)
+    chosen = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["chosen"]), batch_size)
+    rejected = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["rejected"]), batch_size)
+    stats = PreferenceLogps(
+        policy_chosen_logps=chosen.policy_logps,
+        policy_rejected_logps=rejected.policy_logps,
+        chosen_lengths=chosen.mask.sum(1).float(),
+        rejected_lengths=rejected.mask.sum(1).float(),
+        ref_chosen_logps=chosen.ref_logps if objective.needs_reference else None,
+        ref_rejected_logps=rejected.ref_logps if objective.needs_reference else None,
+    )
+    from alignctl.config import hyperparameters
+
+    out = objective.loss(stats, divergence=divergence, **hyperparameters(cfg.objective))
+    return m.preference_probabilities(out.chosen_rewards, out.rejected_rewards)
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]) -> Batch:
+    """Prompt and prompt+completion+EOS, split at their common prefix, as TRL's DPOTrainer does."""
+    rows = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        full = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
+        cut = next((i for i, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), min(len(prompt_ids), len(full)))
+        rows.append((full[:cut], full[cut:]))
+    return pad_left(rows, tokenizer.pad_token_id)
+
+
+def evaluate_and_report(
+    cfg: RunConfig, model_dir: Path, out_dir: Path, reference_dir: Path | None = None
+) -> dict[str, Any]:
+    if reference_dir is None:
+        reference_dir = Path(cfg.eval.reference) if cfg.eval.reference else build.base_model_dir(cfg)
+    if not (Path(reference_dir) / "config.json").is_file():
+        raise UsageError(f"eval.reference={reference_dir} is not an HF model directory (no config.json)")
+    results, samples, diagram = evaluate(cfg, model_dir, Path(reference_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    with (out_dir / "eval_samples.jsonl").open("w") as f:
+        for row in samples:
+            f.write(json.dumps(row) + "\n")
+    m.plot_reliability(diagram, out_dir / "reliability.png", title=f"{cfg.objective.name} / {cfg.divergence.name}")
+    print_table(results, out_dir)
+    return results
+
+
+def print_table(results: dict[str, Any], out_dir: Path) -> None:
+    table = Table(title=f"eval: {out_dir}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    Console().print(table)

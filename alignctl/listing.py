@@ -1,0 +1,49 @@
+"""`alignctl ls [group]`: the config groups and their options, each with its one-line description."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from rich.console import Console
+from rich.table import Table
+
+from alignctl import objectives
+from alignctl.cli import UsageError
+
+GROUPS = ("objective", "divergence", "reward", "dataset", "model")
+
+
+def options(group: str) -> dict[str, str]:
+    """Option name -> description (the first comment line of its YAML)."""
+    folder = resources.files("alignctl.conf") / group
+    found = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            first = entry.read_text().splitlines()[0]
+            found[entry.name[: -len(".yaml")]] = first.lstrip("# ").strip() if first.startswith("#") else ""
+    return found
+
+
+def show(group: str | None) -> None:
+    console = Console()
+    if group is None:
+        table = Table("group", "options")
+        for g in GROUPS:
+            table.add_row(g, ", ".join(options(g)))
+        table.add_row("train", "train.max_steps, train.batch_size, train.learning_rate, train.seed, ... (alignctl train --cfg)")
+        table.add_row("eval", "eval.enabled, eval.num_prompts, eval.samples_per_prompt, eval.seed, ...")
+        console.print(table)
+        return
+    if group not in GROUPS:
+        raise UsageError(f"ls {group}: unknown group; choose one of: {', '.join(GROUPS)}")
+    if group == "objective":
+        table = Table("objective", "description", "divergences (default first)", "data", "reference model")
+        for name, description in options(group).items():
+            entry = objectives.get(name)
+            accepted = [entry.default_divergence] + [d for d in entry.divergences if d != entry.default_divergence]
+            table.add_row(name, description, ", ".join(accepted), entry.data, "yes" if entry.needs_reference else "no")
+    else:
+        table = Table(group, "description")
+        for name, description in options(group).items():
+            table.add_row(name, description)
+    console.print(table)

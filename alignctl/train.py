@@ -1,0 +1,147 @@
+"""One run: build what the config names, train with TRL, save, evaluate; everything lands in the run directory."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl import DPOConfig
+from trl.trainer.callbacks import RichProgressCallback
+
+from alignctl import build, compose, config, tracking
+from alignctl.trainers.preference import PreferenceTrainer
+
+console = Console(stderr=True)
+
+TRACKED_LIBRARIES = ("alignctl", "torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "hydra-core")
+
+
+class MetricsFile(TrainerCallback):
+    """Appends every logged step to metrics.jsonl, one JSON object per line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+def provenance(cfg: config.RunConfig) -> dict[str, Any]:
+    """What a reader needs to reproduce a number: seed, code version, libraries, machine."""
+    return {
+        "seed": cfg.train.seed,
+        "command": sys.argv,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "libraries": {name: _version(name) for name in TRACKED_LIBRARIES},
+    }
+
+
+def _git_commit() -> str:
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=source, capture_output=True, text=True).stdout
+        return commit + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> DPOConfig:
+    t = cfg.train
+    return DPOConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        max_length=t.max_length,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500,
+        save_total_limit=1,  # the last checkpoint is what a resumed run needs
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=report_to,
+        run_name=run_dir.name,
+        gradient_checkpointing=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+        disable_tqdm=False,
+    )
+
+
+def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
+    from alignctl.eval import run as eval_run
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    compose.save_resolved(cfg, run_dir)
+    (run_dir / "run.json").write_text(json.dumps(provenance(cfg), indent=2) + "\n")
+    console.print(f"[bold]run[/] {run_dir}  objective={cfg.objective.name} divergence={cfg.divergence.name}")
+
+    base_dir = build.base_model_dir(cfg)
+    pairs = build.preference_pairs(cfg)
+    objective, divergence = build.objective(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    tracker = tracking.start(
+        cfg.tracking,
+        run_dir,
+        config=asdict(cfg),
+        tags=[cfg.objective.name, cfg.divergence.name, cfg.dataset.name, cfg.model.name],
+    )
+    trainer = PreferenceTrainer(
+        model=model,
+        args=training_args(cfg, run_dir, tracker.report_to),
+        train_dataset=pairs["train"],
+        processing_class=tokenizer,
+        callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
+        objective=objective,
+        hyperparameters=config.hyperparameters(cfg.objective),
+        divergence=divergence,
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(RichProgressCallback)
+    checkpoint = get_last_checkpoint(str(run_dir / "checkpoints")) if cfg.train.resume else None
+    if cfg.train.resume and checkpoint is None:
+        console.print(f"[yellow]train.resume=true but {run_dir / 'checkpoints'} has no checkpoint: starting fresh")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(run_dir / "model"))
+
+    metrics: dict[str, Any] = {}
+    if cfg.eval.enabled:
+        metrics = eval_run.evaluate_and_report(cfg, run_dir / "model", run_dir, reference_dir=base_dir)
+        tracker.summary(metrics)
+    tracker.finish()
+    console.print(f"[bold green]done[/] {run_dir}")
+    return metrics
