@@ -80,6 +80,10 @@ class Divergence:
     def token(self, policy_logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
         """D_f(p || q) per position from normalised log-probs [..., V] of p (policy) and q (reference) -> [...]."""
         logp, logq = _wide(policy_logprobs), _wide(ref_logprobs)
+        # -inf entries (masked vocabulary) would give 0 * inf = nan in the backward pass; a finite floor keeps
+        # values and gradients finite and changes nothing else (exp(floor) == 0).
+        floor = torch.finfo(logp.dtype).min
+        logp, logq = logp.clamp(min=floor), logq.clamp(min=floor)
         p, q = logp.exp(), logq.exp()
         if self.name == "reverse_kl":
             return _xlogy_ratio(p, logp, logq).sum(-1)

@@ -7,6 +7,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from alignctl.divergences import Divergence, get as get_divergence
+
 # Data kinds an objective can require; the dataset builders produce each of them.
 DATA_KINDS = ("pairs", "candidates", "negatives", "groups")
 
@@ -49,3 +51,70 @@ class Objective:
     data: str  # one of DATA_KINDS
     needs_reference: bool
     needs_token_divergence: bool = False  # per-token full-vocabulary divergence (TDPO)
+    preferred_divergence: str | None = None  # what `divergence=auto` picks; None: the first accepted, or "none"
+
+    @property
+    def default_divergence(self) -> str:
+        return self.preferred_divergence or (self.divergences[0] if self.divergences else "none")
+
+
+@dataclass(frozen=True)
+class CandidateLogps:
+    """Sequence statistics of n candidate completions per prompt (ADPO; data kind "candidates").
+
+    Tensors are [B, n]; log-probs are sums over completion tokens. Pairs are the case n = 2 with the chosen
+    completion at index 0. The target distribution q over the candidates comes from, in this order:
+    `labels` (non-negative weights, e.g. (q_w, 1 - q_w) from annotator agreement; renormalised over the valid
+    candidates), else `scores` (rewards R, turned into q = softmax(R / beta_r) by the objective), else the hard
+    label q = one-hot(index 0). `mask` (bool, True = real candidate) pads groups of unequal size; None = all real.
+    """
+
+    policy_logps: torch.Tensor
+    anchor_logps: torch.Tensor
+    labels: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class NegativeLogps:
+    """Sequence statistics for D2O (data kind "negatives"): one human negative y_l and K self-samples y_i per prompt.
+
+    `*_negative_logps` are [B]; `*_sample_logps` are [B, K]; all are sums over completion tokens. In the D2O
+    paper's notation `ref_sample_logps` is pi_r^- evaluated on the self-samples and `ref_negative_logps` is
+    pi_r^+ evaluated on y_l (both are the SFT model in the simplest setting). `sample_mask` (bool [B, K],
+    True = real sample) allows a different K per prompt; None = all K are real.
+    """
+
+    policy_negative_logps: torch.Tensor
+    ref_negative_logps: torch.Tensor
+    policy_sample_logps: torch.Tensor
+    ref_sample_logps: torch.Tensor
+    sample_mask: torch.Tensor | None = None
+
+
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """Compute dtype for the loss math: float64 stays float64, anything else (bfloat16, float16) becomes float32."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def resolve_divergence(entry: Objective, divergence: Divergence | None) -> Divergence | None:
+    """Check `divergence=` against `entry.divergences`; None means the entry's default divergence.
+
+    Objectives that use no divergence (divergences == ()) take only None and get None back.
+    """
+    if not entry.divergences:
+        if divergence is not None:
+            raise ValueError(f"objective={entry.name} uses no divergence; pass divergence=None, not {divergence!r}")
+        return None
+    if divergence is None:
+        name = entry.default_divergence
+        return get_divergence(name, 0.5 if name == "alpha" else None)
+    if not isinstance(divergence, Divergence):
+        raise TypeError(f"divergence must be a Divergence or None, not {type(divergence).__name__}")
+    if divergence.name not in entry.divergences:
+        raise ValueError(
+            f"divergence={divergence.name} is not accepted by objective={entry.name}; "
+            f"choose one of: {', '.join(entry.divergences)}"
+        )
+    return divergence
