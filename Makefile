@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/alignctl train
+	$(BIN)/alignctl train $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

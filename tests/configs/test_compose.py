@@ -1,0 +1,54 @@
+"""Every shipped option composes into a valid RunConfig, and value rules hold."""
+
+import pytest
+
+from alignctl import compose, config, listing, objectives
+
+
+def test_default_is_dpo_with_reverse_kl():
+    cfg = compose.compose_one([])
+    assert cfg.objective.name == "dpo" and cfg.divergence.name == "reverse_kl"
+    assert cfg.dataset.name == "toy_sentiment" and cfg.model.name == "tiny"
+
+
+@pytest.mark.parametrize("option", list(listing.options("objective")))
+def test_every_objective_composes_with_its_default_divergence(option):
+    cfg = compose.compose_one([f"objective={option}"])
+    entry = objectives.get(option)
+    assert cfg.objective.name == option
+    assert cfg.divergence.name == entry.default_divergence
+    assert config.hyperparameters(cfg.objective).keys() <= set(entry.loss.__kwdefaults__)
+
+
+@pytest.mark.parametrize("option", [o for o in listing.options("divergence") if o != "auto"])
+def test_every_divergence_composes_with_an_objective_that_accepts_it(option):
+    accepting = [n for n, e in objectives.REGISTRY.items() if option in (e.divergences or ("none",))]
+    assert accepting, f"no objective accepts divergence={option}"
+    cfg = compose.compose_one([f"objective={accepting[0]}", f"divergence={option}"])
+    assert cfg.divergence.name == option
+
+
+@pytest.mark.parametrize("group", ["reward", "dataset", "model"])
+def test_every_other_option_composes(group):
+    for option in listing.options(group):
+        cfg = compose.compose_one([f"{group}={option}"])
+        assert getattr(cfg, group).name == option
+
+
+def test_every_objective_yaml_names_a_registered_objective():
+    assert set(listing.options("objective")) <= set(objectives.REGISTRY)
+
+
+def test_yaml_defaults_equal_loss_signature_defaults():
+    """An objective's YAML states its defaults; they must agree with the loss function's."""
+    for name in listing.options("objective"):
+        cfg = compose.compose_one([f"objective={name}"])
+        assert config.hyperparameters(cfg.objective) == {
+            k: v for k, v in objectives.get(name).loss.__kwdefaults__.items() if k != "divergence"
+        }
+
+
+def test_overrides_reach_the_typed_config():
+    cfg = compose.compose_one(["objective=fdpo", "divergence=alpha", "divergence.alpha=0.3", "train.max_steps=7"])
+    assert (cfg.divergence.alpha, cfg.train.max_steps, cfg.objective.name) == (0.3, 7, "fdpo")
+    assert cfg.divergence.build().alpha == 0.3

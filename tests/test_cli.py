@@ -1,0 +1,81 @@
+"""CLI behaviour: bad input ends in one line naming field, value and choices, exit code 2, before any load."""
+
+import pytest
+
+from alignctl import build, cli
+
+
+@pytest.fixture(autouse=True)
+def _nothing_loads(monkeypatch):
+    def forbidden(*a, **k):
+        raise AssertionError("a model or dataset was loaded before the config was validated")
+
+    monkeypatch.setattr(build, "base_model_dir", forbidden)
+    monkeypatch.setattr(build, "preference_pairs", forbidden)
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return exc.value.code, err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "objective=foo"], ["objective=foo", "dpo", "fdpo", "ipo"]),
+        (["train", "objective.gamma=1"], ["objective.gamma", "beta"]),
+        (["train", "train.max_stepz=3"], ["train.max_stepz", "max_steps"]),
+        (["train", "nonsense=3"], ["nonsense", "objective", "train"]),
+        (["train", "train.max_steps=abc"], ["train.max_steps", "abc"]),
+        (["train", "divergence=alpha", "divergence.alpha=1.5"], ["divergence.alpha=1.5", "(0, 1)"]),
+        (["train", "objective.beta=0"], ["objective.beta=0", "> 0"]),
+        (["train", "objective=ipo", "objective.tau=-1"], ["objective.tau=-1", "> 0"]),
+        (["train", "train.max_steps=0"], ["train.max_steps=0", "> 0"]),
+        (["train", "divergence=kl"], ["divergence=kl", "reverse_kl", "forward_kl", "js", "alpha"]),
+        (["train", "objective=dpo", "divergence=none"], ["divergence=none", "objective=dpo", "reverse_kl"]),
+        (["train", "tracking=tensorboard"], ["tracking='tensorboard'", "wandb, none"]),
+        (["train", "divergence=reverse_kl,js"], ["divergence", "-m"]),
+        (["train", "-m", "divergence=reverse_kl,kl"], ["divergence=kl", "reverse_kl"]),
+        (["train", "--frobnicate"], ["--frobnicate", "-m"]),
+        (["fly"], ["fly", "train", "eval", "ls"]),
+        (["ls", "objectives"], ["objectives", "objective"]),
+        (["eval"], ["run_dir", "model_dir"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, argv, expected):
+    code, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("alignctl: error: ")
+    for fragment in expected:
+        assert fragment in err, (fragment, err)
+
+
+def test_eval_of_missing_run_dir(capsys, tmp_path):
+    code, err = run_cli(capsys, "eval", f"run_dir={tmp_path / 'nope'}")
+    assert code == 2 and "not an alignctl run directory" in err and len(err.splitlines()) == 1
+
+
+def test_eval_of_corrupt_run_dir(capsys, tmp_path):
+    (tmp_path / "config.yaml").write_text("objective: [unclosed\n")
+    code, err = run_cli(capsys, "eval", f"run_dir={tmp_path}")
+    assert code == 2 and "corrupt" in err and len(err.splitlines()) == 1
+
+
+def test_eval_of_model_dir_that_is_not_a_model(capsys, tmp_path):
+    code, err = run_cli(capsys, "eval", f"model_dir={tmp_path}", f"eval.reference={tmp_path}")
+    assert code == 2 and "config.json" in err
+
+
+def test_help_and_ls(capsys):
+    assert cli.main([]) == 0
+    assert "alignctl train" in capsys.readouterr().out
+    assert cli.main(["ls"]) == 0
+    out = capsys.readouterr().out
+    assert "objective" in out and "divergence" in out
+    assert cli.main(["ls", "objective"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dpo", "fdpo", "ipo", "reverse_kl", "pairs"):
+        assert name in out
