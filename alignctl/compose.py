@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from alignctl import config, objectives
-from alignctl.cli import UsageError
+from alignctl.cli import UsageError, fail
 
 CONFIG_MODULE = "alignctl.conf"
 RESOLVED_CONFIG = "config.yaml"  # the composed, validated config, written at the top of each run directory
@@ -71,8 +71,10 @@ def run_hydra(overrides: list[str], multirun: bool) -> None:
 def _hydra_entry(cfg: DictConfig) -> None:
     from alignctl.train import train_and_evaluate
 
-    run_cfg = to_run_config(cfg)
-    train_and_evaluate(run_cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        train_and_evaluate(to_run_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+    except UsageError as e:  # a bad value found once the run started (e.g. nothing to resume): one line, exit 2
+        fail(str(e))
 
 
 def save_resolved(run_cfg: config.RunConfig, run_dir: Path) -> None:

@@ -20,6 +20,7 @@ from trl import DPOConfig
 from trl.trainer.callbacks import RichProgressCallback
 
 from alignctl import build, compose, config, tracking
+from alignctl.cli import UsageError
 from alignctl.trainers.preference import PreferenceTrainer
 
 console = Console(stderr=True)
@@ -99,6 +100,23 @@ def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) ->
     )
 
 
+def resume_point(cfg: config.RunConfig, run_dir: Path) -> str | None:
+    """The last checkpoint to resume from (train.resume=true); metrics logged after it are dropped."""
+    metrics = run_dir / "metrics.jsonl"
+    if not cfg.train.resume:
+        metrics.unlink(missing_ok=True)
+        return None
+    checkpoint = get_last_checkpoint(str(run_dir / "checkpoints"))
+    if checkpoint is None:
+        raise UsageError(f"train.resume=true but {run_dir / 'checkpoints'} holds no checkpoint to resume from")
+    step = int(Path(checkpoint).name.split("-")[-1])
+    if metrics.is_file():
+        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= step]
+        metrics.write_text("".join(line + "\n" for line in kept))
+    console.print(f"resumed from {Path(checkpoint).name}")
+    return checkpoint
+
+
 def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     from alignctl.eval import run as eval_run
 
@@ -132,9 +150,7 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgressCallback)
-    checkpoint = get_last_checkpoint(str(run_dir / "checkpoints")) if cfg.train.resume else None
-    if cfg.train.resume and checkpoint is None:
-        console.print(f"[yellow]train.resume=true but {run_dir / 'checkpoints'} has no checkpoint: starting fresh")
+    checkpoint = resume_point(cfg, run_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(run_dir / "model"))
 

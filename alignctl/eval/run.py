@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from alignctl import build
 from alignctl.cli import UsageError
-from alignctl.config import RunConfig
+from alignctl.config import RunConfig, hyperparameters
 from alignctl.eval import metrics as m
 from alignctl.eval.sampling import Batch, pad_left, sample, score
 from alignctl.objectives.base import PreferenceLogps
@@ -48,9 +48,9 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict
         "reward_std": m.reward_stats(rewards)["std"],
         "reference_reward_mean": m.reward_stats(ref_rewards)["mean"],
         "win_rate_vs_reference": m.win_rate(rewards, ref_rewards),
-        "kl_to_reference": m.sequence_kl(scores.policy_logps, scores.ref_logps),
-        "kl_to_reference_tokenwise": m.token_kl_sum(scores.token_kl, scores.mask),
-        "entropy_per_token": m.mean_token_entropy(scores.entropy, scores.mask),
+        "kl_to_reference": m.sequence_kl(scores.logps, scores.ref_logps),
+        "kl_to_reference_tokenwise": scores.divergence.mean().item(),
+        "entropy_per_token": (scores.entropy.sum() / scores.lengths.sum()).item(),
         "distinct_1": m.distinct_n(ours.completions, 1),
         "distinct_2": m.distinct_n(ours.completions, 2),
         "self_bleu": m.self_bleu(groups) if e.samples_per_prompt > 1 else None,
@@ -74,18 +74,20 @@ def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int) -> l
     """P(chosen > rejected) on held-out pairs from the objective's own implicit rewards."""
     pairs = build.preference_pairs(cfg)["test"]
     objective, divergence = build.objective(cfg)
-    chosen = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["chosen"]), batch_size)
-    rejected = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["rejected"]), batch_size)
+    # TDPO's implicit reward includes the sequential divergence it was trained with
+    kwargs = {"divergence": divergence} if objective.needs_token_divergence else {}
+    chosen = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["chosen"]), batch_size, **kwargs)
+    rejected = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["rejected"]), batch_size, **kwargs)
     stats = PreferenceLogps(
-        policy_chosen_logps=chosen.policy_logps,
-        policy_rejected_logps=rejected.policy_logps,
-        chosen_lengths=chosen.mask.sum(1).float(),
-        rejected_lengths=rejected.mask.sum(1).float(),
+        policy_chosen_logps=chosen.logps,
+        policy_rejected_logps=rejected.logps,
+        chosen_lengths=chosen.lengths.float(),
+        rejected_lengths=rejected.lengths.float(),
         ref_chosen_logps=chosen.ref_logps if objective.needs_reference else None,
         ref_rejected_logps=rejected.ref_logps if objective.needs_reference else None,
+        chosen_seq_kl=chosen.divergence if objective.needs_token_divergence else None,
+        rejected_seq_kl=rejected.divergence if objective.needs_token_divergence else None,
     )
-    from alignctl.config import hyperparameters
-
     out = objective.loss(stats, divergence=divergence, **hyperparameters(cfg.objective))
     return m.preference_probabilities(out.chosen_rewards, out.rejected_rewards)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from alignctl.kernels import token_logprobs_and_divergence
+from alignctl.divergences import Divergence, get as get_divergence
+from alignctl.scoring import SequenceStats, sequence_stats
+
+REVERSE_KL = get_divergence("reverse_kl")
 
 
 @dataclass
@@ -85,52 +88,23 @@ def pad_left(rows: list[tuple[list[int], list[int]]], pad_id: int) -> Batch:
     return Batch(ids, attention, completion)
 
 
-@dataclass
-class SequenceScores:
-    policy_logps: torch.Tensor  # [B] sum of completion-token log-probs under the policy
-    ref_logps: torch.Tensor  # [B] same under the reference
-    token_kl: torch.Tensor  # [B, T-1] KL(pi || pi_ref) over the full vocabulary at each completion position
-    entropy: torch.Tensor  # [B, T-1] policy entropy at each completion position
-    mask: torch.Tensor  # [B, T-1] completion positions (targets shifted by one)
-
-
 @torch.no_grad()
-def score(policy: PreTrainedModel, reference: PreTrainedModel, batch: Batch, batch_size: int) -> SequenceScores:
-    """Log-probs of both models, per-token KL(pi || pi_ref) and entropy, without [tokens, vocab] logits."""
-    parts = [_score_rows(policy, reference, _rows(batch, s, batch_size)) for s in range(0, len(batch.input_ids), batch_size)]
-    return SequenceScores(*(torch.cat(tensors) for tensors in zip(*(vars(p).values() for p in parts))))
-
-
-def _rows(batch: Batch, start: int, size: int) -> Batch:
-    sl = slice(start, start + size)
-    return Batch(batch.input_ids[sl], batch.attention_mask[sl], batch.completion_mask[sl])
-
-
-def _hidden(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
-    # Positions count real tokens only, as in generate, so left padding does not shift them.
-    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids)
-    return out.last_hidden_state[:, :-1]
-
-
-def _score_rows(policy: PreTrainedModel, reference: PreTrainedModel, batch: Batch) -> SequenceScores:
-    mask = batch.completion_mask[:, 1:].bool()
-    targets = batch.input_ids[:, 1:].masked_fill(~mask, -100)
-    hidden, ref_hidden = _hidden(policy, batch), _hidden(reference, batch)
-    d = hidden.shape[-1]
-    out = token_logprobs_and_divergence(
-        hidden.reshape(-1, d),
-        policy.get_output_embeddings().weight,
-        targets.reshape(-1),
-        ref_hidden=ref_hidden.reshape(-1, d),
-        ref_weight=reference.get_output_embeddings().weight,
-        divergence="reverse_kl",
-    )
-    shape = targets.shape
-    return SequenceScores(
-        policy_logps=out.logprobs.view(shape).sum(1),
-        ref_logps=out.ref_logprobs.view(shape).sum(1),
-        token_kl=out.divergence.view(shape),
-        entropy=out.entropy.view(shape),
-        mask=mask,
-    )
+def score(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    batch: Batch,
+    batch_size: int,
+    kernel: str = "fused",
+    divergence: Divergence = REVERSE_KL,
+) -> SequenceStats:
+    """Both models' log-probs, the policy's entropy and a divergence (default KL(pi || pi_ref)) along each completion."""
+    parts = []
+    for start in range(0, len(batch.input_ids), batch_size):
+        sl = slice(start, start + batch_size)
+        parts.append(
+            sequence_stats(
+                policy, batch.input_ids[sl], batch.attention_mask[sl], batch.completion_mask[sl],
+                reference=reference, divergence=divergence, kernel=kernel,
+            )
+        )
+    return SequenceStats(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(SequenceStats)))

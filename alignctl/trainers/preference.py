@@ -1,7 +1,8 @@
 """Offline preference training: TRL's DPOTrainer with the loss replaced by an alignctl objective.
 
 TRL keeps data collation, the reference model, optimisation, logging and checkpointing; this subclass only
-turns a batch into sequence statistics (PreferenceLogps) and calls the objective's pure loss function.
+turns a batch into sequence statistics (PreferenceLogps, through alignctl's kernels rather than TRL's fused
+LM head, since TDPO needs full-vocabulary divergences) and calls the objective's pure loss function.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from trl import DPOTrainer
 
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps
+from alignctl.scoring import sequence_stats
 
 
 class PreferenceTrainer(DPOTrainer):
@@ -22,50 +24,44 @@ class PreferenceTrainer(DPOTrainer):
         objective: Objective,
         hyperparameters: dict[str, Any],
         divergence: Divergence | None,
+        kernel: str = "fused",
         **kwargs: Any,
     ) -> None:
+        self.kernel = kernel
         self.objective = objective
         self.hyperparameters = hyperparameters
         self.divergence = divergence
         super().__init__(*args, **kwargs)
 
-    def sequence_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-sequence sums of completion-token log-probs [2B] (chosen first), mean entropy and lengths."""
-        completion_mask = inputs["completion_mask"]
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        out = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            labels=labels,
-            use_cache=False,
-            fused_lm_head=True,
+    def preference_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[PreferenceLogps, torch.Tensor]:
+        """Chosen/rejected sequence statistics of a batch (TRL's collator puts chosen first, then rejected)."""
+        stats = sequence_stats(
+            model,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["completion_mask"],
+            reference=self.ref_model if self.objective.needs_reference else None,
+            divergence=self.divergence if self.objective.needs_token_divergence else None,
+            kernel=self.kernel,
         )
-        mask = completion_mask[:, 1:].to(out.log_probs.dtype)  # labels are shifted by one
-        lengths = mask.sum(1)
-        return {
-            "logps": (out.log_probs * mask).sum(1),
-            "entropy": (out.entropy * mask).sum() / mask.sum().clamp(min=1) if out.entropy is not None else None,
-            "lengths": lengths,
-        }
 
-    def preference_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[PreferenceLogps, Any]:
-        policy = self.sequence_logps(model, inputs)
-        chosen_logps, rejected_logps = policy["logps"].chunk(2)
-        chosen_lengths, rejected_lengths = policy["lengths"].chunk(2)
-        ref_chosen = ref_rejected = None
-        if self.objective.needs_reference:
-            with torch.no_grad():
-                ref = self.sequence_logps(self.ref_model, inputs)
-            ref_chosen, ref_rejected = ref["logps"].chunk(2)
-        stats = PreferenceLogps(
-            policy_chosen_logps=chosen_logps,
-            policy_rejected_logps=rejected_logps,
-            chosen_lengths=chosen_lengths,
-            rejected_lengths=rejected_lengths,
+        def halves(t: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            return t.chunk(2) if t is not None else (None, None)
+
+        (chosen, rejected), (chosen_len, rejected_len) = halves(stats.logps), halves(stats.lengths)
+        (ref_chosen, ref_rejected), (chosen_kl, rejected_kl) = halves(stats.ref_logps), halves(stats.divergence)
+        logps = PreferenceLogps(
+            policy_chosen_logps=chosen,
+            policy_rejected_logps=rejected,
+            chosen_lengths=chosen_len,
+            rejected_lengths=rejected_len,
             ref_chosen_logps=ref_chosen,
             ref_rejected_logps=ref_rejected,
+            chosen_seq_kl=chosen_kl,
+            rejected_seq_kl=rejected_kl,
         )
-        return stats, policy["entropy"]
+        entropy = stats.entropy.sum() / stats.lengths.sum().clamp(min=1)
+        return logps, entropy
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stats, entropy = self.preference_logps(model, inputs)
@@ -84,5 +80,8 @@ class PreferenceTrainer(DPOTrainer):
         metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
         metrics["logps/chosen"].append(gather(stats.policy_chosen_logps.detach()).mean().item())
         metrics["logps/rejected"].append(gather(stats.policy_rejected_logps.detach()).mean().item())
-        if entropy is not None:
-            metrics["entropy"].append(gather(entropy.detach()).mean().item())
+        metrics["entropy"].append(gather(entropy.detach()).mean().item())
+        if stats.chosen_seq_kl is not None:
+            metrics["seq_kl/chosen"].append(gather(stats.chosen_seq_kl.detach()).mean().item())
+            metrics["seq_kl/rejected"].append(gather(stats.rejected_seq_kl.detach()).mean().item())
+            metrics["seq_kl/margin"].append(gather((stats.rejected_seq_kl - stats.chosen_seq_kl).detach()).mean().item())
