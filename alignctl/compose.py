@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -24,6 +25,10 @@ CONFIG_MODULE = "alignctl.conf"
 RESOLVED_CONFIG = "config.yaml"  # the composed, validated config, written at the top of each run directory
 
 config.register()
+# Run directories name the divergence actually used, also when the config says divergence=auto.
+OmegaConf.register_new_resolver(
+    "divergence_used", lambda objective, divergence: config.resolve_divergence(objective, divergence), replace=True
+)
 
 
 def to_run_config(cfg: DictConfig) -> config.RunConfig:
@@ -90,7 +95,7 @@ def load_run(run_dir: Path, overrides: list[str]) -> config.RunConfig:
         saved = OmegaConf.load(path)
         typed = _typed_skeleton(saved)
         merged = OmegaConf.merge(typed, saved, OmegaConf.from_dotlist(overrides))
-    except (OmegaConfBaseException, ValueError, KeyError, TypeError) as e:
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"run_dir={run_dir}: {RESOLVED_CONFIG} is unreadable or corrupt ({explain(e)})") from None
     return to_run_config(merged)
 

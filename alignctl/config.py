@@ -54,7 +54,7 @@ class ToySentimentConfig:
 
     name: str = "toy_sentiment"
     seed: int = 0
-    corpus_size: int = 20000  # generated reviews for tokenizer + pretraining
+    corpus_size: int = 10000  # generated reviews for tokenizer + pretraining (~1 epoch at 300 x 32)
     prompt_words: int = 4  # a prompt is the first few words of a held-out review
     num_train_prompts: int = 1024  # preference pairs for training
     num_test_prompts: int = 128  # held-out prompts/pairs for eval
@@ -68,7 +68,7 @@ class TinyModelConfig:
 
     name: str = "tiny"
     seed: int = 0
-    vocab_size: int = 2048
+    vocab_size: int = 2048  # BPE target; stops early once every corpus word is one token (1151 by default)
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -132,6 +132,11 @@ class RunConfig:
             )
         for group in ("train", "eval"):
             _check_ranges(group, getattr(self, group))
+
+
+def resolve_divergence(objective: str, divergence: str) -> str:
+    """The divergence a run uses: `auto` means the objective's own default."""
+    return objectives.REGISTRY[objective].default_divergence if divergence == "auto" else divergence
 
 
 # ---------------------------------------------------------------------------------------------------------------

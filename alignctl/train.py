@@ -6,6 +6,7 @@ import json
 import platform
 import subprocess
 import sys
+import warnings
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -117,9 +118,21 @@ def resume_point(cfg: config.RunConfig, run_dir: Path) -> str | None:
     return checkpoint
 
 
+def quiet_libraries() -> None:
+    """The run prints its own progress; library progress bars and deprecation chatter only bury it."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     from alignctl.eval import run as eval_run
 
+    quiet_libraries()
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)

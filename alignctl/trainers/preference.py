@@ -31,7 +31,16 @@ class PreferenceTrainer(DPOTrainer):
         self.objective = objective
         self.hyperparameters = hyperparameters
         self.divergence = divergence
+        if not objective.needs_reference:
+            # With precompute on and no ref_model, DPOTrainer keeps no reference model (see _precompute_ref_logps).
+            kwargs["args"].precompute_ref_log_probs = True
         super().__init__(*args, **kwargs)
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        # Reference-free objectives (SimPO, ASFT) read no reference log-probs: skip TRL's pass over the data.
+        if not self.objective.needs_reference:
+            return dataset
+        return super()._precompute_ref_logps(dataset, name, batch_size)
 
     def preference_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[PreferenceLogps, torch.Tensor]:
         """Chosen/rejected sequence statistics of a batch (TRL's collator puts chosen first, then rejected)."""
