@@ -1,0 +1,1 @@
+"""Datasets in TRL's formats: loaders, the embedded default tasks (``tasks/``) and the build cache."""

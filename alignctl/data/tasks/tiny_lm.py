@@ -1,0 +1,270 @@
+"""Building blocks for the embedded tasks' tiny language models: a byte-level BPE tokenizer trained on a
+corpus, a tiny Llama pretrained with TRL's SFTTrainer, and seeded batched sampling.
+
+Nothing here knows about a particular task; ``toy_sentiment`` (and later ``toy_arith``) compose these.
+Heavy imports (torch, transformers, trl) happen inside the functions so importing the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from alignctl.config import TinyModelConfig
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence transformers/TRL/datasets logs, progress bars and warnings inside the block, then restore them."""
+    import datasets
+    import transformers
+
+    tf_level = transformers.logging.get_verbosity()
+    ds_level = datasets.logging.get_verbosity()
+    ds_bars = datasets.is_progress_bar_enabled()
+    trl_logger = logging.getLogger("trl")
+    trl_level = trl_logger.level
+    tf_bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    trl_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers.logging.set_verbosity(tf_level)
+        if tf_bars:
+            transformers.utils.logging.enable_progress_bar()
+        datasets.logging.set_verbosity(ds_level)
+        if ds_bars:
+            datasets.enable_progress_bars()
+        trl_logger.setLevel(trl_level)
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore Python, NumPy and torch (CPU and CUDA) RNG states on exit: building a cached artifact seeds
+    globally (TRL's trainers call ``set_seed``), which must not leak into the caller's run."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def progress() -> Progress:
+    """The one progress-bar style used for long steps (transient: leaves only the summary line behind)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # no live display in logs/CI: the summary lines say it all
+    )
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int, model_max_length: int) -> PreTrainedTokenizerBase:
+    """Byte-level BPE (GPT-2 style, no prefix space) with BOS prepended by the post-processor; EOS and PAD exist
+    as special tokens. The vocabulary can end below ``vocab_size`` when every corpus word is already one token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
+            ),
+        ]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=model_max_length
+    )
+
+
+def build_llama(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A freshly initialised tiny LlamaForCausalLM (tied embeddings) sized by ``cfg``, seeded by ``cfg.seed``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, set_seed
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    set_seed(cfg.seed)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def pretrain(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], cfg: TinyModelConfig, desc: str
+) -> dict[str, Any]:
+    """Plain language modelling on ``texts`` (each wrapped in BOS ... EOS) with TRL's SFTTrainer, in place.
+
+    fp32, no gradient checkpointing, nothing saved or reported; a rich progress bar shows the step and the
+    running loss. Returns ``{"loss": last logged training loss, "seconds": wall time}``.
+    """
+    import datasets
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    logged: dict[str, float] = {}
+
+    with progress() as bar, quiet(), tempfile.TemporaryDirectory(prefix="alignctl-sft-") as out:
+        task = bar.add_task(desc, total=cfg.pretrain_steps, info="")
+
+        class _Progress(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                bar.update(task, completed=state.global_step)
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    logged["loss"] = float(logs["loss"])
+                    bar.update(task, info=f"loss {logs['loss']:.3f}")
+
+        args = SFTConfig(
+            output_dir=out,
+            max_steps=cfg.pretrain_steps,
+            per_device_train_batch_size=cfg.pretrain_batch_size,
+            learning_rate=cfg.pretrain_lr,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.05,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            max_length=cfg.max_position_embeddings,
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=False,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="steps",
+            logging_steps=max(1, cfg.pretrain_steps // 20),
+            disable_tqdm=True,
+            log_level="error",
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            train_sampling_strategy="group_by_length",
+            push_to_hub=False,
+        )
+        start = time.perf_counter()
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=datasets.Dataset.from_dict({"text": texts}),
+            processing_class=tokenizer,
+            callbacks=[_Progress()],
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.train()
+        model.eval()
+    return {"loss": logged.get("loss", float("nan")), "seconds": time.perf_counter() - start}
+
+
+def sample_continuations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    num_samples: int,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 512,
+    desc: str = "sampling",
+) -> list[list[str]]:
+    """``num_samples`` ancestral samples (temperature 1, no top-k/top-p) per prompt, decoded without special
+    tokens and cut at EOS. Each batch is seeded from ``(seed, batch index)`` inside a forked RNG, so results
+    depend only on the arguments (and the machine), not on the caller's RNG state."""
+    import torch
+
+    rows = [p for p in prompts for _ in range(num_samples)]
+    out: list[str] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        with progress() as bar, quiet(), torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            task = bar.add_task(desc, total=len(rows), info="")
+            for b, start in enumerate(range(0, len(rows), batch_size)):
+                chunk = rows[start : start + batch_size]
+                enc = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)
+                torch.manual_seed(seed * 1_000_003 + b)
+                gen = model.generate(
+                    **enc,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_k=0,
+                    top_p=1.0,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+                new = gen[:, enc["input_ids"].shape[1] :]
+                out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+                bar.update(task, advance=len(chunk))
+    finally:
+        tokenizer.padding_side = side
+    return [out[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+
+
+def param_count(model: PreTrainedModel) -> int:
+    """Distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def save_hf_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    """The ordinary hub layout: config.json, model.safetensors, generation_config.json, tokenizer files."""
+    with quiet():
+        model.save_pretrained(path)  # safetensors is the only format in transformers 5
+        tokenizer.save_pretrained(path)

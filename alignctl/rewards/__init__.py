@@ -1,0 +1,1 @@
+"""Rewards: pure functions ``(prompts: list[str], completions: list[str]) -> list[float]``, one module each."""
