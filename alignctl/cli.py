@@ -62,7 +62,7 @@ def _train(args: list[str]) -> int:
 
 
 def _eval(args: list[str]) -> int:
-    from alignctl import compose
+    from alignctl import compose, runtime
     from alignctl.eval import run as eval_run
 
     keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in ("run_dir", "model_dir"))
@@ -82,6 +82,7 @@ def _eval(args: list[str]) -> int:
         if not (model_dir / "config.json").is_file():
             raise UsageError(f"model_dir={model_dir} is not an HF model directory (no config.json)")
         out_dir = model_dir
+    runtime.prepare(cfg)
     eval_run.evaluate_and_report(cfg, model_dir, out_dir)
     return 0
 

@@ -6,7 +6,6 @@ import json
 import platform
 import subprocess
 import sys
-import warnings
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig
 from trl.trainer.callbacks import RichProgressCallback
 
-from alignctl import build, compose, config, tracking
+from alignctl import build, compose, config, runtime, tracking
 from alignctl.cli import UsageError
 from alignctl.trainers.preference import PreferenceTrainer
 
@@ -118,24 +117,11 @@ def resume_point(cfg: config.RunConfig, run_dir: Path) -> str | None:
     return checkpoint
 
 
-def quiet_libraries() -> None:
-    """The run prints its own progress; library progress bars and deprecation chatter only bury it."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
 def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     from alignctl.eval import run as eval_run
 
-    quiet_libraries()
+    runtime.prepare(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     compose.save_resolved(cfg, run_dir)
     (run_dir / "run.json").write_text(json.dumps(provenance(cfg), indent=2) + "\n")
     console.print(f"[bold]run[/] {run_dir}  objective={cfg.objective.name} divergence={cfg.divergence.name}")
@@ -160,6 +146,7 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
         objective=objective,
         hyperparameters=config.hyperparameters(cfg.objective),
         divergence=divergence,
+        kernel=cfg.model.kernel,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgressCallback)

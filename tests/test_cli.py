@@ -36,6 +36,7 @@ def run_cli(capsys, *argv):
         (["train", "divergence=kl"], ["divergence=kl", "reverse_kl", "forward_kl", "js", "alpha"]),
         (["train", "objective=dpo", "divergence=none"], ["divergence=none", "objective=dpo", "reverse_kl"]),
         (["train", "tracking=tensorboard"], ["tracking='tensorboard'", "wandb, none"]),
+        (["train", "model.kernel=fast"], ["model.kernel='fast'", "fused, naive"]),
         (["train", "divergence=reverse_kl,js"], ["divergence", "-m"]),
         (["train", "-m", "divergence=reverse_kl,kl"], ["divergence=kl", "reverse_kl"]),
         (["train", "--frobnicate"], ["--frobnicate", "-m"]),

@@ -38,7 +38,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict
     with console.status("scoring samples and held-out pairs"):
         rewards = reward(ours.prompts, ours.completions)
         ref_rewards = reward(theirs.prompts, theirs.completions)
-        scores = score(policy, reference, ours.batch, e.batch_size)
+        scores = score(policy, reference, ours.batch, e.batch_size, kernel=cfg.model.kernel)
         p = _pair_probabilities(cfg, policy, reference, tokenizer, e.batch_size)
 
     groups = [ours.completions[i : i + e.samples_per_prompt] for i in range(0, len(ours.completions), e.samples_per_prompt)]
@@ -75,7 +75,9 @@ def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int) -> l
     pairs = build.preference_pairs(cfg)["test"]
     objective, divergence = build.objective(cfg)
     # TDPO's implicit reward includes the sequential divergence it was trained with
-    kwargs = {"divergence": divergence} if objective.needs_token_divergence else {}
+    kwargs = {"kernel": cfg.model.kernel}
+    if objective.needs_token_divergence:
+        kwargs["divergence"] = divergence
     chosen = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["chosen"]), batch_size, **kwargs)
     rejected = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["rejected"]), batch_size, **kwargs)
     stats = PreferenceLogps(

@@ -59,7 +59,7 @@ def base_model_recipe(data_cfg: ToySentimentConfig, model_cfg: TinyModelConfig) 
             "grammar_version": review_grammar.GRAMMAR_VERSION,
         },
         "tokenizer": {"type": "byte_level_bpe", "vocab_size": model_cfg.vocab_size},
-        "model": {k: v for k, v in asdict(model_cfg).items() if k != "name"},
+        "model": {k: v for k, v in asdict(model_cfg).items() if k not in ("name", "kernel")},
     }
 
 

@@ -1,0 +1,448 @@
+"""Chunked implementation: never holds a full [N, V] tensor; the backward recomputes each tile.
+
+Both models' logits are produced tile by tile, `[row_chunk, vocab_chunk]` at a time, by a GEMM into a reused fp32
+buffer. The vocabulary is the outer loop (one chunk of the LM head stays in cache while the token blocks stream
+past) and every tile is folded into per-token running statistics with an online log-sum-exp:
+
+* `lz`, `lr`: log-sum-exp of the policy / reference logits seen so far;
+* `hz`: entropy of the policy restricted to the columns seen so far (renormalised), merged exactly;
+* `acc`: the divergence accumulator (a weighted mean for the KLs, the mixture's log-sum-exp for alpha, a plain sum
+  for js, whose second pass needs the final `lz` and `lr`);
+* `zt`, `rt`: the target's logit, written by the tile that holds it.
+
+The backward recomputes the tiles, turns the policy tile into dLoss/dlogits in place and accumulates the two gradient
+GEMMs. The reference side gets no gradient. The per-tile work is delegated to a "tile backend": `TorchTiles` below
+(plain PyTorch, any device) or `alignctl.kernels.triton.TritonTiles` (Triton kernels for the same folds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from alignctl.divergences import Divergence
+
+from .reference import compute_dtype
+
+# Tuned on a 2-core AMD EPYC (AVX-512, 1 MiB L2 per core, 32 MiB L3) at N=4096, d=256, V=32768: a 1 MiB tile
+# (256 x 1024 fp32) keeps every elementwise pass in cache; see docs/BENCHMARKS.md ("Kernels").
+ROW_CHUNK = 256
+VOCAB_CHUNK = 1024
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# torch.mm(..., out_dtype=torch.float32) from fp16/bf16 operands (CUDA only, torch >= 2.8)
+_MM_OUT_DTYPE = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 8)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Static description of one call."""
+
+    kind: str  # "none", "reverse_kl", "forward_kl", "js" or "alpha"
+    alpha: float
+    has_ref: bool
+    temperature: float
+    row_chunk: int
+    vocab_chunk: int
+
+    @staticmethod
+    def make(
+        divergence: Divergence | None, has_ref: bool, temperature: float, row_chunk: int, vocab_chunk: int
+    ) -> Spec:
+        kind = divergence.name if (divergence is not None and has_ref) else "none"
+        alpha = float(divergence.alpha) if kind == "alpha" else 0.0
+        return Spec(kind, alpha, has_ref, float(temperature), int(row_chunk), int(vocab_chunk))
+
+
+@dataclass
+class RowStats:
+    """Per-token running statistics, each [N] in the compute dtype (see the module docstring)."""
+
+    lz: torch.Tensor
+    hz: torch.Tensor
+    lr: torch.Tensor
+    acc: torch.Tensor
+    acc2: torch.Tensor
+    zt: torch.Tensor
+    rt: torch.Tensor
+
+    @staticmethod
+    def empty(n: int, spec: Spec, dtype: torch.dtype, device: torch.device) -> RowStats:
+        def full(value: float) -> torch.Tensor:
+            return torch.full((n,), value, dtype=dtype, device=device)
+
+        return RowStats(
+            lz=full(-math.inf),
+            hz=full(0.0),
+            lr=full(-math.inf),
+            acc=full(-math.inf if spec.kind == "alpha" else 0.0),
+            acc2=full(0.0),
+            zt=full(0.0),
+            rt=full(0.0),
+        )
+
+
+def finalize(st: RowStats, spec: Spec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> logprobs, ref_logprobs, divergence, entropy, aux (the per-token quantity the divergence's gradient needs)."""
+    logprobs = st.zt - st.lz
+    empty = st.lz.new_zeros(0)
+    ref_logprobs = st.rt - st.lr if spec.has_ref else empty
+    div = aux = empty
+    if spec.kind == "reverse_kl":
+        div = aux = st.acc - st.lz + st.lr  # sum_t w_t E_pt[z - r] - Lz + Lr = KL(p || q)
+    elif spec.kind == "forward_kl":
+        div = aux = st.acc - st.lr + st.lz  # KL(q || p)
+    elif spec.kind == "alpha":
+        a = spec.alpha
+        aux = torch.exp(st.acc - (1.0 - a) * st.lz - a * st.lr)  # S = sum_v p^(1-a) q^a
+        div = (aux - 1.0) / (a * (a - 1.0))
+    elif spec.kind == "js":
+        aux = st.acc + math.log(2.0)  # KL(p || m)
+        div = aux + st.acc2 + math.log(2.0)
+    return logprobs, ref_logprobs, div, st.hz, aux
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Operands and projections
+
+
+def _keeps_low_precision(x: torch.Tensor) -> bool:
+    """CUDA fp16/bf16 operands stay as they are (GEMM with fp32 output); elsewhere they are widened first."""
+    return x.device.type == "cuda" and x.dtype in _LOW_PRECISION and _MM_OUT_DTYPE
+
+
+def _operand(x: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
+    """The GEMM operand for `x` (widened to the compute dtype unless kept in low precision), times `scale`."""
+    if not _keeps_low_precision(x):
+        x = x.to(dtype)
+    if scale != 1.0:
+        x = x * scale
+    return x
+
+
+def _project(h: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out[n, c] = h[n, d] @ w[c, d].T, accumulated and stored in out.dtype."""
+    if h.dtype == out.dtype:
+        return torch.mm(h, w.t(), out=out)
+    return torch.mm(h, w.t(), out_dtype=out.dtype, out=out)
+
+
+def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b with acc in the compute dtype; a is a compute-dtype gradient tile."""
+    if b.dtype == acc.dtype:
+        acc.addmm_(a, b)
+    else:  # CUDA low precision: round the gradient tile to the operands' dtype, accumulate in fp32
+        torch.addmm(acc, a.to(b.dtype), b, out_dtype=acc.dtype, out=acc)
+
+
+def _in_tile(local: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(is the target column in this tile, its clamped local index [n, 1]); no host synchronisation."""
+    return (local >= 0) & (local < width), local.clamp(0, width - 1).unsqueeze(1)
+
+
+def _target_logit(dest: torch.Tensor, tile: torch.Tensor, local: torch.Tensor) -> None:
+    """dest[i] = tile[i, local[i]] where 0 <= local[i] < tile width."""
+    inside, index = _in_tile(local, tile.shape[1])
+    dest.copy_(torch.where(inside, tile.gather(1, index).squeeze(1), dest))
+
+
+class TorchTiles:
+    """Per-tile folds in plain PyTorch: fused row-wise log_softmax plus in-place passes on cache-sized buffers.
+
+    The forward keeps each tile's statistics ([n_vocab_chunks, N] arrays: tile log-sum-exp, tile entropy, tile
+    divergence term) and merges them exactly in one vectorised step at the end of the pass, so a tile costs a handful
+    of large ops and almost no per-token bookkeeping.
+    """
+
+    name = "chunked"
+    row_chunk = ROW_CHUNK
+    vocab_chunk = VOCAB_CHUNK
+
+    def __init__(self) -> None:
+        self._bufs: list[torch.Tensor] = []
+
+    def _scratch(self, count: int, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> None:
+        self._bufs = [torch.empty((rows, cols), dtype=dtype, device=device) for _ in range(count)]
+
+    def _buf(self, i: int, n: int, c: int) -> torch.Tensor:
+        return self._bufs[i][:n, :c]
+
+    def end(self) -> None:
+        self._bufs = []
+        self._tile_stats = self._coef = None
+
+    # ---------------------------------------------------------------------------------------------------- forward
+    def start_forward(self, n_rows: int, n_chunks: int, rows: int, cols: int, spec: Spec, dtype, device) -> None:
+        self._scratch(3, rows, cols, dtype, device)
+        names = ["lse_z", "neg_h"]
+        if spec.has_ref:
+            names.append("lse_r")
+        if spec.kind in ("reverse_kl", "forward_kl"):
+            names.append("kl")
+        if spec.kind == "alpha":
+            names.append("lse_x")
+        self._tile_stats = {k: torch.empty((n_chunks, n_rows), dtype=dtype, device=device) for k in names}
+
+    def fold(self, st: RowStats, sl: slice, ci: int, c0: int, z: torch.Tensor, r: torch.Tensor | None, spec: Spec,
+             targets: torch.Tensor) -> None:
+        n, c = z.shape
+        ts = self._tile_stats
+        local = targets - c0
+        lsz, p = self._buf(0, n, c), self._buf(1, n, c)
+        torch.log_softmax(z, 1, out=lsz)
+        # log_softmax is exactly -log(sum exp(z - max)) at the argmax, so this is the tile's log-sum-exp
+        torch.sub(z.amax(1), lsz.amax(1), out=ts["lse_z"][ci, sl])
+        torch.exp(lsz, out=p)
+        torch.linalg.vecdot(p, lsz, out=ts["neg_h"][ci, sl])  # minus the tile entropy
+        _target_logit(st.zt[sl], z, local)
+        if r is None:
+            return
+        lsr = self._buf(2, n, c)
+        torch.log_softmax(r, 1, out=lsr)
+        torch.sub(r.amax(1), lsr.amax(1), out=ts["lse_r"][ci, sl])
+        _target_logit(st.rt[sl], r, local)
+        if spec.kind == "reverse_kl":  # minus KL(pt || qt), pt and qt the tile-normalised distributions
+            torch.linalg.vecdot(p, lsr.sub_(lsz), out=ts["kl"][ci, sl])
+        elif spec.kind == "forward_kl":  # KL(qt || pt)
+            torch.exp(lsr, out=p)
+            torch.linalg.vecdot(p, lsr.sub_(lsz), out=ts["kl"][ci, sl])
+        elif spec.kind == "alpha":  # log-sum-exp of the mixture (1 - a) z + a r
+            mix = torch.lerp(z, r, spec.alpha, out=lsz)
+            torch.log_softmax(mix, 1, out=lsr)
+            torch.sub(mix.amax(1), lsr.amax(1), out=ts["lse_x"][ci, sl])
+
+    def finish_fold(self, st: RowStats, spec: Spec) -> None:
+        """Exact merge of the per-tile statistics (tile weights w_t = exp(lse_t - L) sum to 1 over tiles)."""
+        ts = self._tile_stats
+        lz = torch.logsumexp(ts["lse_z"], 0)
+        log_wz = ts["lse_z"] - lz
+        wz = log_wz.exp()
+        st.lz.copy_(lz)
+        st.hz.copy_(-(wz * (ts["neg_h"] + log_wz)).sum(0))  # H = sum_t w_t (H_t - log w_t)
+        if not spec.has_ref:
+            return
+        lr = torch.logsumexp(ts["lse_r"], 0)
+        st.lr.copy_(lr)
+        if spec.kind == "reverse_kl":  # acc = sum_t wz_t E_pt[z - r] = sum_t wz_t (KL_t + lse_z_t - lse_r_t)
+            st.acc.copy_((wz * (ts["lse_z"] - ts["lse_r"] - ts["kl"])).sum(0))
+        elif spec.kind == "forward_kl":  # acc = sum_t wr_t E_qt[r - z]
+            wr = (ts["lse_r"] - lr).exp()
+            st.acc.copy_((wr * (ts["kl"] + ts["lse_r"] - ts["lse_z"])).sum(0))
+        elif spec.kind == "alpha":
+            st.acc.copy_(torch.logsumexp(ts["lse_x"], 0))
+
+    def fold_js(self, st: RowStats, sl: slice, z: torch.Tensor, r: torch.Tensor) -> None:
+        """Second pass for js: sum p (log p - log(p + q)) and sum q (log q - log(p + q)); log 2 is added at the end."""
+        n, c = z.shape
+        lp = z.sub_(st.lz[sl].unsqueeze(1))
+        lq = r.sub_(st.lr[sl].unsqueeze(1))
+        lpq, e = self._buf(0, n, c), self._buf(1, n, c)
+        torch.logaddexp(lp, lq, out=lpq)
+        torch.exp(lp, out=e)
+        st.acc[sl] += torch.linalg.vecdot(e, lp.sub_(lpq))
+        torch.exp(lq, out=e)
+        st.acc2[sl] += torch.linalg.vecdot(e, lq.sub_(lpq))
+
+    # --------------------------------------------------------------------------------------------------- backward
+    def start_backward(self, saved: dict, grads: dict, spec: Spec, rows: int, cols: int, dtype, device) -> None:
+        """Per-token coefficients of dLoss/dz = p (c_row + c_lp log p + c_lq log q') + c_extra e + g_lp onehot(t),
+        with log q' = log q (reverse_kl) or log(p + q) (js), and e = q (forward_kl) or p^(1-a) q^a (alpha)."""
+        self._scratch(1, rows, cols, dtype, device)
+        g_lp, g_ent, g_div = grads["lp"], grads["ent"], grads["div"]
+        n = saved["lz"].shape[0]
+        c_row = torch.zeros(n, dtype=dtype, device=device)
+        c_lp = c_lq = c_extra = None
+        if g_lp is not None:
+            c_row -= g_lp
+        if g_ent is not None:  # dH/dz = -p (log p + H)
+            c_row -= g_ent * saved["ent"]
+            c_lp = -g_ent
+        if g_div is not None and spec.kind != "none":
+            aux = saved["aux"]
+            if spec.kind == "reverse_kl":  # p (log p - log q - D)
+                c_row -= g_div * aux
+                c_lp = g_div if c_lp is None else c_lp + g_div
+                c_lq = -g_div
+            elif spec.kind == "forward_kl":  # p - q
+                c_row += g_div
+                c_extra = -g_div
+            elif spec.kind == "alpha":  # -(p^(1-a) q^a - p S) / a
+                c_row += g_div * aux / spec.alpha
+                c_extra = -g_div / spec.alpha
+            elif spec.kind == "js":  # p (log p - log m - KL(p || m)), log m = log(p + q) - log 2
+                c_row += g_div * (math.log(2.0) - aux)
+                c_lp = g_div if c_lp is None else c_lp + g_div
+                c_lq = -g_div
+
+        def col(x):
+            return None if x is None else x.unsqueeze(1)
+
+        self._coef = {"row": col(c_row), "lp": col(c_lp), "lq": col(c_lq), "extra": col(c_extra), "g_lp": g_lp,
+                      "lz": col(saved["lz"]), "lr": col(saved["lr"])}  # fmt: skip
+
+    def grad_tile(self, sl: slice, c0: int, z: torch.Tensor, r: torch.Tensor | None, spec: Spec,
+                  targets: torch.Tensor) -> torch.Tensor:
+        """dLoss/dz for one tile (z: policy logits, overwritten; r: reference logits, overwritten, or None)."""
+        k = self._coef
+        n, c = z.shape
+        lp = z.sub_(k["lz"][sl])  # log p
+        p = torch.exp(lp, out=self._buf(0, n, c))
+        lq = e = None
+        if r is not None:
+            lq = r.sub_(k["lr"][sl])  # log q
+            if spec.kind == "js":
+                lq = torch.logaddexp(lp, lq, out=lq)  # log(p + q)
+            elif spec.kind == "forward_kl":
+                e = lq.exp_()
+            elif spec.kind == "alpha":
+                e = torch.lerp(lp, lq, spec.alpha, out=lq).exp_()
+        if k["lp"] is None:
+            p.mul_(k["row"][sl])
+        else:
+            x = torch.addcmul(k["row"][sl], lp, k["lp"][sl], out=lp)
+            if k["lq"] is not None:
+                x.addcmul_(lq, k["lq"][sl])
+            p.mul_(x)
+        if e is not None:
+            p.addcmul_(e, k["extra"][sl])
+        if k["g_lp"] is not None:
+            inside, index = _in_tile(targets - c0, c)
+            p.scatter_add_(1, index, torch.where(inside, k["g_lp"][sl], 0.0).unsqueeze(1))
+        return p
+
+
+def _needs_ref_in_backward(spec: Spec, grads: dict) -> bool:
+    return spec.kind != "none" and grads["div"] is not None
+
+
+class TokenStatsFunction(torch.autograd.Function):
+    """Autograd Function over all-valid rows (masking and compaction happen in `alignctl.kernels`)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, ref_hidden, ref_weight, spec: Spec, tiles):  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        dtype = compute_dtype(hidden)
+        device = hidden.device
+        n_rows, vocab = hidden.shape[0], weight.shape[0]
+        R, C = min(spec.row_chunk, n_rows), min(spec.vocab_chunk, vocab)
+        inv_t = 1.0 / spec.temperature
+
+        h = _operand(hidden, dtype, inv_t)
+        h_ref = _operand(ref_hidden, dtype, inv_t) if spec.has_ref else None
+        post_scale = inv_t if _keeps_low_precision(hidden) else 1.0  # temperature not folded into h
+        ref_post_scale = inv_t if spec.has_ref and _keeps_low_precision(ref_hidden) else 1.0
+
+        st = RowStats.empty(n_rows, spec, dtype, device)
+        z_buf = torch.empty((R, C), dtype=dtype, device=device)
+        r_buf = torch.empty((R, C), dtype=dtype, device=device) if spec.has_ref else None
+        n_chunks = -(-vocab // C)
+        tiles.start_forward(n_rows, n_chunks, R, C, spec, dtype, device)
+        passes = ("fold", "js") if spec.kind == "js" else ("fold",)
+        try:
+            for which in passes:
+                if which == "js":
+                    tiles.finish_fold(st, spec)  # the js pass needs the final log-normalisers
+                for ci, c0 in enumerate(range(0, vocab, C)):
+                    c1 = min(c0 + C, vocab)
+                    w = _operand(weight[c0:c1], dtype)
+                    w_ref = _operand(ref_weight[c0:c1], dtype) if spec.has_ref else None
+                    for r0 in range(0, n_rows, R):
+                        r1 = min(r0 + R, n_rows)
+                        sl = slice(r0, r1)
+                        z = _project(h[sl], w, z_buf[: r1 - r0, : c1 - c0])
+                        if post_scale != 1.0:
+                            z.mul_(post_scale)
+                        r = None
+                        if spec.has_ref:
+                            r = _project(h_ref[sl], w_ref, r_buf[: r1 - r0, : c1 - c0])
+                            if ref_post_scale != 1.0:
+                                r.mul_(ref_post_scale)
+                        if which == "fold":
+                            tiles.fold(st, sl, ci, c0, z, r, spec, targets[sl])
+                        else:
+                            tiles.fold_js(st, sl, z, r)
+            if spec.kind != "js":
+                tiles.finish_fold(st, spec)
+        finally:
+            tiles.end()
+
+        logprobs, ref_logprobs, div, entropy, aux = finalize(st, spec)
+        # clones: the saved per-token values must not alias outputs a caller may modify in place
+        ctx.save_for_backward(
+            hidden, weight, targets, ref_hidden, ref_weight, st.lz, st.lr, entropy.clone(), aux.clone()
+        )
+        ctx.spec, ctx.tiles = spec, tiles
+        ctx.mark_non_differentiable(ref_logprobs)
+        if spec.kind == "none":
+            ctx.mark_non_differentiable(div)
+        return logprobs, ref_logprobs, div, entropy
+
+    @staticmethod
+    def backward(ctx, g_lp, _g_ref_lp, g_div, g_ent):  # type: ignore[override]
+        hidden, weight, targets, ref_hidden, ref_weight, lz, lr, entropy, aux = ctx.saved_tensors
+        spec: Spec = ctx.spec
+        tiles = ctx.tiles
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        none = (None,) * 7
+        if spec.kind == "none":
+            g_div = None
+        if (g_lp is None and g_div is None and g_ent is None) or not (need_h or need_w):
+            return none
+
+        dtype = compute_dtype(hidden)
+        device = hidden.device
+        n_rows, vocab = hidden.shape[0], weight.shape[0]
+        R, C = min(spec.row_chunk, n_rows), min(spec.vocab_chunk, vocab)
+        inv_t = 1.0 / spec.temperature
+        grads = {
+            "lp": g_lp.to(dtype) if g_lp is not None else None,
+            "ent": g_ent.to(dtype) if g_ent is not None else None,
+            "div": g_div.to(dtype) if g_div is not None else None,
+        }
+        saved = {"lz": lz, "lr": lr, "ent": entropy, "aux": aux}
+        use_ref = _needs_ref_in_backward(spec, grads)
+
+        h = _operand(hidden, dtype, inv_t)
+        h_ref = _operand(ref_hidden, dtype, inv_t) if use_ref else None
+        post_scale = inv_t if _keeps_low_precision(hidden) else 1.0
+        ref_post_scale = inv_t if use_ref and _keeps_low_precision(ref_hidden) else 1.0
+
+        grad_h = torch.zeros(hidden.shape, dtype=dtype, device=device) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=dtype, device=device) if need_w else None
+        z_buf = torch.empty((R, C), dtype=dtype, device=device)
+        r_buf = torch.empty((R, C), dtype=dtype, device=device) if use_ref else None
+        tiles.start_backward(saved, grads, spec, R, C, dtype, device)
+        try:
+            for c0 in range(0, vocab, C):
+                c1 = min(c0 + C, vocab)
+                w = _operand(weight[c0:c1], dtype)
+                w_ref = _operand(ref_weight[c0:c1], dtype) if use_ref else None
+                for r0 in range(0, n_rows, R):
+                    r1 = min(r0 + R, n_rows)
+                    sl = slice(r0, r1)
+                    z = _project(h[sl], w, z_buf[: r1 - r0, : c1 - c0])
+                    if post_scale != 1.0:
+                        z.mul_(post_scale)
+                    r = None
+                    if use_ref:
+                        r = _project(h_ref[sl], w_ref, r_buf[: r1 - r0, : c1 - c0])
+                        if ref_post_scale != 1.0:
+                            r.mul_(ref_post_scale)
+                    g = tiles.grad_tile(sl, c0, z, r, spec, targets[sl])
+                    if grad_h is not None:
+                        _accumulate(grad_h[sl], g, w)
+                    if grad_w is not None:
+                        _accumulate(grad_w[c0:c1], g.t(), h[sl])
+        finally:
+            tiles.end()
+
+        # z = (h / T) @ W.T: dz/dh carries 1/T; when h was pre-scaled, dz/dW already has it (h[sl] is scaled)
+        if grad_h is not None:
+            grad_h = grad_h.mul_(inv_t).to(hidden.dtype)
+        if grad_w is not None:
+            if post_scale != 1.0:
+                grad_w.mul_(post_scale)
+            grad_w = grad_w.to(weight.dtype)
+        return grad_h, grad_w, None, None, None, None, None
