@@ -187,20 +187,26 @@ def _ranged(group: str):
 
 
 def objective_schema(entry: objectives.Objective) -> type:
-    """A dataclass with `name` plus the keyword-only hyperparameters of the objective's loss function."""
+    """A dataclass with `name`, the keyword-only hyperparameters of the objective's loss, and its data options."""
     hints = typing.get_type_hints(entry.loss)
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=entry.name))]
     for p in inspect.signature(entry.loss).parameters.values():
         if p.kind is p.KEYWORD_ONLY and p.name != "divergence":
             fields.append((p.name, hints[p.name], field(default=p.default)))
+    fields += [(name, float, field(default=default)) for name, default in entry.data_options]
     return dataclasses.make_dataclass(
         f"{entry.name.capitalize()}ObjectiveConfig", fields, namespace={"__post_init__": _ranged("objective")}
     )
 
 
 def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
-    """The loss keyword arguments of a composed objective config (everything but its name)."""
-    return {f.name: getattr(objective_cfg, f.name) for f in dataclasses.fields(objective_cfg) if f.name != "name"}
+    """The loss keyword arguments of a composed objective config (everything but its name and data options)."""
+    data_options = {name for name, _ in objectives.get(objective_cfg.name).data_options}
+    return {
+        f.name: getattr(objective_cfg, f.name)
+        for f in dataclasses.fields(objective_cfg)
+        if f.name != "name" and f.name not in data_options
+    }
 
 
 ToySentimentConfig.__post_init__ = _ranged("dataset")

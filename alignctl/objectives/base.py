@@ -52,6 +52,8 @@ class Objective:
     needs_reference: bool
     needs_token_divergence: bool = False  # per-token full-vocabulary divergence (TDPO)
     preferred_divergence: str | None = None  # what `divergence=auto` picks; None: the first accepted, or "none"
+    # Config options that shape the training data rather than the loss (e.g. ADPO's label_noise): name -> default.
+    data_options: tuple[tuple[str, float], ...] = ()
 
     @property
     def default_divergence(self) -> str:
