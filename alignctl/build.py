@@ -31,6 +31,59 @@ def preference_pairs(cfg: RunConfig):
     raise NotImplementedError(f"dataset={cfg.dataset.name}")
 
 
+def candidates(cfg: RunConfig):
+    """A DatasetDict with train/test splits of prompt, completions (K, best first), rewards (data kind "candidates")."""
+    if cfg.dataset.name == "toy_sentiment":
+        from alignctl.data.tasks import toy_sentiment
+
+        return toy_sentiment.build_candidates(cfg.dataset, cfg.model)
+    raise NotImplementedError(f"dataset={cfg.dataset.name}")
+
+
+def negatives(cfg: RunConfig):
+    """A DatasetDict with train/test splits of prompt, negative, samples (K self-samples; data kind "negatives")."""
+    if cfg.dataset.name == "toy_sentiment":
+        from alignctl.data.tasks import toy_sentiment
+
+        return toy_sentiment.build_negatives(cfg.dataset, cfg.model)
+    raise NotImplementedError(f"dataset={cfg.dataset.name}")
+
+
+DATASETS = {"pairs": preference_pairs, "candidates": candidates, "negatives": negatives}  # by Objective.data
+
+
+def training_data(cfg: RunConfig, entry: Objective):
+    """The train split of the objective's data kind, with its `label_noise` data option (if any) applied."""
+    if entry.data not in DATASETS:
+        raise NotImplementedError(f"objective={entry.name} needs {entry.data} data, which no builder makes yet")
+    train = DATASETS[entry.data](cfg)["train"]
+    share = getattr(cfg.objective, "label_noise", 0.0)
+    return flip_labels(train, share, cfg.train.seed) if share else train
+
+
+def flip_labels(dataset, share: float, seed: int):
+    """Label noise: round(share * N) rows, drawn with `seed`, get their preference reversed. Pairs swap chosen and
+    rejected (and their rewards); candidates keep their completions but reverse their rewards, i.e. the labels."""
+    import random
+
+    flipped = set(random.Random(seed).sample(range(len(dataset)), round(share * len(dataset))))
+    columns = set(dataset.column_names)
+    if "rewards" not in columns and not {"chosen", "rejected"} <= columns:
+        raise ValueError(f"label noise needs pairs or ranked candidates, not columns {sorted(columns)}")
+
+    def flip(row: dict, index: int) -> dict:
+        if index not in flipped:
+            return row
+        if "rewards" in columns:
+            return {**row, "rewards": row["rewards"][::-1]}
+        swapped = {"chosen": row["rejected"], "rejected": row["chosen"]}
+        if {"chosen_reward", "rejected_reward"} <= columns:
+            swapped |= {"chosen_reward": row["rejected_reward"], "rejected_reward": row["chosen_reward"]}
+        return {**row, **swapped}
+
+    return dataset.map(flip, with_indices=True, keep_in_memory=True, desc="Flipping labels")
+
+
 def eval_prompts(cfg: RunConfig) -> list[str]:
     if cfg.dataset.name == "toy_sentiment":
         from alignctl.data.tasks import toy_sentiment

@@ -63,6 +63,13 @@ class ToySentimentConfig:
     num_test_prompts: int = 128  # held-out prompts/pairs for eval
     samples_per_prompt: int = 4  # continuations sampled per prompt to build a pair (best vs worst)
     max_new_tokens: int = 24
+    candidates_per_prompt: int = 4  # ranked continuations per prompt for listwise objectives (ADPO)
+    # Self-samples per human negative (D2O). The spec's default (third-party reimplementation) is 11; 4 scores
+    # 1 + 4 sequences per prompt instead of DPO's 2: 200 default steps train in 64 s vs DPO's 43 s on 2 CPU cores.
+    self_samples: int = 4
+
+    def __post_init__(self) -> None:
+        _check_ranges("dataset", self)
 
 
 @dataclass
@@ -160,7 +167,7 @@ _POSITIVE = {
     "logging_steps", "num_prompts", "samples_per_prompt", "max_new_tokens", "temperature", "corpus_size",
     "prompt_words", "num_train_prompts", "num_test_prompts", "vocab_size", "hidden_size", "num_layers",
     "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
-    "pretrain_lr", "lam", "candidates_per_prompt",
+    "pretrain_lr", "lam", "candidates_per_prompt", "self_samples",
 }
 _NON_NEGATIVE = {"eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed"}
 _PROBABILITY_BELOW_HALF = {"label_noise"}
@@ -208,8 +215,6 @@ def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
         if f.name != "name" and f.name not in data_options
     }
 
-
-ToySentimentConfig.__post_init__ = _ranged("dataset")
 
 DATASET_SCHEMAS = {"toy_sentiment": ToySentimentConfig}
 MODEL_SCHEMAS = {"tiny": TinyModelConfig}

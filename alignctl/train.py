@@ -21,6 +21,7 @@ from trl.trainer.callbacks import RichProgressCallback
 
 from alignctl import build, compose, config, runtime, tracking
 from alignctl.cli import UsageError
+from alignctl.trainers.candidates import CandidateTrainer
 from alignctl.trainers.preference import PreferenceTrainer
 
 console = Console(stderr=True)
@@ -127,8 +128,8 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     console.print(f"[bold]run[/] {run_dir}  objective={cfg.objective.name} divergence={cfg.divergence.name}")
 
     base_dir = build.base_model_dir(cfg)
-    pairs = build.preference_pairs(cfg)
     objective, divergence = build.objective(cfg)
+    train_data = build.training_data(cfg, objective)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     tracker = tracking.start(
@@ -137,10 +138,11 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
         config=asdict(cfg),
         tags=[cfg.objective.name, cfg.divergence.name, cfg.dataset.name, cfg.model.name],
     )
-    trainer = PreferenceTrainer(
+    trainer_class = PreferenceTrainer if objective.data == "pairs" else CandidateTrainer
+    trainer = trainer_class(
         model=model,
         args=training_args(cfg, run_dir, tracker.report_to),
-        train_dataset=pairs["train"],
+        train_dataset=train_data,
         processing_class=tokenizer,
         callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
         objective=objective,

@@ -16,7 +16,7 @@ from alignctl.cli import UsageError
 from alignctl.config import RunConfig, hyperparameters
 from alignctl.eval import metrics as m
 from alignctl.eval.sampling import Batch, pad_left, sample, score
-from alignctl.objectives.base import PreferenceLogps
+from alignctl.objectives.base import CandidateLogps, NegativeLogps, PreferenceLogps
 
 console = Console(stderr=True)
 
@@ -80,16 +80,25 @@ def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int) -> l
         kwargs["divergence"] = divergence
     chosen = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["chosen"]), batch_size, **kwargs)
     rejected = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["rejected"]), batch_size, **kwargs)
-    stats = PreferenceLogps(
-        policy_chosen_logps=chosen.logps,
-        policy_rejected_logps=rejected.logps,
-        chosen_lengths=chosen.lengths.float(),
-        rejected_lengths=rejected.lengths.float(),
-        ref_chosen_logps=chosen.ref_logps if objective.needs_reference else None,
-        ref_rejected_logps=rejected.ref_logps if objective.needs_reference else None,
-        chosen_seq_kl=chosen.divergence if objective.needs_token_divergence else None,
-        rejected_seq_kl=rejected.divergence if objective.needs_token_divergence else None,
-    )
+    if objective.data == "candidates":  # a pair is a set of two candidates, chosen first, scored by its rewards
+        stats = CandidateLogps(
+            policy_logps=torch.stack([chosen.logps, rejected.logps], dim=-1),
+            anchor_logps=torch.stack([chosen.ref_logps, rejected.ref_logps], dim=-1),
+            scores=torch.tensor(list(zip(pairs["chosen_reward"], pairs["rejected_reward"])), dtype=chosen.logps.dtype),
+        )
+    elif objective.data == "negatives":  # the rejected completion is the negative, the chosen one the only sample
+        stats = NegativeLogps(rejected.logps, rejected.ref_logps, chosen.logps[:, None], chosen.ref_logps[:, None])
+    else:
+        stats = PreferenceLogps(
+            policy_chosen_logps=chosen.logps,
+            policy_rejected_logps=rejected.logps,
+            chosen_lengths=chosen.lengths.float(),
+            rejected_lengths=rejected.lengths.float(),
+            ref_chosen_logps=chosen.ref_logps if objective.needs_reference else None,
+            ref_rejected_logps=rejected.ref_logps if objective.needs_reference else None,
+            chosen_seq_kl=chosen.divergence if objective.needs_token_divergence else None,
+            rejected_seq_kl=rejected.divergence if objective.needs_token_divergence else None,
+        )
     out = objective.loss(stats, divergence=divergence, **hyperparameters(cfg.objective))
     return m.preference_probabilities(out.chosen_rewards, out.rejected_rewards)
 

@@ -77,4 +77,5 @@ OBJECTIVE = Objective(
     divergences=("reverse_kl",),
     data="candidates",
     needs_reference=True,
+    data_options=(("label_noise", 0.0),),
 )

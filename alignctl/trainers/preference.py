@@ -14,7 +14,7 @@ from trl import DPOTrainer
 
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps
-from alignctl.scoring import sequence_stats
+from alignctl.scoring import SequenceStats, sequence_stats
 
 
 class PreferenceTrainer(DPOTrainer):
@@ -42,9 +42,10 @@ class PreferenceTrainer(DPOTrainer):
             return dataset
         return super()._precompute_ref_logps(dataset, name, batch_size)
 
-    def preference_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[PreferenceLogps, torch.Tensor]:
-        """Chosen/rejected sequence statistics of a batch (TRL's collator puts chosen first, then rejected)."""
-        stats = sequence_stats(
+    def sequence_stats(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> SequenceStats:
+        """Statistics of every sequence of a collated batch, with the reference (and the per-token divergence)
+        only where the objective reads them."""
+        return sequence_stats(
             model,
             inputs["input_ids"],
             inputs["attention_mask"],
@@ -53,6 +54,10 @@ class PreferenceTrainer(DPOTrainer):
             divergence=self.divergence if self.objective.needs_token_divergence else None,
             kernel=self.kernel,
         )
+
+    def preference_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[PreferenceLogps, torch.Tensor]:
+        """Chosen/rejected sequence statistics of a batch (TRL's collator puts chosen first, then rejected)."""
+        stats = self.sequence_stats(model, inputs)
 
         def halves(t: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
             return t.chunk(2) if t is not None else (None, None)
@@ -69,17 +74,32 @@ class PreferenceTrainer(DPOTrainer):
             chosen_seq_kl=chosen_kl,
             rejected_seq_kl=rejected_kl,
         )
-        entropy = stats.entropy.sum() / stats.lengths.sum().clamp(min=1)
-        return logps, entropy
+        return logps, token_entropy(stats)
+
+    def objective_batch(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]
+    ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """The objective's input for a batch, and the per-example statistics to log beside its rewards."""
+        stats, entropy = self.preference_logps(model, inputs)
+        logged = {
+            "logps/chosen": stats.policy_chosen_logps,
+            "logps/rejected": stats.policy_rejected_logps,
+            "entropy": entropy,
+        }
+        if stats.chosen_seq_kl is not None:
+            logged["seq_kl/chosen"] = stats.chosen_seq_kl
+            logged["seq_kl/rejected"] = stats.rejected_seq_kl
+            logged["seq_kl/margin"] = stats.rejected_seq_kl - stats.chosen_seq_kl
+        return stats, logged
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        stats, entropy = self.preference_logps(model, inputs)
-        result: ObjectiveOutput = self.objective.loss(stats, divergence=self.divergence, **self.hyperparameters)
+        batch, logged = self.objective_batch(model, inputs)
+        result: ObjectiveOutput = self.objective.loss(batch, divergence=self.divergence, **self.hyperparameters)
         loss = result.losses.mean()
-        self._record(stats, result, entropy, "train" if model.training else "eval")
+        self._record(result, logged, "train" if model.training else "eval")
         return (loss, {}) if return_outputs else loss
 
-    def _record(self, stats: PreferenceLogps, result: ObjectiveOutput, entropy: Any, mode: str) -> None:
+    def _record(self, result: ObjectiveOutput, logged: dict[str, torch.Tensor], mode: str) -> None:
         gather = self.accelerator.gather_for_metrics
         chosen, rejected = result.chosen_rewards.detach(), result.rejected_rewards.detach()
         metrics = self._metrics[mode]
@@ -87,10 +107,10 @@ class PreferenceTrainer(DPOTrainer):
         metrics["rewards/rejected"].append(gather(rejected).mean().item())
         metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
         metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
-        metrics["logps/chosen"].append(gather(stats.policy_chosen_logps.detach()).mean().item())
-        metrics["logps/rejected"].append(gather(stats.policy_rejected_logps.detach()).mean().item())
-        metrics["entropy"].append(gather(entropy.detach()).mean().item())
-        if stats.chosen_seq_kl is not None:
-            metrics["seq_kl/chosen"].append(gather(stats.chosen_seq_kl.detach()).mean().item())
-            metrics["seq_kl/rejected"].append(gather(stats.rejected_seq_kl.detach()).mean().item())
-            metrics["seq_kl/margin"].append(gather((stats.rejected_seq_kl - stats.chosen_seq_kl).detach()).mean().item())
+        for key, value in logged.items():
+            metrics[key].append(gather(value.detach()).mean().item())
+
+
+def token_entropy(stats: SequenceStats) -> torch.Tensor:
+    """The policy's mean full-vocabulary entropy per completion token of a batch."""
+    return stats.entropy.sum() / stats.lengths.sum().clamp(min=1)

@@ -115,3 +115,19 @@ def test_multirun_makes_one_directory_per_job(run_dir, tmp_path):
     assert [p.name for p in jobs] == ["0-fdpo-reverse_kl", "1-fdpo-js"]
     for job in jobs:
         assert (job / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["adpo", "d2o"])
+def test_multi_completion_objectives_train_and_evaluate(name, tmp_path, tmp_path_factory):
+    """ADPO (ranked candidates) and D2O (negative + self-samples) through CandidateTrainer, evaluated on pairs."""
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    out = alignctl(
+        "train", f"objective={name}", *TINY, "train.max_steps=2", "eval.enabled=true", "tracking=none",
+        f"hydra.run.dir={tmp_path}", env_extra={"ALIGNCTL_CACHE_DIR": str(cache)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    steps = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps if "loss" in s] == [1, 2]
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert EVAL_KEYS <= metrics.keys() and metrics["num_pairs"] >= 1
+    assert 0.0 <= metrics["preference_accuracy"] <= 1.0 and 0.0 <= metrics["ece"] <= 1.0
