@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 
 from alignctl.config import RunConfig
 
+EMBEDDED_MODELS = {"tiny"}  # model options built locally by alignctl itself
+
 
 def prepare(cfg: RunConfig) -> None:
+    if cfg.model.name in EMBEDDED_MODELS:  # built locally: nothing may reach for a hub, even by accident
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     quiet_libraries()
