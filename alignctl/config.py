@@ -73,6 +73,56 @@ class ToySentimentConfig:
 
 
 @dataclass
+class ToyArithConfig:
+    """The embedded arithmetic task (DESIGN.md section 5): exact answers, for online RL and pass@k."""
+
+    name: str = "toy_arith"
+    seed: int = 0
+    operations: str = "+"  # train/test operations, any of + - (a-b has a >= b: answers are never negative)
+    digits: int = 2  # operand length of the train and test splits
+    ood_operations: str = "-"  # operations of the "ood" split (same format; must differ if the digits are equal)
+    ood_digits: int = 2  # operand length of the "ood" split
+    corpus_size: int = 8000  # worked solutions of train-side questions, for tokenizer + pretraining
+    # Share of the corpus that is ood-kind (train-side questions, never the ood split's): the base model learns
+    # some of that skill, but less than the in-distribution one, for alignment training to keep or forget.
+    ood_corpus_share: float = 0.25
+    # Share of the corpus's worked solutions with one careless slip (a column's result off by one, the rest
+    # consistent with it): the base model learns to slip about as often, so its temperature-1 pass@1 sits near
+    # 1 - slip_rate while the right answer stays its most likely one (what RL can sharpen and pass@k sees).
+    slip_rate: float = 0.5
+    # This task's pretraining budget, replacing model.pretrain_steps (tuned for toy_sentiment's corpus): the
+    # default tiny model learns the column arithmetic within it (~60 s on one CPU thread).
+    pretrain_steps: int = 500
+    num_train_prompts: int = 1024  # training prompts (online RL); their worked solutions are in the corpus
+    num_test_prompts: int = 256  # held-out in-distribution questions for eval (never in the corpus)
+    num_ood_prompts: int = 256  # held-out ood-kind questions: what alignment training may make the model forget
+    max_new_tokens: int = 64  # completion budget: a worked solution is <= 26 tokens at 2 digits, <= 40 at 3
+
+    def __post_init__(self) -> None:
+        from alignctl.data.tasks.arith_problems import MAX_OPERAND_DIGITS, OPERATIONS
+
+        _check_ranges("dataset", self)
+        for key in ("operations", "ood_operations"):
+            ops = getattr(self, key)
+            if not isinstance(ops, str) or not ops or set(ops) - set(OPERATIONS) or len(set(ops)) != len(ops):
+                raise ConfigError(f"dataset.{key}={ops!r} is not valid; use distinct characters of {OPERATIONS!r}")
+        for key in ("digits", "ood_digits"):
+            if getattr(self, key) > MAX_OPERAND_DIGITS:
+                raise ConfigError(
+                    f"dataset.{key}={getattr(self, key)} is out of range; it must be <= {MAX_OPERAND_DIGITS}"
+                )
+        for key in ("ood_corpus_share", "slip_rate"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"dataset.{key}={getattr(self, key)} is out of range; it must lie in [0, 1)")
+        if self.ood_digits == self.digits and set(self.ood_operations) & set(self.operations):
+            raise ConfigError(
+                f"dataset.ood_operations={self.ood_operations!r} shares an operation with dataset.operations="
+                f"{self.operations!r} at the same dataset.ood_digits={self.ood_digits}: the ood split would not be "
+                "out of distribution; change the operations or the digits"
+            )
+
+
+@dataclass
 class TinyModelConfig:
     """The embedded tiny Llama-architecture LM, pretrained locally with TRL's SFTTrainer."""
 
@@ -167,7 +217,7 @@ _POSITIVE = {
     "logging_steps", "num_prompts", "samples_per_prompt", "max_new_tokens", "temperature", "corpus_size",
     "prompt_words", "num_train_prompts", "num_test_prompts", "vocab_size", "hidden_size", "num_layers",
     "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
-    "pretrain_lr", "lam", "candidates_per_prompt", "self_samples",
+    "pretrain_lr", "lam", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
 }
 _NON_NEGATIVE = {"eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed"}
 _PROBABILITY_BELOW_HALF = {"label_noise"}
@@ -216,7 +266,7 @@ def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
     }
 
 
-DATASET_SCHEMAS = {"toy_sentiment": ToySentimentConfig}
+DATASET_SCHEMAS = {"toy_sentiment": ToySentimentConfig, "toy_arith": ToyArithConfig}
 MODEL_SCHEMAS = {"tiny": TinyModelConfig}
 
 

@@ -92,14 +92,23 @@ def progress() -> Progress:
     )
 
 
-def train_bpe_tokenizer(texts: list[str], vocab_size: int, model_max_length: int) -> PreTrainedTokenizerBase:
+def train_bpe_tokenizer(
+    texts: list[str], vocab_size: int, model_max_length: int, individual_digits: bool = False
+) -> PreTrainedTokenizerBase:
     """Byte-level BPE (GPT-2 style, no prefix space) with BOS prepended by the post-processor; EOS and PAD exist
-    as special tokens. The vocabulary can end below ``vocab_size`` when every corpus word is already one token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    as special tokens. The vocabulary can end below ``vocab_size`` when every corpus word is already one token.
+    ``individual_digits`` (toy_arith): merges never span digits, so each digit is one token (with the space
+    before it, if any), the same for every number, as column arithmetic wants."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if individual_digits:
+        digit = pre_tokenizers.Split(Regex(r" ?[0-9]"), behavior="isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence([digit, byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -148,12 +157,18 @@ def build_llama(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
 
 
 def pretrain(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], cfg: TinyModelConfig, desc: str
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    cfg: TinyModelConfig,
+    desc: str,
+    sampling: str = "group_by_length",
 ) -> dict[str, Any]:
     """Plain language modelling on ``texts`` (each wrapped in BOS ... EOS) with TRL's SFTTrainer, in place.
 
     fp32, no gradient checkpointing, nothing saved or reported; a rich progress bar shows the step and the
-    running loss. Returns ``{"loss": last logged training loss, "seconds": wall time}``.
+    running loss. ``sampling`` is the Trainer's ``train_sampling_strategy``: "group_by_length" (batches of similar
+    lengths, less padding) or "random". Returns ``{"loss": last logged training loss, "seconds": wall time}``.
     """
     import datasets
     from transformers import PrinterCallback, ProgressCallback, TrainerCallback
@@ -196,7 +211,7 @@ def pretrain(
             log_level="error",
             dataloader_num_workers=0,
             dataloader_pin_memory=False,
-            train_sampling_strategy="group_by_length",
+            train_sampling_strategy=sampling,
             push_to_hub=False,
         )
         start = time.perf_counter()
