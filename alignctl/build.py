@@ -15,11 +15,15 @@ Reward = Callable[[list[str], list[str]], list[float]]
 
 def base_model_dir(cfg: RunConfig) -> Path:
     """The SFT/reference model as a plain HF directory (built and cached for the embedded tiny model)."""
-    if cfg.model.name == "tiny":
-        from alignctl.data.tasks import toy_sentiment
+    if cfg.model.name != "tiny":
+        raise NotImplementedError(f"model={cfg.model.name}")
+    if cfg.dataset.name == "toy_arith":
+        from alignctl.data.tasks import toy_arith
 
-        return toy_sentiment.build_base_model(cfg.dataset, cfg.model)
-    raise NotImplementedError(f"model={cfg.model.name}")
+        return toy_arith.build_base_model(cfg.dataset, cfg.model)
+    from alignctl.data.tasks import toy_sentiment
+
+    return toy_sentiment.build_base_model(cfg.dataset, cfg.model)
 
 
 def preference_pairs(cfg: RunConfig):
@@ -49,7 +53,27 @@ def negatives(cfg: RunConfig):
     raise NotImplementedError(f"dataset={cfg.dataset.name}")
 
 
-DATASETS = {"pairs": preference_pairs, "candidates": candidates, "negatives": negatives}  # by Objective.data
+def prompt_groups(cfg: RunConfig):
+    """A DatasetDict with a train split of prompts (one column, "prompt") to sample groups for (data kind "groups");
+    the completions come from the policy online and are scored by `reward(cfg)`."""
+    from datasets import Dataset, DatasetDict
+
+    if cfg.dataset.name == "toy_arith":
+        from alignctl.data.tasks import toy_arith
+
+        train = toy_arith.prompts(cfg.dataset, "train")
+    elif cfg.dataset.name == "toy_sentiment":
+        from alignctl.data.tasks import toy_sentiment
+
+        train = toy_sentiment.train_prompts(cfg.dataset)
+    else:
+        raise NotImplementedError(f"dataset={cfg.dataset.name}")
+    return DatasetDict({"train": Dataset.from_dict({"prompt": train})})
+
+
+DATASETS = {  # by Objective.data
+    "pairs": preference_pairs, "candidates": candidates, "negatives": negatives, "groups": prompt_groups,
+}
 
 
 def training_data(cfg: RunConfig, entry: Objective):
@@ -84,7 +108,14 @@ def flip_labels(dataset, share: float, seed: int):
     return dataset.map(flip, with_indices=True, keep_in_memory=True, desc="Flipping labels")
 
 
-def eval_prompts(cfg: RunConfig) -> list[str]:
+def eval_prompts(cfg: RunConfig, split: str = "test") -> list[str]:
+    """Held-out prompts: "test" (every dataset) or "ood" (datasets with an out-of-distribution split: toy_arith)."""
+    if cfg.dataset.name == "toy_arith":
+        from alignctl.data.tasks import toy_arith
+
+        return toy_arith.prompts(cfg.dataset, split)
+    if split != "test":
+        raise ValueError(f"dataset={cfg.dataset.name} has no {split!r} split")
     if cfg.dataset.name == "toy_sentiment":
         from alignctl.data.tasks import toy_sentiment
 
@@ -97,7 +128,21 @@ def reward(cfg: RunConfig) -> Reward:
         from alignctl.rewards.sentiment import sentiment
 
         return sentiment
+    if cfg.reward.name == "exact_match":
+        from alignctl.rewards.exact_match import exact_match
+
+        return exact_match
     raise NotImplementedError(f"reward={cfg.reward.name}")
+
+
+def has_ood_split(cfg: RunConfig) -> bool:
+    return cfg.dataset.name == "toy_arith"
+
+
+def has_pairs(cfg: RunConfig) -> bool:
+    from alignctl.config import DATASET_DATA
+
+    return "pairs" in DATASET_DATA.get(cfg.dataset.name, ())
 
 
 def objective(cfg: RunConfig) -> tuple[Objective, Divergence | None]:

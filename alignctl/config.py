@@ -162,14 +162,23 @@ class TrainConfig:
     # 2-core machine (40 DPO steps: 5 s vs 75 s): their matmuls are too small to split.
     num_threads: int = 1
     resume: bool = False  # continue the run directory's last checkpoint
+    # Online objectives only (objective data "groups", e.g. grpo); offline objectives ignore them. Here rather than
+    # in the objective's config because they shape the run, not the loss (its schema is its loss signature), and
+    # they are integers (an objective's data_options are floats). batch_size counts completions for them (TRL's
+    # GRPO convention): batch_size / num_generations prompts per step.
+    num_generations: int = 4  # completions sampled per prompt: the group GRPO normalises advantages over
+    # divergence=forward_kl/js/alpha: pi_0 samples stored per training prompt before training (with pi_0's
+    # per-token log-probs), and how many of them each step's divergence term reads.
+    reference_samples_per_prompt: int = 2
+    divergence_batch_size: int = 16
 
 
 @dataclass
 class EvalConfig:
     enabled: bool = True
     num_prompts: int = 64  # held-out prompts sampled from
-    samples_per_prompt: int = 4
-    max_new_tokens: int = 24
+    samples_per_prompt: int = 4  # also n of pass@k (k = 1..n) with a correct/incorrect reward (exact_match)
+    max_new_tokens: int = 24  # with exact_match, dataset.max_new_tokens instead (a worked answer must fit)
     temperature: float = 1.0
     batch_size: int = 64
     seed: int = 0
@@ -202,6 +211,28 @@ class RunConfig:
             )
         for group in ("train", "eval"):
             _check_ranges(group, getattr(self, group))
+        self._check_data_and_reward(entry)
+
+    def _check_data_and_reward(self, entry: objectives.Objective) -> None:
+        """The dataset must provide the objective's data kind, and the reward must be one the dataset can use."""
+        provided = DATASET_DATA.get(self.dataset.name, ())
+        if entry.data not in provided:
+            fits = [name for name, kinds in DATASET_DATA.items() if entry.data in kinds]
+            raise ConfigError(
+                f"dataset={self.dataset.name} provides no {DATA_KIND_NAMES[entry.data]}, which objective={entry.name}"
+                f" needs; choose dataset from: {', '.join(fits)}"
+            )
+        rewards = DATASET_REWARDS.get(self.dataset.name, ())
+        if self.reward.name not in rewards:
+            raise ConfigError(
+                f"reward={self.reward.name} does not fit dataset={self.dataset.name}; "
+                f"choose one of: {', '.join(rewards)}"
+            )
+        if entry.data == "groups" and self.train.batch_size % self.train.num_generations:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is not a multiple of train.num_generations="
+                f"{self.train.num_generations} (online objectives count completions per step)"
+            )
 
 
 def resolve_divergence(objective: str, divergence: str) -> str:
@@ -218,8 +249,11 @@ _POSITIVE = {
     "prompt_words", "num_train_prompts", "num_test_prompts", "vocab_size", "hidden_size", "num_layers",
     "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
     "pretrain_lr", "lam", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
+    "num_generations", "reference_samples_per_prompt", "divergence_batch_size",
 }
-_NON_NEGATIVE = {"eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed"}
+_NON_NEGATIVE = {
+    "eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed", "divergence_coef",
+}
 _PROBABILITY_BELOW_HALF = {"label_noise"}
 
 
@@ -267,6 +301,14 @@ def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
 
 
 DATASET_SCHEMAS = {"toy_sentiment": ToySentimentConfig, "toy_arith": ToyArithConfig}
+# What each dataset provides: data kinds (objectives.base.DATA_KINDS; "groups" = prompts to sample groups for, plus
+# a reward) and the rewards that can score its completions.
+DATASET_DATA = {"toy_sentiment": ("pairs", "candidates", "negatives", "groups"), "toy_arith": ("groups",)}
+DATASET_REWARDS = {"toy_sentiment": ("sentiment",), "toy_arith": ("exact_match",)}
+DATA_KIND_NAMES = {
+    "pairs": "preference pairs", "candidates": "ranked candidates", "negatives": "negatives with self-samples",
+    "groups": "prompts with a reward",
+}
 MODEL_SCHEMAS = {"tiny": TinyModelConfig}
 
 

@@ -78,3 +78,19 @@ def sequence_stats(
         ref_logps=per_sequence(out.ref_logprobs),
         divergence=per_sequence(out.divergence),
     )
+
+
+def completion_token_logps(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    kernel: str = "fused",
+) -> torch.Tensor:
+    """Per-token log pi(y_t | s_t) of every completion token, flat [N] in row-major order of completion_mask[:, 1:]."""
+    mask = completion_mask[:, 1:].bool()
+    hidden = backbone_hidden(model, input_ids, attention_mask)[:, :-1][mask]
+    out = token_logprobs_and_divergence(
+        hidden, model.get_output_embeddings().weight, input_ids[:, 1:][mask], divergence=None, impl=KERNEL_IMPL[kernel]
+    )
+    return out.logprobs

@@ -16,12 +16,13 @@ from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
-from trl import DPOConfig
+from trl import DPOConfig, GRPOConfig
 from trl.trainer.callbacks import RichProgressCallback
 
 from alignctl import build, compose, config, runtime, tracking
 from alignctl.cli import UsageError
 from alignctl.trainers.candidates import CandidateTrainer
+from alignctl.trainers.online import OnlineTrainer, build_reference_store, trl_reward
 from alignctl.trainers.preference import PreferenceTrainer
 
 console = Console(stderr=True)
@@ -101,6 +102,68 @@ def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) ->
     )
 
 
+def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> GRPOConfig:
+    """TRL's GRPOConfig from TrainConfig: batch_size counts completions (batch_size / num_generations prompts per
+    step), one generation per step, temperature 1, completions up to dataset.max_new_tokens; TRL's defaults
+    otherwise (loss_type "dapo", epsilon 0.2, one policy update per generation). beta is set by OnlineTrainer."""
+    t = cfg.train
+    return GRPOConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        num_generations=t.num_generations,
+        max_completion_length=cfg.dataset.max_new_tokens,
+        temperature=1.0,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500,
+        save_total_limit=1,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=report_to,
+        run_name=run_dir.name,
+        gradient_checkpointing=False,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence) -> OnlineTrainer:
+    """OnlineTrainer with, for the generator divergences, pi_0's stored samples (the model before training)."""
+    reward = build.reward(cfg)
+    store = None
+    if divergence is not None and divergence.name != "reverse_kl":
+        with console.status("sampling and scoring pi_0's stored samples for the divergence term"):
+            store = build_reference_store(
+                model, tokenizer, list(train_data["prompt"]), reward,
+                samples_per_prompt=cfg.train.reference_samples_per_prompt,
+                max_new_tokens=cfg.dataset.max_new_tokens, seed=cfg.train.seed,
+                keep_min_reward=1.0 if cfg.reward.name == "exact_match" else None,  # keep pi_0's correct solves
+                kernel=cfg.model.kernel,
+            )  # fmt: skip
+        console.print(f"stored {len(store)} of {store.num_sampled} pi_0 samples for divergence={divergence.name}")
+    return OnlineTrainer(
+        model=model,
+        reward_funcs=trl_reward(reward, cfg.reward.name),
+        args=online_args(cfg, run_dir, report_to),
+        train_dataset=train_data,
+        processing_class=tokenizer,
+        callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
+        objective=objective,
+        hyperparameters=config.hyperparameters(cfg.objective),
+        divergence=divergence,
+        reference_store=store,
+        divergence_batch_size=cfg.train.divergence_batch_size,
+        kernel=cfg.model.kernel,
+    )
+
+
 def resume_point(cfg: config.RunConfig, run_dir: Path) -> str | None:
     """The last checkpoint to resume from (train.resume=true); metrics logged after it are dropped."""
     metrics = run_dir / "metrics.jsonl"
@@ -138,18 +201,21 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
         config=asdict(cfg),
         tags=[cfg.objective.name, cfg.divergence.name, cfg.dataset.name, cfg.model.name],
     )
-    trainer_class = PreferenceTrainer if objective.data == "pairs" else CandidateTrainer
-    trainer = trainer_class(
-        model=model,
-        args=training_args(cfg, run_dir, tracker.report_to),
-        train_dataset=train_data,
-        processing_class=tokenizer,
-        callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
-        objective=objective,
-        hyperparameters=config.hyperparameters(cfg.objective),
-        divergence=divergence,
-        kernel=cfg.model.kernel,
-    )
+    if objective.data == "groups":
+        trainer = online_trainer(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective, divergence)
+    else:
+        trainer_class = PreferenceTrainer if objective.data == "pairs" else CandidateTrainer
+        trainer = trainer_class(
+            model=model,
+            args=training_args(cfg, run_dir, tracker.report_to),
+            train_dataset=train_data,
+            processing_class=tokenizer,
+            callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
+            objective=objective,
+            hyperparameters=config.hyperparameters(cfg.objective),
+            divergence=divergence,
+            kernel=cfg.model.kernel,
+        )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgressCallback)
     checkpoint = resume_point(cfg, run_dir)

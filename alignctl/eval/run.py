@@ -29,9 +29,13 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict
     reference = AutoModelForCausalLM.from_pretrained(reference_dir).eval()
     reward = build.reward(cfg)
     prompts = build.eval_prompts(cfg)[: e.num_prompts]
+    # Verifiable tasks sample with the task's own completion budget (a worked solution must fit to be scored).
+    max_new_tokens = cfg.dataset.max_new_tokens if cfg.reward.name in BINARY_REWARDS else e.max_new_tokens
+    # Preference metrics need held-out pairs and an objective with implicit rewards (not online objectives).
+    pair_metrics = build.has_pairs(cfg) and build.objective(cfg)[0].data != "groups"
 
     with console.status(f"sampling {e.samples_per_prompt} completions for {len(prompts)} held-out prompts"):
-        args = dict(n=e.samples_per_prompt, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+        args = dict(n=e.samples_per_prompt, max_new_tokens=max_new_tokens, temperature=e.temperature,
                     seed=e.seed, batch_size=e.batch_size)
         ours = sample(policy, tokenizer, prompts, **args)
         theirs = sample(reference, tokenizer, prompts, **args)
@@ -39,10 +43,10 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict
         rewards = reward(ours.prompts, ours.completions)
         ref_rewards = reward(theirs.prompts, theirs.completions)
         scores = score(policy, reference, ours.batch, e.batch_size, kernel=cfg.model.kernel)
-        p = _pair_probabilities(cfg, policy, reference, tokenizer, e.batch_size)
+        p = _pair_probabilities(cfg, policy, reference, tokenizer, e.batch_size) if pair_metrics else None
 
     groups = [ours.completions[i : i + e.samples_per_prompt] for i in range(0, len(ours.completions), e.samples_per_prompt)]
-    diagram = m.reliability_diagram(p)
+    diagram = m.reliability_diagram(p) if p is not None else None
     results: dict[str, Any] = {
         "reward_mean": m.reward_stats(rewards)["mean"],
         "reward_std": m.reward_stats(rewards)["std"],
@@ -54,20 +58,46 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict
         "distinct_1": m.distinct_n(ours.completions, 1),
         "distinct_2": m.distinct_n(ours.completions, 2),
         "self_bleu": m.self_bleu(groups) if e.samples_per_prompt > 1 else None,
-        "preference_accuracy": m.preference_accuracy(p),
-        "ece": diagram["ece"],
+        "preference_accuracy": m.preference_accuracy(p) if p is not None else None,
+        "ece": diagram["ece"] if diagram is not None else None,
         "num_prompts": len(prompts),
         "samples_per_prompt": e.samples_per_prompt,
-        "num_pairs": len(p),
+        "max_new_tokens": max_new_tokens,
+        "num_pairs": len(p) if p is not None else 0,
         "seed": e.seed,
         "model_dir": str(model_dir),
         "reference_dir": str(reference_dir),
     }
+    if p is None:
+        results["preference_metrics_skipped"] = (
+            f"dataset={cfg.dataset.name} has no preference pairs" if not build.has_pairs(cfg)
+            else f"objective={cfg.objective.name} is online: no implicit reward to classify pairs with"
+        )
+    if cfg.reward.name in BINARY_REWARDS:
+        n = e.samples_per_prompt
+        results |= pass_at_ks(rewards, n, "")
+        results |= pass_at_ks(ref_rewards, n, "reference_")
+        if build.has_ood_split(cfg):
+            ood_prompts = build.eval_prompts(cfg, "ood")[: e.num_prompts]
+            with console.status(f"sampling {n} completions for {len(ood_prompts)} out-of-distribution prompts"):
+                for prefix, model in (("ood_", policy), ("reference_ood_", reference)):
+                    got = sample(model, tokenizer, ood_prompts, **args)
+                    results |= pass_at_ks(reward(got.prompts, got.completions), n, prefix)
+            results["num_ood_prompts"] = len(ood_prompts)
     samples = [
         {"prompt": pr, "completion": c, "reward": r, "reference_completion": rc, "reference_reward": rr}
         for pr, c, r, rc, rr in zip(ours.prompts, ours.completions, rewards, theirs.completions, ref_rewards)
     ]
     return results, samples, diagram
+
+
+BINARY_REWARDS = ("exact_match",)  # rewards that say correct (1) or not (0): pass@k is defined for them
+
+
+def pass_at_ks(rewards: list[float], n: int, prefix: str) -> dict[str, float]:
+    """Unbiased pass@k for k = 1..n from n samples per prompt (rewards grouped by prompt): {prefix}pass@k keys."""
+    counts = [(n, sum(r >= 1.0 for r in rewards[i : i + n])) for i in range(0, len(rewards), n)]
+    return {f"{prefix}pass@{k}": m.mean_pass_at_k(counts, k) for k in range(1, n + 1)}
 
 
 def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int) -> list[float]:
@@ -127,7 +157,8 @@ def evaluate_and_report(
     with (out_dir / "eval_samples.jsonl").open("w") as f:
         for row in samples:
             f.write(json.dumps(row) + "\n")
-    m.plot_reliability(diagram, out_dir / "reliability.png", title=f"{cfg.objective.name} / {cfg.divergence.name}")
+    if diagram is not None:
+        m.plot_reliability(diagram, out_dir / "reliability.png", title=f"{cfg.objective.name} / {cfg.divergence.name}")
     print_table(results, out_dir)
     return results
 

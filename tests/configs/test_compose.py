@@ -28,10 +28,17 @@ def test_every_divergence_composes_with_an_objective_that_accepts_it(option):
     assert cfg.divergence.name == option
 
 
+# Options that need other groups to fit (a dataset with no pairs needs an online objective and its reward).
+FITTING = {
+    ("dataset", "toy_arith"): ["objective=grpo", "reward=exact_match"],
+    ("reward", "exact_match"): ["objective=grpo", "dataset=toy_arith"],
+}
+
+
 @pytest.mark.parametrize("group", ["reward", "dataset", "model"])
 def test_every_other_option_composes(group):
     for option in listing.options(group):
-        cfg = compose.compose_one([f"{group}={option}"])
+        cfg = compose.compose_one([f"{group}={option}", *FITTING.get((group, option), [])])
         assert getattr(cfg, group).name == option
 
 

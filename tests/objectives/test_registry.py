@@ -22,6 +22,8 @@ EXPECTED = {  # name -> (hyperparameter defaults, data kind, needs_reference, ac
     "asft": ({"lam": 0.1}, "pairs", False, set()),
     "adpo": ({"tau": 10.0, "beta_r": 0.5, "zscore": False}, "candidates", True, {"reverse_kl"}),
     "d2o": ({"beta": 0.1, "alpha": 0.1}, "negatives", True, {"reverse_kl"}),
+    # online: its divergence term reads stored log-probs; `none` is plain GRPO/DAPO
+    "grpo": ({"divergence_coef": 0.01}, "groups", False, {*NAMES, "none"}),
 }
 
 
@@ -44,7 +46,7 @@ def test_entry_and_signature(name):
     entry: Objective = objectives.REGISTRY[name]
     assert entry.data == data and entry.data in DATA_KINDS
     assert entry.needs_reference is needs_ref
-    assert set(entry.divergences) == divs and set(entry.divergences) <= set(NAMES)
+    assert set(entry.divergences) == divs and set(entry.divergences) <= {*NAMES, "none"}
     assert entry.needs_token_divergence == name.startswith("tdpo")
     assert entry.description and "\n" not in entry.description
     params = list(inspect.signature(entry.loss).parameters.values())
@@ -62,4 +64,4 @@ def test_default_divergences():
     got = {n: e.default_divergence for n, e in objectives.REGISTRY.items()}
     assert got == {"dpo": "reverse_kl", "ipo": "reverse_kl", "fdpo": "js", "tdpo1": "forward_kl",
                    "tdpo2": "forward_kl", "simpo": "none", "rpo": "reverse_kl", "asft": "none",
-                   "adpo": "reverse_kl", "d2o": "reverse_kl"}
+                   "adpo": "reverse_kl", "d2o": "reverse_kl", "grpo": "forward_kl"}

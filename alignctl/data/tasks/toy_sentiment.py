@@ -139,6 +139,12 @@ def eval_prompts(data_cfg: ToySentimentConfig) -> list[str]:
     return _take(_heldout_prompts(data_cfg, "test"), data_cfg.num_test_prompts)
 
 
+def train_prompts(data_cfg: ToySentimentConfig) -> list[str]:
+    """The first ``num_train_prompts`` held-out train prompts: what online objectives sample groups for (the same
+    stream the training pairs are drawn from). Needs no model."""
+    return _take(_heldout_prompts(data_cfg, "train"), data_cfg.num_train_prompts)
+
+
 # --- base model -----------------------------------------------------------------------------------------------
 def build_base_model(data_cfg: ToySentimentConfig, model_cfg: TinyModelConfig) -> Path:
     """The cached HF directory of the pretrained base (SFT/reference) model and its tokenizer; built on first use.

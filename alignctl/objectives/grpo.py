@@ -1,0 +1,99 @@
+"""GRPO's divergence to the starting policy: TRL's k3 reverse KL, or DPH-RL's generator penalty (forward KL, JS, alpha).
+
+Papers: Shao et al., "DeepSeekMath" (GRPO), arXiv 2402.03300; Li et al., "The Choice of Divergence: A Neglected Key
+to Mitigating Diversity Collapse in Reinforcement Learning with Verifiable Reward" (DPH-RL), arXiv 2509.07430.
+
+GRPO's policy term (group sampling, group-normalised advantages, clipped ratios, `loss_type`) is TRL's own and
+stays in TRL's GRPOTrainer (alignctl.trainers.online). This module holds only the divergence term added to it,
+`divergence_coef * D`, with D computed from per-token log-probs (any shape; `mask` marks real tokens):
+
+- divergence=reverse_kl: TRL's k3 estimator on samples y ~ pi_theta of KL(pi_theta || pi_0), token mean of
+      k3_t = e^{l_0,t - l_theta,t} - (l_0,t - l_theta,t) - 1 >= 0,
+  with l_0 the starting policy's log-probs of the policy's own samples (needs pi_0 in memory: the trainer uses
+  TRL's `beta = divergence_coef` path, reference model included; TRL also multiplies by the IS ratio).
+- divergence=forward_kl / js / alpha (DPH-RL): the generator form D_f = E_{y ~ pi_0}[f(pi_theta/pi_0)], token mean of
+      f(u_t),  u_t = pi_theta(y_t|s_t) / pi_0(y_t|s_t) = e^{h_t},  h_t = l_theta,t - l_0,t,
+  over *stored* samples y ~ pi_0 with *stored* l_0: no reference model is kept. f is `Divergence.f(h)`
+  (alignctl.divergences, standardised so f(1) = f'(1) = 0): forward_kl u - 1 - log u (KL(pi_0 || pi_theta),
+  k3 with the roles swapped), js u log u - (u+1) log((u+1)/2) (DPH-RL's "js_low_var", = 2 JS), alpha
+  (u^{1-a} - (1-a) u - a)/(a(a-1)) (f-DPO's convention; DPH-RL uses a = 0.2).
+- divergence=None (`divergence=none`): no divergence term, plain GRPO/DAPO (loss 0).
+
+`needs_reference` is False: the objective's math reads only stored log-probs. Whether a reference model is loaded
+is the trainer's choice: for reverse_kl TRL loads one (its k3 needs pi_0 on fresh policy samples); for the
+generator divergences and none it does not. Default divergence_coef = 0.01: DPH-RL's c (and its reverse-KL
+baseline's coefficient). Computed in float32 (float64 stays float64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from alignctl.divergences import NAMES, Divergence
+from alignctl.objectives.base import Objective, wide
+
+
+@dataclass(frozen=True)
+class TokenLogps:
+    """Per-token log-probs of the same tokens under the policy (`policy_logps`, with grad) and the starting policy
+    (`ref_logps`, stored); any shape, e.g. [B, T] with `mask` (True/1 = real token) or flat [N] with mask None.
+    For reverse_kl the tokens are policy samples; for the generator divergences, stored pi_0 samples."""
+
+    policy_logps: torch.Tensor
+    ref_logps: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
+class DivergenceOutput(NamedTuple):
+    """`loss` = divergence_coef * penalty (scalar, with grad); `penalty` = the divergence estimate (detached)."""
+
+    loss: torch.Tensor
+    penalty: torch.Tensor
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over real tokens (DPH-RL's and DAPO's token-mean aggregation); 0 when there are none."""
+    if mask is None:
+        return values.mean() if values.numel() else values.sum()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp(min=1.0)
+
+
+def k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """TRL's per-token k3 estimator of KL(pi_theta || pi_0) on policy samples: e^{l_0 - l} - (l_0 - l) - 1."""
+    d = wide(ref_logps) - wide(policy_logps)
+    return torch.expm1(d) - d
+
+
+def generator(divergence: Divergence, policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """DPH-RL's per-token generator value f(pi_theta/pi_0) on pi_0 samples: `divergence.f(l_theta - l_0)`."""
+    return divergence.f(wide(policy_logps) - wide(ref_logps))
+
+
+def loss(logps: TokenLogps, *, divergence: Divergence | None, divergence_coef: float = 0.01) -> DivergenceOutput:
+    """divergence_coef * (token-mean divergence estimate); see the module docstring for which one."""
+    if divergence is None:
+        zero = (wide(logps.policy_logps) * 0.0).sum()
+        return DivergenceOutput(zero, zero.detach())
+    if not isinstance(divergence, Divergence):
+        raise TypeError(f"divergence must be a Divergence or None, not {type(divergence).__name__}")
+    if divergence.name == "reverse_kl":
+        per_token = k3(logps.policy_logps, logps.ref_logps)
+    else:
+        per_token = generator(divergence, logps.policy_logps, logps.ref_logps)
+    penalty = token_mean(per_token, logps.mask)
+    return DivergenceOutput(divergence_coef * penalty, penalty.detach())
+
+
+OBJECTIVE = Objective(
+    name="grpo",
+    loss=loss,
+    description="GRPO (TRL) + divergence_coef * D(pi_theta, pi_0): k3 reverse KL or DPH-RL generators (2509.07430)",
+    divergences=("forward_kl", *[n for n in NAMES if n != "forward_kl"], "none"),
+    data="groups",
+    needs_reference=False,
+    preferred_divergence="forward_kl",
+)

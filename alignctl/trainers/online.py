@@ -1,0 +1,165 @@
+"""Online RL: TRL's GRPOTrainer with the divergence to the starting policy pi_0 chosen by `divergence=`.
+
+TRL keeps generation, group-normalised advantages, clipped ratios, `loss_type` (default "dapo"), optimisation,
+logging and checkpointing. What alignctl adds (the math: alignctl.objectives.grpo):
+
+- divergence=reverse_kl: TRL's own k3 estimator, `beta = divergence_coef`; TRL loads pi_0 as its reference
+  model (the only case with one in memory).
+- divergence=forward_kl / js / alpha (DPH-RL, arXiv 2509.07430): before training, `reference_samples_per_prompt`
+  completions per training prompt are sampled from pi_0 (temperature 1) and stored with pi_0's per-token
+  log-probs (`ReferenceStore`, in memory; sampling uses the run's seed, so a resumed run rebuilds the same store).
+  Only rewarded samples are kept when `keep_min_reward` is set (exact_match: the correct ones, as DPH-RL keeps
+  pi_0's solves; a simplification: DPH-RL keeps only prompts pi_0 solves every time, and trains RL on the rest;
+  if pi_0 solves none, all samples are kept).
+  Every loss computation adds `divergence_coef * token-mean f(pi_theta/pi_0)` over `divergence_batch_size` stored
+  samples (cycled in a seeded random order); TRL's beta is 0, so no reference model is loaded.
+- divergence=none: plain GRPO/DAPO.
+
+The divergence estimate is logged as `divergence/penalty` (k3 for reverse_kl: TRL's own `kl` metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from trl import GRPOTrainer
+
+from alignctl.divergences import Divergence
+from alignctl.eval.sampling import Batch, sample
+from alignctl.objectives.base import Objective
+from alignctl.objectives.grpo import TokenLogps
+from alignctl.scoring import completion_token_logps
+
+
+def trl_reward(reward: Callable[[list[str], list[str]], list[float]], name: str) -> Callable[..., list[float]]:
+    """alignctl's (prompts, completions) -> scores as a TRL reward function (keyword arguments, extras ignored)."""
+
+    def reward_func(prompts, completions, **_: Any) -> list[float]:
+        return [float(r) for r in reward(list(prompts), list(completions))]
+
+    reward_func.__name__ = name
+    return reward_func
+
+
+@dataclass
+class ReferenceStore:
+    """Stored pi_0 samples: left-padded ids (`batch`) and pi_0's per-token log-probs `ref_logps` [N, T-1], aligned with
+    `batch.completion_mask[:, 1:]` (0 elsewhere)."""
+
+    batch: Batch
+    ref_logps: torch.Tensor
+    num_sampled: int  # before filtering
+
+    def __len__(self) -> int:
+        return self.ref_logps.shape[0]
+
+    def rows(self, index: torch.Tensor) -> tuple[Batch, torch.Tensor]:
+        """A minibatch, trimmed to its widest row, and its stored log-probs flat in completion-token order."""
+        b = self.batch
+        ids, attn, comp = b.input_ids[index], b.attention_mask[index], b.completion_mask[index]
+        start = int((attn.sum(0) > 0).nonzero()[0])  # left padding: the first column any row uses
+        ref = self.ref_logps[index][:, start:]
+        ids, attn, comp = ids[:, start:], attn[:, start:], comp[:, start:]
+        return Batch(ids, attn, comp), ref[comp[:, 1:].bool()]
+
+
+@torch.no_grad()
+def build_reference_store(
+    model,
+    tokenizer,
+    prompts: list[str],
+    reward: Callable[[list[str], list[str]], list[float]],
+    *,
+    samples_per_prompt: int,
+    max_new_tokens: int,
+    seed: int,
+    keep_min_reward: float | None = None,
+    batch_size: int = 256,
+    kernel: str = "fused",
+) -> ReferenceStore:
+    """Sample from pi_0 (`model`, temperature 1), keep rewarded samples if asked, store pi_0's per-token log-probs."""
+    was_training = model.training
+    model.eval()
+    got = sample(model, tokenizer, prompts, n=samples_per_prompt, max_new_tokens=max_new_tokens, temperature=1.0,
+                 seed=seed, batch_size=batch_size)  # fmt: skip
+    keep = torch.ones(len(got.completions), dtype=torch.bool)
+    if keep_min_reward is not None:
+        rewards = torch.tensor(reward(got.prompts, got.completions), dtype=torch.float32)
+        keep = rewards >= keep_min_reward
+        if not keep.any():  # pi_0 solves nothing (e.g. a tiny test model): the divergence to pi_0 still needs samples
+            keep = torch.ones_like(keep)
+    keep &= got.batch.completion_mask.sum(1) > 1  # at least one scored token after the shift
+    b = got.batch
+    batch = Batch(b.input_ids[keep], b.attention_mask[keep], b.completion_mask[keep])
+    ref = torch.zeros(batch.input_ids.shape[0], batch.input_ids.shape[1] - 1)
+    for start in range(0, len(ref), batch_size):
+        sl = slice(start, start + batch_size)
+        mask = batch.completion_mask[sl, 1:].bool()
+        flat = completion_token_logps(model, batch.input_ids[sl], batch.attention_mask[sl], batch.completion_mask[sl],
+                                      kernel=kernel)  # fmt: skip
+        ref[sl][mask] = flat.float()
+    model.train(was_training)
+    return ReferenceStore(batch, ref, num_sampled=len(got.completions))
+
+
+class OnlineTrainer(GRPOTrainer):
+    def __init__(
+        self,
+        *args: Any,
+        objective: Objective,
+        hyperparameters: dict[str, Any],
+        divergence: Divergence | None,
+        reference_store: ReferenceStore | None = None,
+        divergence_batch_size: int = 16,
+        kernel: str = "fused",
+        **kwargs: Any,
+    ) -> None:
+        self.objective = objective
+        self.hyperparameters = hyperparameters
+        self.divergence = divergence
+        self.kernel = kernel
+        self.divergence_batch_size = divergence_batch_size
+        uses_trl_kl = divergence is not None and divergence.name == "reverse_kl"
+        coef = hyperparameters.get("divergence_coef", 0.0)
+        # reverse_kl: TRL's k3 with its reference model; otherwise no reference model (beta = 0).
+        kwargs["args"].beta = coef if uses_trl_kl else 0.0
+        self.reference_store = None if uses_trl_kl or divergence is None else reference_store
+        if not uses_trl_kl and divergence is not None and (reference_store is None or len(reference_store) == 0):
+            raise ValueError(f"divergence={divergence.name} needs stored pi_0 samples; the reference store is empty")
+        super().__init__(*args, **kwargs)
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+        self._rng = torch.Generator().manual_seed(self.args.seed)
+
+    def _next_reference_rows(self) -> torch.Tensor:
+        n, k = len(self.reference_store), min(self.divergence_batch_size, len(self.reference_store))
+        if self._cursor + k > len(self._order):
+            self._order, self._cursor = torch.randperm(n, generator=self._rng), 0
+        index = self._order[self._cursor : self._cursor + k]
+        self._cursor += k
+        return index
+
+    def divergence_term(self, model, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """divergence_coef * D_f on a minibatch of stored pi_0 samples (alignctl.objectives.grpo), and D_f; the
+        minibatch is the next `divergence_batch_size` rows of a seeded shuffle unless `index` names the rows."""
+        batch, ref = self.reference_store.rows(self._next_reference_rows() if index is None else index)
+        device = self.accelerator.device
+        policy = completion_token_logps(
+            model, batch.input_ids.to(device), batch.attention_mask.to(device), batch.completion_mask.to(device),
+            kernel=self.kernel,
+        )  # fmt: skip
+        logps = TokenLogps(policy, ref.to(device))
+        out = self.objective.loss(logps, divergence=self.divergence, **self.hyperparameters)
+        return out.loss, out.penalty
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.reference_store is not None:
+            mode = "train" if self.model.training else "eval"
+            term, penalty = self.divergence_term(model)
+            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0  # as TRL's loss
+            loss = loss + term / normalizer
+            self._metrics[mode]["divergence/penalty"].append(penalty.item())
+        return loss

@@ -1,0 +1,72 @@
+"""End to end on CPU with small sizes: `alignctl train objective=grpo` for each divergence on toy_arith (exact_match
+reward, pass@k on the test and ood splits) and once on toy_sentiment (sentiment reward)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# tests/data/test_toy_arith.py's seconds-long base model (it learns the format, not the arithmetic), 2 GRPO steps.
+TINY_ARITH = [
+    "dataset=toy_arith", "reward=exact_match",
+    "dataset.corpus_size=600", "dataset.pretrain_steps=40", "dataset.num_train_prompts=32",
+    "dataset.num_test_prompts=16", "dataset.num_ood_prompts=16", "dataset.max_new_tokens=32",
+    "model.vocab_size=512", "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2",
+    "model.intermediate_size=64", "model.max_position_embeddings=64", "model.pretrain_batch_size=16",
+    "model.pretrain_lr=0.01",
+]  # fmt: skip
+# tests/e2e/test_train_eval.py's toy_sentiment sizes.
+TINY_SENTIMENT = [
+    "dataset.corpus_size=2000", "dataset.num_train_prompts=24", "dataset.num_test_prompts=8",
+    "dataset.max_new_tokens=16", "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2",
+    "model.intermediate_size=128", "model.max_position_embeddings=64", "model.pretrain_steps=120",
+    "model.pretrain_batch_size=16", "model.pretrain_lr=0.01",
+]  # fmt: skip
+ONLINE = [
+    "objective=grpo", "train.max_steps=2", "train.batch_size=8", "train.num_generations=4", "train.warmup_steps=0",
+    "train.learning_rate=1e-3", "train.logging_steps=1", "train.divergence_batch_size=4",
+    "train.reference_samples_per_prompt=1", "eval.num_prompts=4", "eval.samples_per_prompt=3",
+    "eval.max_new_tokens=8", "tracking=none",
+]  # fmt: skip
+
+
+def train(tmp_path_factory, *args: str) -> dict:
+    root = tmp_path_factory.mktemp("online")
+    env = {**os.environ, "ALIGNCTL_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-m", "alignctl.cli", "train", *ONLINE, *args, f"hydra.run.dir={root}"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    steps = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps if "loss" in s] == [1, 2]
+    assert (root / "model" / "model.safetensors").is_file()
+    return {"steps": steps, "eval": json.loads((root / "eval.json").read_text()), "stderr": out.stderr}
+
+
+@pytest.mark.parametrize("divergence", ["reverse_kl", "forward_kl", "js", "none"])
+def test_grpo_on_toy_arith(tmp_path_factory, divergence):
+    got = train(tmp_path_factory, *TINY_ARITH, f"divergence={divergence}")
+    first = next(s for s in got["steps"] if "loss" in s)
+    assert ("kl" in first) == (divergence == "reverse_kl")  # TRL's k3 with its reference model
+    assert ("divergence/penalty" in first) == (divergence in ("forward_kl", "js"))  # stored pi_0 samples
+    assert "rewards/exact_match/mean" in first
+    e = got["eval"]
+    keys = [f"{prefix}pass@{k}" for prefix in ("", "ood_", "reference_", "reference_ood_") for k in (1, 2, 3)]
+    assert all(0.0 <= e[k] <= 1.0 for k in keys), e
+    assert e["preference_accuracy"] is None and e["ece"] is None
+    assert "no preference pairs" in e["preference_metrics_skipped"]
+    assert e["max_new_tokens"] == 32 and e["entropy_per_token"] > 0 and e["kl_to_reference"] is not None
+
+
+def test_grpo_on_toy_sentiment(tmp_path_factory):
+    got = train(tmp_path_factory, *TINY_SENTIMENT, "divergence=js")
+    first = next(s for s in got["steps"] if "loss" in s)
+    assert "rewards/sentiment/mean" in first and "divergence/penalty" in first
+    e = got["eval"]
+    assert -1.0 <= e["reward_mean"] <= 1.0 and e["preference_accuracy"] is None
+    assert "pass@1" not in e  # pass@k needs a correct/incorrect reward

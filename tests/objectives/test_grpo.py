@@ -1,0 +1,110 @@
+"""GRPO's divergence term (spec section 8) against independent re-derivations in numpy (never alignctl's f)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from alignctl.divergences import get
+from alignctl.objectives import grpo
+from alignctl.objectives.grpo import TokenLogps
+
+GENERATORS = [("forward_kl", None), ("js", None), ("alpha", 0.2), ("alpha", 0.5)]
+GEN_IDS = ["forward_kl", "js", "alpha0.2", "alpha0.5"]
+
+
+def f_np(name: str, u: np.ndarray, alpha: float | None = None) -> np.ndarray:
+    """The spec's DPH-RL generators, written from u = pi_theta / pi_0."""
+    if name == "forward_kl":
+        return u - 1.0 - np.log(u)
+    if name == "js":
+        return u * np.log(u) - (u + 1.0) * np.log((u + 1.0) / 2.0)
+    a = alpha
+    return (u ** (1.0 - a) - (1.0 - a) * u - a) / (a * (a - 1.0))
+
+
+@pytest.mark.parametrize("name, alpha", GENERATORS, ids=GEN_IDS)
+def test_generator_matches_spec_formula_and_is_token_mean(name, alpha):
+    g = torch.Generator().manual_seed(0)
+    policy = -3 * torch.rand(3, 5, generator=g, dtype=torch.float64)
+    ref = -3 * torch.rand(3, 5, generator=g, dtype=torch.float64)
+    mask = torch.rand(3, 5, generator=g) > 0.3
+    out = grpo.loss(TokenLogps(policy, ref, mask), divergence=get(name, alpha), divergence_coef=0.5)
+    u = np.exp(policy.numpy() - ref.numpy())
+    expected = f_np(name, u, alpha)[mask.numpy()].mean()
+    assert out.penalty.item() == pytest.approx(expected, rel=1e-10)
+    assert out.loss.item() == pytest.approx(0.5 * expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("name, alpha", [*GENERATORS, ("reverse_kl", None)], ids=[*GEN_IDS, "reverse_kl_k3"])
+def test_value_and_gradient_vanish_at_the_starting_policy(name, alpha):
+    """Spec 8 test 1: at pi_theta = pi_0, f(1) = f'(1) = 0, so value and gradient are 0 (k3 too)."""
+    ref = torch.log_softmax(torch.randn(4, 6, dtype=torch.float64), -1)
+    policy = ref.clone().requires_grad_(True)
+    out = grpo.loss(TokenLogps(policy, ref), divergence=get(name, alpha), divergence_coef=1.0)
+    out.loss.backward()
+    assert out.penalty.item() == pytest.approx(0.0, abs=1e-12)
+    assert policy.grad.abs().max().item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_forward_kl_generator_is_non_negative_per_token():
+    """Spec 8 test 2 (and k3 for reverse KL): both are >= 0 for any log-ratio, including extreme ones."""
+    h = torch.cat([torch.linspace(-30, 30, 2001), torch.tensor([-80.0, 80.0])])
+    fkl = grpo.generator(get("forward_kl"), h, torch.zeros_like(h))
+    assert (fkl >= 0).all() and torch.isfinite(fkl).all()
+    assert (grpo.k3(h, torch.zeros_like(h)) >= 0).all()
+    np.testing.assert_allclose(fkl.numpy(), f_np("forward_kl", np.exp(h.double().numpy())), rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_is_rehearsal_sft_with_a_correction():
+    """Forward KL's gradient w.r.t. l_theta is (u - 1) (spec: (u-1) grad log pi_theta), per token, / #tokens."""
+    policy = torch.tensor([-1.0, -2.0, -0.5], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([-1.5, -1.0, -0.5], dtype=torch.float64)
+    grpo.loss(TokenLogps(policy, ref), divergence=get("forward_kl"), divergence_coef=1.0).loss.backward()
+    u = np.exp(policy.detach().numpy() - ref.numpy())
+    np.testing.assert_allclose(policy.grad.numpy(), (u - 1.0) / 3, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, alpha", GENERATORS, ids=GEN_IDS)
+def test_monte_carlo_mean_over_pi0_samples_approaches_the_exact_divergence(name, alpha):
+    """Spec 8 test 3: mean of f(pi_theta/pi_0) over y ~ pi_0 -> the exact divergence on a small categorical
+    (forward KL = KL(pi_0 || pi_theta), summed by hand; JS = 2 JSD; alpha by its closed form)."""
+    p0 = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    pt = np.array([0.2, 0.3, 0.1, 0.25, 0.15])
+    if name == "forward_kl":
+        exact = float(np.sum(p0 * np.log(p0 / pt)))
+    elif name == "js":
+        m = (p0 + pt) / 2
+        exact = float(np.sum(p0 * np.log(p0 / m)) + np.sum(pt * np.log(pt / m)))
+    else:
+        exact = float((np.sum(pt ** (1 - alpha) * p0**alpha) - 1) / (alpha * (alpha - 1)))
+    g = torch.Generator().manual_seed(0)
+    y = torch.multinomial(torch.tensor(p0), 200_000, replacement=True, generator=g)
+    logp0, logpt = torch.tensor(np.log(p0))[y], torch.tensor(np.log(pt))[y]
+    out = grpo.loss(TokenLogps(logpt, logp0), divergence=get(name, alpha), divergence_coef=1.0)
+    assert out.penalty.item() == pytest.approx(exact, rel=0.03)
+
+
+def test_k3_is_trls_estimator_and_unbiased_for_reverse_kl_on_policy_samples():
+    p0 = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    pt = np.array([0.2, 0.3, 0.1, 0.25, 0.15])
+    exact = float(np.sum(pt * np.log(pt / p0)))
+    y = torch.multinomial(torch.tensor(pt), 200_000, replacement=True, generator=torch.Generator().manual_seed(1))
+    logp0, logpt = torch.tensor(np.log(p0))[y], torch.tensor(np.log(pt))[y]
+    out = grpo.loss(TokenLogps(logpt, logp0), divergence=get("reverse_kl"), divergence_coef=1.0)
+    assert out.penalty.item() == pytest.approx(exact, rel=0.03)
+    one = grpo.k3(torch.tensor([-1.0]), torch.tensor([-2.0])).item()
+    assert one == pytest.approx(math.exp(-1.0) + 1.0 - 1.0, rel=1e-6)
+
+
+def test_none_is_plain_grpo_and_float32_inputs_stay_finite():
+    policy = torch.full((2, 3), -1.0, requires_grad=True)
+    out = grpo.loss(TokenLogps(policy, torch.zeros(2, 3)), divergence=None)
+    assert out.loss.item() == 0.0 and out.penalty.item() == 0.0
+    out.loss.backward()
+    assert policy.grad is not None and (policy.grad == 0).all()
+    big = grpo.loss(TokenLogps(torch.tensor([0.0, -200.0]), torch.tensor([-200.0, 0.0])), divergence=get("js"))
+    assert torch.isfinite(big.penalty)

@@ -1,0 +1,140 @@
+"""OnlineTrainer: pi_0's stored samples, one GRPO step per divergence, and the divergence term against a plain
+full-logits computation of the spec's generator."""
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig
+
+from alignctl.config import TinyModelConfig
+from alignctl.data.tasks import tiny_lm
+from alignctl.divergences import get
+from alignctl.objectives import grpo
+from alignctl.trainers.online import OnlineTrainer, build_reference_store, trl_reward
+
+TEXTS = ["Q: 12+34=? A: 2+4=6; 1+3=4. The answer is 46.", "Q: 55+17=? A: 5+7=12, carry 1. The answer is 72."] * 8
+PROMPTS = ["Q: 12+34=? A:", "Q: 55+17=? A:", "Q: 40+21=? A:", "Q: 33+33=? A:"]
+
+
+def length_reward(prompts, completions):  # varies within a group, so advantages are not all zero
+    return [float(sum(map(ord, c)) % 3) for c in completions]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-online")
+    tokenizer = tiny_lm.train_bpe_tokenizer(TEXTS, vocab_size=300, model_max_length=64, individual_digits=True)
+    cfg = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64)
+    tiny_lm.save_hf_dir(tiny_lm.build_llama(cfg, tokenizer), tokenizer, path)
+    return path
+
+
+def plain_token_logps(model, input_ids, attention_mask, completion_mask):
+    """Full logits, log_softmax, gather: [B, T-1], independent of alignctl's kernels."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits[:, :-1]
+    return torch.log_softmax(logits.double(), -1).gather(-1, input_ids[:, 1:, None])[..., 0]
+
+
+def make_trainer(model_dir, tmp_path, divergence, store=None, lr=1e-2):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    args = GRPOConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=12, learning_rate=lr, warmup_steps=0, logging_steps=1, report_to=[], use_cpu=True,
+        save_strategy="no", seed=0, bf16=False, disable_tqdm=True,
+    )  # fmt: skip
+    return OnlineTrainer(
+        model=model, reward_funcs=trl_reward(length_reward, "length"), args=args,
+        train_dataset=datasets.Dataset.from_dict({"prompt": PROMPTS}), processing_class=tokenizer,
+        objective=grpo.OBJECTIVE, hyperparameters={"divergence_coef": 0.5}, divergence=divergence,
+        reference_store=store, divergence_batch_size=3,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store(model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    return build_reference_store(
+        model, tokenizer, PROMPTS, length_reward, samples_per_prompt=2, max_new_tokens=10, seed=0
+    )
+
+
+def test_reward_adapter_takes_trls_keywords():
+    f = trl_reward(length_reward, "length")
+    assert f.__name__ == "length"
+    assert f(prompts=["a", "b"], completions=["a", "b"], completion_ids=[[1], [2]], trainer_state=None) == [1.0, 2.0]
+
+
+def test_store_holds_pi0_token_logps(model_dir, store):
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    b = store.batch
+    assert len(store) == store.num_sampled == 8
+    expected = plain_token_logps(model, b.input_ids, b.attention_mask, b.completion_mask)
+    mask = b.completion_mask[:, 1:].bool()
+    torch.testing.assert_close(store.ref_logps[mask].double(), expected[mask].detach(), rtol=1e-4, atol=1e-4)
+    assert (store.ref_logps[~mask] == 0).all()
+
+
+def test_store_keeps_rewarded_samples_only(model_dir, store):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    kept = build_reference_store(model, tokenizer, PROMPTS, length_reward, samples_per_prompt=2, max_new_tokens=10,
+                                 seed=0, keep_min_reward=2.0)  # fmt: skip
+    b = store.batch  # the same seeded samples, all kept
+    texts = [tokenizer.decode(ids[m.bool()], skip_special_tokens=True) for ids, m in zip(b.input_ids, b.completion_mask)]
+    prompts = [p for p in PROMPTS for _ in range(2)]
+    good = torch.tensor(length_reward(prompts, texts)) >= 2.0
+    assert 0 < good.sum() < len(good)  # the seed gives a mix, so the filter is exercised
+    assert kept.num_sampled == 8 and len(kept) == int(good.sum())
+    torch.testing.assert_close(kept.ref_logps, store.ref_logps[good][:, -kept.ref_logps.shape[1] :])
+
+
+@pytest.mark.parametrize("name", ["js", "forward_kl"])
+def test_generator_step_without_reference_model(model_dir, store, tmp_path, name):
+    trainer = make_trainer(model_dir, tmp_path, get(name), store)
+    assert trainer.ref_model is None and trainer.beta == 0.0
+    index = torch.arange(len(store))
+    _, before = trainer.divergence_term(trainer.model, index)
+    assert before.item() == pytest.approx(0.0, abs=1e-5)  # pi_theta = pi_0 at the start
+    trainer.train()
+    assert "divergence/penalty" in trainer.state.log_history[0]
+    # after a step the term is the spec's token-mean generator over the stored samples, computed from full logits
+    term, penalty = trainer.divergence_term(trainer.model, index)
+    b = store.batch
+    mask = b.completion_mask[:, 1:].bool()
+    policy = plain_token_logps(trainer.model, b.input_ids, b.attention_mask, b.completion_mask)[mask].detach().numpy()
+    u = np.exp(policy - store.ref_logps[mask].double().numpy())
+    f = u - 1 - np.log(u) if name == "forward_kl" else u * np.log(u) - (u + 1) * np.log((u + 1) / 2)
+    assert penalty.item() > 0 and penalty.item() == pytest.approx(f.mean(), rel=1e-3, abs=1e-7)
+    assert term.item() == pytest.approx(0.5 * penalty.item(), rel=1e-6)
+
+
+def test_reverse_kl_is_trls_beta_with_a_reference_model(model_dir, tmp_path):
+    trainer = make_trainer(model_dir, tmp_path, get("reverse_kl"))
+    assert trainer.beta == 0.5 and trainer.ref_model is not None and trainer.reference_store is None
+    trainer.train()
+    assert "kl" in trainer.state.log_history[0]
+
+
+def test_none_is_plain_grpo(model_dir, tmp_path):
+    trainer = make_trainer(model_dir, tmp_path, None)
+    assert trainer.beta == 0.0 and trainer.ref_model is None and trainer.reference_store is None
+    trainer.train()
+    assert "divergence/penalty" not in trainer.state.log_history[0]
+
+
+def test_generator_divergence_without_samples_is_an_error(model_dir, tmp_path):
+    with pytest.raises(ValueError, match="stored pi_0 samples"):
+        make_trainer(model_dir, tmp_path, get("js"), None)
