@@ -1,18 +1,22 @@
 """Chunked implementation: never holds a full [N, V] tensor; the backward recomputes each tile.
 
 Both models' logits are produced tile by tile, `[row_chunk, vocab_chunk]` at a time, by a GEMM into a reused fp32
-buffer. The vocabulary is the outer loop (one chunk of the LM head stays in cache while the token blocks stream
-past) and every tile is folded into per-token running statistics with an online log-sum-exp:
+buffer. The vocabulary is the outer loop (one chunk of the LM head stays in cache while the token blocks stream past)
+and every tile is reduced to per-token statistics with an online log-sum-exp. The final per-token state (`RowStats`):
 
-* `lz`, `lr`: log-sum-exp of the policy / reference logits seen so far;
-* `hz`: entropy of the policy restricted to the columns seen so far (renormalised), merged exactly;
-* `acc`: the divergence accumulator (a weighted mean for the KLs, the mixture's log-sum-exp for alpha, a plain sum
-  for js, whose second pass needs the final `lz` and `lr`);
+* `lz`, `lr`: log-sum-exp of the policy / reference logits (log-normalisers);
+* `hz`: policy entropy;
+* `acc`: the divergence (reverse_kl, forward_kl), the mixture's log-sum-exp (alpha) or, for js, the first half of a
+  second pass that needs the final `lz` and `lr`;
 * `zt`, `rt`: the target's logit, written by the tile that holds it.
 
+Tiles are combined exactly: with tile weights w_t = exp(lse_t - L), H = sum_t w_t (H_t - log w_t) and
+KL = sum_t w_t (KL_t + log w_t - log w'_t), every term computed on logits centred by their tile maximum, so precision
+does not degrade with the size of the logits.
+
 The backward recomputes the tiles, turns the policy tile into dLoss/dlogits in place and accumulates the two gradient
-GEMMs. The reference side gets no gradient. The per-tile work is delegated to a "tile backend": `TorchTiles` below
-(plain PyTorch, any device) or `alignctl.kernels.triton.TritonTiles` (Triton kernels for the same folds).
+GEMMs; the reference side gets no gradient. The per-tile work is delegated to a "tile backend": `TorchTiles` below
+(plain PyTorch, any device) or `alignctl.kernels.triton.TritonTiles` (the same folds as Triton kernels).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from alignctl.divergences import Divergence
 
 from .reference import compute_dtype
 
-# Tuned on a 2-core AMD EPYC (AVX-512, 1 MiB L2 per core, 32 MiB L3) at N=4096, d=256, V=32768: a 1 MiB tile
-# (256 x 1024 fp32) keeps every elementwise pass in cache; see docs/BENCHMARKS.md ("Kernels").
-ROW_CHUNK = 256
-VOCAB_CHUNK = 1024
+# Tuned on a 2-core AMD EPYC (AVX-512, 1 MiB L2 per core, 32 MiB L3) at N=4096, d=256, V=32768, forward + backward:
+# 256-1024 rows x 1024-4096 columns all ran within a few percent of each other on an idle machine; 512 x 2048 fp32
+# tiles (4 MiB; the four live buffers stay in L3) keep the count of short parallel regions low, which matters when
+# other processes compete for the cores (see docs/BENCHMARKS.md, "Kernels").
+ROW_CHUNK = 512
+VOCAB_CHUNK = 2048
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # torch.mm(..., out_dtype=torch.float32) from fp16/bf16 operands (CUDA only, torch >= 2.8)
@@ -90,10 +96,8 @@ def finalize(st: RowStats, spec: Spec) -> tuple[torch.Tensor, torch.Tensor, torc
     empty = st.lz.new_zeros(0)
     ref_logprobs = st.rt - st.lr if spec.has_ref else empty
     div = aux = empty
-    if spec.kind == "reverse_kl":
-        div = aux = st.acc - st.lz + st.lr  # sum_t w_t E_pt[z - r] - Lz + Lr = KL(p || q)
-    elif spec.kind == "forward_kl":
-        div = aux = st.acc - st.lr + st.lz  # KL(q || p)
+    if spec.kind in ("reverse_kl", "forward_kl"):
+        div = aux = st.acc
     elif spec.kind == "alpha":
         a = spec.alpha
         aux = torch.exp(st.acc - (1.0 - a) * st.lz - a * st.lr)  # S = sum_v p^(1-a) q^a
@@ -149,7 +153,7 @@ def _target_logit(dest: torch.Tensor, tile: torch.Tensor, local: torch.Tensor) -
 
 
 class TorchTiles:
-    """Per-tile folds in plain PyTorch: fused row-wise log_softmax plus in-place passes on cache-sized buffers.
+    """Per-tile folds in plain PyTorch: fused row-wise softmax plus in-place passes on cache-sized buffers.
 
     The forward keeps each tile's statistics ([n_vocab_chunks, N] arrays: tile log-sum-exp, tile entropy, tile
     divergence term) and merges them exactly in one vectorised step at the end of the pass, so a tile costs a handful
@@ -175,61 +179,73 @@ class TorchTiles:
 
     # ---------------------------------------------------------------------------------------------------- forward
     def start_forward(self, n_rows: int, n_chunks: int, rows: int, cols: int, spec: Spec, dtype, device) -> None:
-        self._scratch(3, rows, cols, dtype, device)
-        names = ["lse_z", "neg_h"]
+        self._scratch(2, rows, cols, dtype, device)
+        names = ["lse_z", "h"]
         if spec.has_ref:
             names.append("lse_r")
-        if spec.kind in ("reverse_kl", "forward_kl"):
-            names.append("kl")
-        if spec.kind == "alpha":
-            names.append("lse_x")
+        names += {"reverse_kl": ["kl"], "forward_kl": ["kl"], "alpha": ["lse_x"]}.get(spec.kind, [])
         self._tile_stats = {k: torch.empty((n_chunks, n_rows), dtype=dtype, device=device) for k in names}
+
+    @staticmethod
+    def _softmax_centre(x: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """out = softmax(x) over the tile's columns, lse = its log-sum-exp; x is centred in place (x -= max).
+
+        Returns (out, log S) with S = sum exp(x - max): the largest probability is exactly exp(0) / S.
+        Centred logits keep the later dot products well conditioned however large the logits are.
+        """
+        torch.softmax(x, 1, out=out)
+        x_max = x.amax(1)
+        log_s = out.amax(1).log_().neg_()
+        torch.add(x_max, log_s, out=lse)
+        x.sub_(x_max.unsqueeze(1))
+        return out, log_s
 
     def fold(self, st: RowStats, sl: slice, ci: int, c0: int, z: torch.Tensor, r: torch.Tensor | None, spec: Spec,
              targets: torch.Tensor) -> None:
         n, c = z.shape
         ts = self._tile_stats
         local = targets - c0
-        lsz, p = self._buf(0, n, c), self._buf(1, n, c)
-        torch.log_softmax(z, 1, out=lsz)
-        # log_softmax is exactly -log(sum exp(z - max)) at the argmax, so this is the tile's log-sum-exp
-        torch.sub(z.amax(1), lsz.amax(1), out=ts["lse_z"][ci, sl])
-        torch.exp(lsz, out=p)
-        torch.linalg.vecdot(p, lsz, out=ts["neg_h"][ci, sl])  # minus the tile entropy
         _target_logit(st.zt[sl], z, local)
+        if r is not None:
+            _target_logit(st.rt[sl], r, local)
+        # pt = softmax of the tile; log pt = z' - log S_z with z' = z - max (z is centred in place)
+        p, log_sz = self._softmax_centre(z, self._buf(0, n, c), ts["lse_z"][ci, sl])
+        h = ts["h"][ci, sl]
+        torch.sub(log_sz, torch.linalg.vecdot(p, z), out=h)  # tile entropy -sum pt log pt
         if r is None:
             return
-        lsr = self._buf(2, n, c)
-        torch.log_softmax(r, 1, out=lsr)
-        torch.sub(r.amax(1), lsr.amax(1), out=ts["lse_r"][ci, sl])
-        _target_logit(st.rt[sl], r, local)
-        if spec.kind == "reverse_kl":  # minus KL(pt || qt), pt and qt the tile-normalised distributions
-            torch.linalg.vecdot(p, lsr.sub_(lsz), out=ts["kl"][ci, sl])
-        elif spec.kind == "forward_kl":  # KL(qt || pt)
-            torch.exp(lsr, out=p)
-            torch.linalg.vecdot(p, lsr.sub_(lsz), out=ts["kl"][ci, sl])
-        elif spec.kind == "alpha":  # log-sum-exp of the mixture (1 - a) z + a r
-            mix = torch.lerp(z, r, spec.alpha, out=lsz)
-            torch.log_softmax(mix, 1, out=lsr)
-            torch.sub(mix.amax(1), lsr.amax(1), out=ts["lse_x"][ci, sl])
+        q, log_sr = self._softmax_centre(r, self._buf(1, n, c), ts["lse_r"][ci, sl])
+        if spec.kind == "reverse_kl":  # KL(pt || qt) = E_pt[z' - r'] + log S_r - log S_z
+            kl = torch.linalg.vecdot(p, r).neg_().add_(log_sr).sub_(h)  # E_pt[z'] - log S_z = -h
+            ts["kl"][ci, sl] = kl
+        elif spec.kind == "forward_kl":  # KL(qt || pt) = E_qt[r' - z'] - log S_r + log S_z
+            torch.linalg.vecdot(q, r.sub_(z), out=ts["kl"][ci, sl])
+            ts["kl"][ci, sl] += log_sz - log_sr
+        elif spec.kind == "alpha":  # log-sum-exp of the mixture (1 - a) z + a r, computed on the centred tiles
+            mix = torch.lerp(z, r, spec.alpha, out=q)
+            lse_x = ts["lse_x"][ci, sl]
+            self._softmax_centre(mix, p, lse_x)
+            lse_x += (1.0 - spec.alpha) * (ts["lse_z"][ci, sl] - log_sz) + spec.alpha * (ts["lse_r"][ci, sl] - log_sr)
 
     def finish_fold(self, st: RowStats, spec: Spec) -> None:
-        """Exact merge of the per-tile statistics (tile weights w_t = exp(lse_t - L) sum to 1 over tiles)."""
+        """Exact merge of the per-tile statistics: tile weights w_t = exp(lse_t - L) sum to 1 over the tiles."""
         ts = self._tile_stats
         lz = torch.logsumexp(ts["lse_z"], 0)
         log_wz = ts["lse_z"] - lz
         wz = log_wz.exp()
         st.lz.copy_(lz)
-        st.hz.copy_(-(wz * (ts["neg_h"] + log_wz)).sum(0))  # H = sum_t w_t (H_t - log w_t)
+        st.hz.copy_((wz * (ts["h"] - log_wz)).sum(0))  # H = sum_t w_t (H_t - log w_t)
         if not spec.has_ref:
             return
         lr = torch.logsumexp(ts["lse_r"], 0)
         st.lr.copy_(lr)
-        if spec.kind == "reverse_kl":  # acc = sum_t wz_t E_pt[z - r] = sum_t wz_t (KL_t + lse_z_t - lse_r_t)
-            st.acc.copy_((wz * (ts["lse_z"] - ts["lse_r"] - ts["kl"])).sum(0))
-        elif spec.kind == "forward_kl":  # acc = sum_t wr_t E_qt[r - z]
-            wr = (ts["lse_r"] - lr).exp()
-            st.acc.copy_((wr * (ts["kl"] + ts["lse_r"] - ts["lse_z"])).sum(0))
+        log_wr = ts["lse_r"] - lr
+        # D = sum over tiles of the tile's share of the divergence, in terms of the (small) log tile weights:
+        # reverse_kl: sum_t wz_t (KL(pt || qt) + log wz_t - log wr_t); forward_kl: the same with p and q swapped
+        if spec.kind == "reverse_kl":
+            st.acc.copy_((wz * (ts["kl"] + log_wz - log_wr)).sum(0))
+        elif spec.kind == "forward_kl":
+            st.acc.copy_((log_wr.exp() * (ts["kl"] + log_wr - log_wz)).sum(0))
         elif spec.kind == "alpha":
             st.acc.copy_(torch.logsumexp(ts["lse_x"], 0))
 
@@ -313,8 +329,37 @@ class TorchTiles:
         return p
 
 
-def _needs_ref_in_backward(spec: Spec, grads: dict) -> bool:
-    return spec.kind != "none" and grads["div"] is not None
+def _sweep(hidden, weight, ref_hidden, ref_weight, use_ref: bool, spec: Spec, dtype: torch.dtype):
+    """Yields (chunk index, first column, rows, policy head chunk, policy tile, reference tile or None, scaled h).
+
+    Vocabulary chunks outside, token blocks inside; both tiles are fp32 (fp64) views of two reused buffers, already
+    divided by the temperature. The caller may overwrite them.
+    """
+    n_rows, vocab = hidden.shape[0], weight.shape[0]
+    R, C = min(spec.row_chunk, n_rows), min(spec.vocab_chunk, vocab)
+    inv_t = 1.0 / spec.temperature
+    # Widened operands get the temperature folded into h; CUDA fp16/bf16 operands get it on the fp32 tile.
+    h = _operand(hidden, dtype, inv_t)
+    h_ref = _operand(ref_hidden, dtype, inv_t) if use_ref else None
+    post = inv_t if _keeps_low_precision(hidden) else 1.0
+    ref_post = inv_t if use_ref and _keeps_low_precision(ref_hidden) else 1.0
+    z_buf = torch.empty((R, C), dtype=dtype, device=hidden.device)
+    r_buf = torch.empty((R, C), dtype=dtype, device=hidden.device) if use_ref else None
+    for ci, c0 in enumerate(range(0, vocab, C)):
+        c1 = min(c0 + C, vocab)
+        w = _operand(weight[c0:c1], dtype)
+        w_ref = _operand(ref_weight[c0:c1], dtype) if use_ref else None
+        for r0 in range(0, n_rows, R):
+            sl = slice(r0, min(r0 + R, n_rows))
+            z = _project(h[sl], w, z_buf[: sl.stop - r0, : c1 - c0])
+            if post != 1.0:
+                z.mul_(post)
+            r = None
+            if use_ref:
+                r = _project(h_ref[sl], w_ref, r_buf[: sl.stop - r0, : c1 - c0])
+                if ref_post != 1.0:
+                    r.mul_(ref_post)
+            yield ci, c0, sl, w, z, r, h
 
 
 class TokenStatsFunction(torch.autograd.Function):
@@ -324,47 +369,17 @@ class TokenStatsFunction(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, ref_hidden, ref_weight, spec: Spec, tiles):  # type: ignore[override]
         ctx.set_materialize_grads(False)
         dtype = compute_dtype(hidden)
-        device = hidden.device
         n_rows, vocab = hidden.shape[0], weight.shape[0]
         R, C = min(spec.row_chunk, n_rows), min(spec.vocab_chunk, vocab)
-        inv_t = 1.0 / spec.temperature
-
-        h = _operand(hidden, dtype, inv_t)
-        h_ref = _operand(ref_hidden, dtype, inv_t) if spec.has_ref else None
-        post_scale = inv_t if _keeps_low_precision(hidden) else 1.0  # temperature not folded into h
-        ref_post_scale = inv_t if spec.has_ref and _keeps_low_precision(ref_hidden) else 1.0
-
-        st = RowStats.empty(n_rows, spec, dtype, device)
-        z_buf = torch.empty((R, C), dtype=dtype, device=device)
-        r_buf = torch.empty((R, C), dtype=dtype, device=device) if spec.has_ref else None
-        n_chunks = -(-vocab // C)
-        tiles.start_forward(n_rows, n_chunks, R, C, spec, dtype, device)
-        passes = ("fold", "js") if spec.kind == "js" else ("fold",)
+        st = RowStats.empty(n_rows, spec, dtype, hidden.device)
+        tiles.start_forward(n_rows, -(-vocab // C), R, C, spec, dtype, hidden.device)
         try:
-            for which in passes:
-                if which == "js":
-                    tiles.finish_fold(st, spec)  # the js pass needs the final log-normalisers
-                for ci, c0 in enumerate(range(0, vocab, C)):
-                    c1 = min(c0 + C, vocab)
-                    w = _operand(weight[c0:c1], dtype)
-                    w_ref = _operand(ref_weight[c0:c1], dtype) if spec.has_ref else None
-                    for r0 in range(0, n_rows, R):
-                        r1 = min(r0 + R, n_rows)
-                        sl = slice(r0, r1)
-                        z = _project(h[sl], w, z_buf[: r1 - r0, : c1 - c0])
-                        if post_scale != 1.0:
-                            z.mul_(post_scale)
-                        r = None
-                        if spec.has_ref:
-                            r = _project(h_ref[sl], w_ref, r_buf[: r1 - r0, : c1 - c0])
-                            if ref_post_scale != 1.0:
-                                r.mul_(ref_post_scale)
-                        if which == "fold":
-                            tiles.fold(st, sl, ci, c0, z, r, spec, targets[sl])
-                        else:
-                            tiles.fold_js(st, sl, z, r)
-            if spec.kind != "js":
-                tiles.finish_fold(st, spec)
+            for ci, c0, sl, _, z, r, _ in _sweep(hidden, weight, ref_hidden, ref_weight, spec.has_ref, spec, dtype):
+                tiles.fold(st, sl, ci, c0, z, r, spec, targets[sl])
+            tiles.finish_fold(st, spec)
+            if spec.kind == "js":  # second pass, with the final log-normalisers
+                for _, _, sl, _, z, r, _ in _sweep(hidden, weight, ref_hidden, ref_weight, True, spec, dtype):
+                    tiles.fold_js(st, sl, z, r)
         finally:
             tiles.end()
 
@@ -385,64 +400,36 @@ class TokenStatsFunction(torch.autograd.Function):
         spec: Spec = ctx.spec
         tiles = ctx.tiles
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        none = (None,) * 7
         if spec.kind == "none":
             g_div = None
         if (g_lp is None and g_div is None and g_ent is None) or not (need_h or need_w):
-            return none
+            return (None,) * 7
 
         dtype = compute_dtype(hidden)
-        device = hidden.device
         n_rows, vocab = hidden.shape[0], weight.shape[0]
         R, C = min(spec.row_chunk, n_rows), min(spec.vocab_chunk, vocab)
-        inv_t = 1.0 / spec.temperature
-        grads = {
-            "lp": g_lp.to(dtype) if g_lp is not None else None,
-            "ent": g_ent.to(dtype) if g_ent is not None else None,
-            "div": g_div.to(dtype) if g_div is not None else None,
-        }
+        grads = {k: g.to(dtype) if g is not None else None for k, g in (("lp", g_lp), ("ent", g_ent), ("div", g_div))}
         saved = {"lz": lz, "lr": lr, "ent": entropy, "aux": aux}
-        use_ref = _needs_ref_in_backward(spec, grads)
-
-        h = _operand(hidden, dtype, inv_t)
-        h_ref = _operand(ref_hidden, dtype, inv_t) if use_ref else None
-        post_scale = inv_t if _keeps_low_precision(hidden) else 1.0
-        ref_post_scale = inv_t if use_ref and _keeps_low_precision(ref_hidden) else 1.0
-
-        grad_h = torch.zeros(hidden.shape, dtype=dtype, device=device) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=dtype, device=device) if need_w else None
-        z_buf = torch.empty((R, C), dtype=dtype, device=device)
-        r_buf = torch.empty((R, C), dtype=dtype, device=device) if use_ref else None
-        tiles.start_backward(saved, grads, spec, R, C, dtype, device)
+        grad_h = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=dtype, device=hidden.device) if need_w else None
+        use_ref = g_div is not None  # only the divergence's gradient involves the reference
+        tiles.start_backward(saved, grads, spec, R, C, dtype, hidden.device)
         try:
-            for c0 in range(0, vocab, C):
-                c1 = min(c0 + C, vocab)
-                w = _operand(weight[c0:c1], dtype)
-                w_ref = _operand(ref_weight[c0:c1], dtype) if use_ref else None
-                for r0 in range(0, n_rows, R):
-                    r1 = min(r0 + R, n_rows)
-                    sl = slice(r0, r1)
-                    z = _project(h[sl], w, z_buf[: r1 - r0, : c1 - c0])
-                    if post_scale != 1.0:
-                        z.mul_(post_scale)
-                    r = None
-                    if use_ref:
-                        r = _project(h_ref[sl], w_ref, r_buf[: r1 - r0, : c1 - c0])
-                        if ref_post_scale != 1.0:
-                            r.mul_(ref_post_scale)
-                    g = tiles.grad_tile(sl, c0, z, r, spec, targets[sl])
-                    if grad_h is not None:
-                        _accumulate(grad_h[sl], g, w)
-                    if grad_w is not None:
-                        _accumulate(grad_w[c0:c1], g.t(), h[sl])
+            for _, c0, sl, w, z, r, h in _sweep(hidden, weight, ref_hidden, ref_weight, use_ref, spec, dtype):
+                g = tiles.grad_tile(sl, c0, z, r, spec, targets[sl])  # dLoss/dz, in place of z
+                if grad_h is not None:
+                    _accumulate(grad_h[sl], g, w)
+                if grad_w is not None:
+                    _accumulate(grad_w[c0 : c0 + g.shape[1]], g.t(), h[sl])
         finally:
             tiles.end()
 
-        # z = (h / T) @ W.T: dz/dh carries 1/T; when h was pre-scaled, dz/dW already has it (h[sl] is scaled)
+        # z = (h / T) W^T: dz/dh carries 1/T; dz/dW carries it already when h was widened and pre-scaled
+        inv_t = 1.0 / spec.temperature
         if grad_h is not None:
             grad_h = grad_h.mul_(inv_t).to(hidden.dtype)
         if grad_w is not None:
-            if post_scale != 1.0:
-                grad_w.mul_(post_scale)
+            if _keeps_low_precision(hidden):
+                grad_w.mul_(inv_t)
             grad_w = grad_w.to(weight.dtype)
         return grad_h, grad_w, None, None, None, None, None

@@ -85,14 +85,16 @@ if triton is not None:
         local = tl.load(t_ptr + rows_c) - c0
         neg_inf = float("-inf")
 
+        # Online per token, all relative to the running maxima so that large logits do not cost precision:
+        # s = sum exp(x - m), e_z = sum exp(z - m_z)(z - m_z), d = sum of the divergence's centred log-ratio terms
         m_z = tl.full([BLOCK_R], neg_inf, ACC)
-        s_z = tl.zeros([BLOCK_R], ACC)  # sum exp(z - m_z)
-        e_z = tl.zeros([BLOCK_R], ACC)  # sum exp(z - m_z) z
+        s_z = tl.zeros([BLOCK_R], ACC)
+        e_z = tl.zeros([BLOCK_R], ACC)
         z_t = tl.zeros([BLOCK_R], ACC)
         m_r = tl.full([BLOCK_R], neg_inf, ACC)
         s_r = tl.zeros([BLOCK_R], ACC)
         r_t = tl.zeros([BLOCK_R], ACC)
-        d = tl.zeros([BLOCK_R], ACC)  # reverse: sum exp(z - m_z)(z - r); forward: sum exp(r - m_r)(r - z)
+        d = tl.zeros([BLOCK_R], ACC)  # reverse: exp(z-m_z)((z-m_z)-(r-m_r)); forward: exp(r-m_r)((r-m_r)-(z-m_z))
         m_x = tl.full([BLOCK_R], neg_inf, ACC)  # alpha: mixture (1 - a) z + a r
         s_x = tl.zeros([BLOCK_R], ACC)
 
@@ -103,21 +105,23 @@ if triton is not None:
             z = tl.load(z_ptr + rows_c[:, None] * stride_z + cols[None, :], mask=col_ok, other=0.0).to(ACC)
             new_m_z = tl.maximum(m_z, tl.max(tl.where(col_ok, z, neg_inf), axis=1))
             scale_z = tl.exp(m_z - new_m_z)
-            ez = tl.where(col_ok, tl.exp(z - new_m_z[:, None]), 0.0)
-            s_z = s_z * scale_z + tl.sum(ez, axis=1)
-            e_z = e_z * scale_z + tl.sum(ez * z, axis=1)
+            shift_z = tl.where(s_z > 0, new_m_z - m_z, 0.0)  # how far the centre moved (0 before any column)
+            zc = z - new_m_z[:, None]
+            ez = tl.where(col_ok, tl.exp(zc), 0.0)
+            e_z = scale_z * (e_z - s_z * shift_z) + tl.sum(ez * zc, axis=1)
             z_t += tl.sum(tl.where(hit, z, 0.0), axis=1)
             if HAS_REF:
                 r = tl.load(r_ptr + rows_c[:, None] * stride_r + cols[None, :], mask=col_ok, other=0.0).to(ACC)
                 new_m_r = tl.maximum(m_r, tl.max(tl.where(col_ok, r, neg_inf), axis=1))
                 scale_r = tl.exp(m_r - new_m_r)
-                er = tl.where(col_ok, tl.exp(r - new_m_r[:, None]), 0.0)
-                s_r = s_r * scale_r + tl.sum(er, axis=1)
+                shift_r = tl.where(s_r > 0, new_m_r - m_r, 0.0)
+                rc = r - new_m_r[:, None]
+                er = tl.where(col_ok, tl.exp(rc), 0.0)
                 r_t += tl.sum(tl.where(hit, r, 0.0), axis=1)
                 if KIND == 1:
-                    d = d * scale_z + tl.sum(ez * (z - r), axis=1)
+                    d = scale_z * (d + s_z * (shift_r - shift_z)) + tl.sum(ez * (zc - rc), axis=1)
                 if KIND == 2:
-                    d = d * scale_r + tl.sum(er * (r - z), axis=1)
+                    d = scale_r * (d + s_r * (shift_z - shift_r)) + tl.sum(er * (rc - zc), axis=1)
                 if KIND == 4:
                     x = z + alpha * (r - z)
                     new_m_x = tl.maximum(m_x, tl.max(tl.where(col_ok, x, neg_inf), axis=1))
@@ -125,37 +129,46 @@ if triton is not None:
                         tl.where(col_ok, tl.exp(x - new_m_x[:, None]), 0.0), axis=1
                     )
                     m_x = new_m_x
+                s_r = s_r * scale_r + tl.sum(er, axis=1)
                 m_r = new_m_r
+            s_z = s_z * scale_z + tl.sum(ez, axis=1)
             m_z = new_m_z
 
-        # merge this tile (log-sum-exp, entropy, divergence accumulator) into the running per-token state
+        # merge this tile (log-sum-exp, entropy, divergence) into the running per-token state, which describes the
+        # columns seen so far renormalised; log-weights of the old part are 0 (not -inf) before the first tile
         in_tile = (local >= 0) & (local < n_cols)
-        lse_z = m_z + tl.log(s_z)
-        h_t = lse_z - e_z / s_z
+        log_s_z = tl.log(s_z)
+        lse_z = m_z + log_s_z
         lz = tl.load(lz_ptr + rows, mask=row_ok, other=0.0)
         new_lz = _logaddexp(lz, lse_z)
-        wa = tl.exp(lz - new_lz)
-        wb = tl.exp(lse_z - new_lz)
-        log_wa = tl.where(lz > neg_inf, lz - new_lz, 0.0)  # wa log wa = 0 on the first tile (wa = 0)
+        wa_z = tl.exp(lz - new_lz)
+        wb_z = tl.exp(lse_z - new_lz)
+        la_z = tl.where(lz > neg_inf, lz - new_lz, 0.0)
+        lb_z = lse_z - new_lz
         hz = tl.load(hz_ptr + rows, mask=row_ok, other=0.0)
-        hz = wa * hz + wb * h_t - wa * log_wa - wb * (lse_z - new_lz)
-        tl.store(hz_ptr + rows, hz, mask=row_ok)
+        h_t = log_s_z - e_z / s_z  # tile entropy
+        tl.store(hz_ptr + rows, wa_z * (hz - la_z) + wb_z * (h_t - lb_z), mask=row_ok)
         tl.store(lz_ptr + rows, new_lz, mask=row_ok)
         tl.store(zt_ptr + rows, z_t, mask=row_ok & in_tile)
         if HAS_REF:
-            lse_r = m_r + tl.log(s_r)
+            log_s_r = tl.log(s_r)
+            lse_r = m_r + log_s_r
             lr = tl.load(lr_ptr + rows, mask=row_ok, other=0.0)
             new_lr = _logaddexp(lr, lse_r)
+            la_r = tl.where(lr > neg_inf, lr - new_lr, 0.0)
+            lb_r = lse_r - new_lr
             tl.store(lr_ptr + rows, new_lr, mask=row_ok)
             tl.store(rt_ptr + rows, r_t, mask=row_ok & in_tile)
-            if KIND == 1:  # weighted mean over tiles of E_pt[z - r], policy weights
+            if KIND == 1:  # KL(p || q) of the columns so far: weights of p, plus log-weight differences
                 acc = tl.load(acc_ptr + rows, mask=row_ok, other=0.0)
-                tl.store(acc_ptr + rows, wa * acc + wb * (d / s_z), mask=row_ok)
-            if KIND == 2:  # weighted mean over tiles of E_qt[r - z], reference weights
+                kl_t = d / s_z - log_s_z + log_s_r
+                acc = wa_z * (acc + la_z - la_r) + wb_z * (kl_t + lb_z - lb_r)
+                tl.store(acc_ptr + rows, acc, mask=row_ok)
+            if KIND == 2:  # KL(q || p), weights of q
                 acc = tl.load(acc_ptr + rows, mask=row_ok, other=0.0)
-                tl.store(
-                    acc_ptr + rows, tl.exp(lr - new_lr) * acc + tl.exp(lse_r - new_lr) * (d / s_r), mask=row_ok
-                )
+                kl_t = d / s_r - log_s_r + log_s_z
+                acc = tl.exp(lr - new_lr) * (acc + la_r - la_z) + tl.exp(lb_r) * (kl_t + lb_r - lb_z)
+                tl.store(acc_ptr + rows, acc, mask=row_ok)
             if KIND == 4:  # log-sum-exp of the mixture
                 acc = tl.load(acc_ptr + rows, mask=row_ok, other=0.0)
                 tl.store(acc_ptr + rows, _logaddexp(acc, m_x + tl.log(s_x)), mask=row_ok)

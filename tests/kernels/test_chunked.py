@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -171,3 +173,13 @@ def test_argument_errors():
         token_logprobs_and_divergence(*args, temperature=0.0)
     with pytest.raises(TypeError, match="share"):
         token_logprobs_and_divergence(case.hidden, case.weight.double(), case.targets)
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1",
+    reason="impl='triton' can run here",
+)
+def test_triton_impl_says_why_it_cannot_run_on_cpu():
+    case = make_case(n=4, d=4, vocab=10, masked=())
+    with pytest.raises(RuntimeError, match="impl='triton' is not usable here"):
+        token_logprobs_and_divergence(case.hidden, case.weight, case.targets, impl="triton")

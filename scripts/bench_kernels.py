@@ -1,0 +1,320 @@
+#!/usr/bin/env python
+"""Benchmark the fused log-prob/divergence kernels, forward + backward, side by side in one process.
+
+Rows (each timed as forward + backward, the median of interleaved rounds; peak extra memory measured separately):
+
+* naive:   alignctl.kernels impl="reference" (materialized [N, V] logits, autograd through them);
+* chunked: alignctl.kernels impl="chunked";
+* triton:  alignctl.kernels impl="triton" (CUDA only);
+* trl:     TRL's ChunkedLogProbFunction for the policy log-probs (+ entropy) and, under no_grad, for the reference
+           log-probs, plus ChunkedDivergenceFunction for the divergence (beta=0 is KL(teacher || student), our
+           forward_kl; beta=1 reverse_kl; beta=0.5 is half our js, so it is doubled; no alpha counterpart);
+* gemm:    the GEMMs any implementation must do, timed alone: the policy and reference projections [N,d]x[d,V] and the
+           policy's two backward products (dL/dh = G W, dL/dW = G^T h), with G a precomputed [N, V] tensor.
+
+Every row returns the policy's and the reference's target log-probs, the divergence and the policy entropy; with
+--divergence none, the policy's log-probs and entropy only (no reference, no reference projection in `gemm`).
+
+The loss is sum(u * logprobs) + sum(v * divergence) with fixed random u, v (entropy is returned but not
+differentiated, as in training where it is logged). Peak memory is the peak of the running total of allocations
+minus frees during one forward + backward: the torch profiler's memory events (profile_memory=True) on CPU, the
+allocator's max_memory_allocated on CUDA. Inputs, and the gradients' first allocation, count the same for every row.
+
+    python scripts/bench_kernels.py                      # N=4096 d=256 V=32768 float32 forward_kl, 2 threads
+    python scripts/bench_kernels.py --quick              # small sizes, a few seconds
+    python scripts/bench_kernels.py --divergence none --dtype bfloat16 --impls naive,chunked,gemm
+
+Writes bench/kernels.json (a list of rows: impl, N, d, V, divergence, dtype, device, seconds, peak_bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from alignctl.kernels import token_logprobs_and_divergence  # noqa: E402
+
+IMPLS = ("naive", "chunked", "triton", "trl", "gemm")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TRL_BETA = {"forward_kl": 0.0, "reverse_kl": 1.0, "js": 0.5}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=4096, help="tokens N")
+    p.add_argument("--d", type=int, default=256, help="hidden size d")
+    p.add_argument("--vocab", type=int, default=32768, help="vocabulary size V")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--divergence", default="forward_kl", help="none, reverse_kl, forward_kl, js or alpha")
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--impls", default=",".join(IMPLS), help="comma-separated subset of " + ",".join(IMPLS))
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on CPU")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--row-chunk", type=int, default=None, help="row tile of chunked/triton (default: tuned)")
+    p.add_argument("--vocab-chunk", type=int, default=None, help="vocabulary tile of chunked/triton")
+    p.add_argument("--trl-chunk", type=int, default=4096, help="vocabulary chunk_size for TRL's log-prob kernel")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--quick", action="store_true", help="small sizes (N=512 d=64 V=4096) and 3 rounds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "kernels.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.d, args.vocab, args.rounds = 512, 64, 4096, 3
+    args.impls = [x.strip() for x in args.impls.split(",") if x.strip()]
+    unknown = set(args.impls) - set(IMPLS)
+    if unknown:
+        p.error(f"unknown impls: {', '.join(sorted(unknown))}")
+    return args
+
+
+def make_inputs(args) -> dict:
+    g = torch.Generator().manual_seed(args.seed)
+    dtype, device = DTYPES[args.dtype], torch.device(args.device)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
+
+    # Logit scale ~ a few units: hidden rows of norm ~sqrt(d) times weights ~ 1/sqrt(d) * 2
+    w_scale = 2.0 / args.d**0.5
+    return {
+        "hidden": randn(args.n, args.d).requires_grad_(),
+        "weight": randn(args.vocab, args.d, scale=w_scale).requires_grad_(),
+        "ref_hidden": randn(args.n, args.d),
+        "ref_weight": randn(args.vocab, args.d, scale=w_scale),
+        "targets": torch.randint(0, args.vocab, (args.n,), generator=g).to(device),
+        "u": torch.randn(args.n, generator=g).to(device),
+        "v": torch.randn(args.n, generator=g).to(device),
+    }
+
+
+def make_runner(impl: str, args, x: dict):
+    """A function doing one forward + backward (or the GEMMs alone), or None when `impl` does not apply."""
+    div = None if args.divergence == "none" else args.divergence
+    device = torch.device(args.device)
+
+    if impl in ("naive", "chunked", "triton"):
+        if impl == "triton" and device.type != "cuda":
+            return None
+        name = "reference" if impl == "naive" else impl
+
+        def run():
+            ref_h, ref_w = (x["ref_hidden"], x["ref_weight"]) if div is not None else (None, None)
+            out = token_logprobs_and_divergence(
+                x["hidden"], x["weight"], x["targets"], ref_h, ref_w, divergence=div,
+                alpha=args.alpha, impl=name, row_chunk=args.row_chunk, vocab_chunk=args.vocab_chunk,
+            )  # fmt: skip
+            loss = (out.logprobs * x["u"]).sum()
+            if out.divergence is not None:
+                loss = loss + (out.divergence * x["v"]).sum()
+            loss.backward()
+
+        return run
+
+    if impl == "trl":
+        if div is not None and div not in TRL_BETA:
+            return None
+        try:
+            from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
+            from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+        except ImportError:
+            return None
+
+        def run():
+            logprobs, _entropy, *_ = ChunkedLogProbFunction.apply(
+                x["hidden"], x["weight"], None, x["targets"], 1.0, args.trl_chunk, None, 1.0, ("entropy",)
+            )
+            loss = (logprobs * x["u"]).sum()
+            if div is not None:
+                with torch.no_grad():  # reference log-probs, which the other rows return too
+                    ChunkedLogProbFunction.apply(
+                        x["ref_hidden"], x["ref_weight"], None, x["targets"], 1.0, args.trl_chunk, None, 1.0, ()
+                    )
+                d, _ = ChunkedDivergenceFunction.apply(
+                    x["hidden"], x["weight"], None, x["ref_hidden"], x["ref_weight"], None, TRL_BETA[div], 1.0
+                )
+                if div == "js":
+                    d = 2.0 * d  # TRL's JSD(beta=0.5) is half of KL(p||m) + KL(q||m)
+                loss = loss + (d * x["v"]).sum()
+            loss.backward()
+
+        return run
+
+    if impl == "gemm":
+        h, w = x["hidden"].detach(), x["weight"].detach()
+        hr, wr = x["ref_hidden"], x["ref_weight"]
+        grad_logits = torch.randn(args.n, args.vocab, device=device).to(h.dtype) * 1e-3
+
+        def run():
+            with torch.no_grad():
+                h @ w.T  # policy projection
+                if div is not None:
+                    hr @ wr.T  # reference projection
+                grad_logits @ w  # dL/dh
+                grad_logits.T @ h  # dL/dW
+
+        return run
+    raise ValueError(impl)
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+class OtherLoad:
+    """Share of the machine's CPU time used by other processes while the block runs (timings are only comparable on
+    an otherwise idle machine: each intra-op parallel region waits for all threads, so a busy core stalls them)."""
+
+    def __enter__(self):
+        self.start, self.cpu = _cpu_jiffies(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        end, ours = _cpu_jiffies(), time.process_time() - self.cpu
+        self.share = None
+        if self.start and end and end[1] > self.start[1]:
+            ticks = os.sysconf("SC_CLK_TCK")
+            busy = (end[0] - self.start[0]) / ticks
+            total = (end[1] - self.start[1]) / ticks
+            self.share = max(0.0, (busy - ours) / total)
+
+
+def zero_grads(x: dict) -> None:
+    x["hidden"].grad = None
+    x["weight"].grad = None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_extra_bytes(fn, device: torch.device) -> int:
+    """Peak of (allocated - freed) bytes during one call, as the allocator or the profiler sees it."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    )
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return int(peak)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    x = make_inputs(args)
+    runners = {}
+    for impl in args.impls:
+        fn = make_runner(impl, args, x)
+        if fn is None:
+            print(f"[skip] {impl}: not applicable here ({args.divergence} on {device.type})")
+        else:
+            runners[impl] = fn
+
+    for fn in runners.values():  # warm-up (allocator, first-call costs)
+        zero_grads(x)
+        fn()
+        synchronize(device)
+    times = {impl: [] for impl in runners}
+    with OtherLoad() as load:
+        for _ in range(args.rounds):
+            for impl, fn in runners.items():  # interleaved, so that load changes hit every row alike
+                zero_grads(x)
+                synchronize(device)
+                t0 = time.perf_counter()
+                fn()
+                synchronize(device)
+                times[impl].append(time.perf_counter() - t0)
+    if load.share is not None:
+        print(f"other processes used {100 * load.share:.0f}% of the machine's CPU time during the timed rounds")
+        if load.share > 0.05:
+            print("WARNING: the machine was not idle; timings (the chunked row most) are inflated and noisy")
+
+    rows = []
+    for impl, fn in runners.items():
+        zero_grads(x)
+        peak = -1 if args.no_memory else peak_extra_bytes(fn, device)
+        rows.append(
+            {
+                "impl": impl,
+                "N": args.n,
+                "d": args.d,
+                "V": args.vocab,
+                "divergence": args.divergence,
+                "dtype": args.dtype,
+                "device": str(device),
+                "seconds": statistics.median(times[impl]),
+                "peak_bytes": peak,
+            }
+        )
+
+    report(rows, times, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return rows
+
+
+def report(rows: list[dict], times: dict, args) -> None:
+    by = {r["impl"]: r for r in rows}
+    naive, gemm = by.get("naive"), by.get("gemm")
+    print(
+        f"\nN={args.n} d={args.d} V={args.vocab} {args.dtype} divergence={args.divergence} device={args.device}"
+        f" threads={torch.get_num_threads() if args.device == 'cpu' else '-'} rounds={args.rounds}"
+    )
+    print(f"{'impl':8s} {'seconds':>9s} {'min':>8s} {'max':>8s} {'peak MiB':>10s} {'x naive t':>10s} "
+          f"{'x gemm t':>9s} {'x naive mem':>12s}")  # fmt: skip
+    for r in rows:
+        t = times[r["impl"]]
+        mib = r["peak_bytes"] / 2**20 if r["peak_bytes"] >= 0 else float("nan")
+        rt = f"{r['seconds'] / naive['seconds']:.2f}" if naive else "-"
+        rg = f"{r['seconds'] / gemm['seconds']:.2f}" if gemm else "-"
+        rm = f"{r['peak_bytes'] / naive['peak_bytes']:.3f}" if naive and naive["peak_bytes"] > 0 else "-"
+        print(f"{r['impl']:8s} {r['seconds']:9.3f} {min(t):8.3f} {max(t):8.3f} {mib:10.1f} {rt:>10s} {rg:>9s} {rm:>12s}")
+    chunked = by.get("chunked")
+    default_size = (args.n, args.d, args.vocab, args.dtype, args.divergence) == (4096, 256, 32768, "float32", "forward_kl")
+    if chunked and naive and gemm and default_size:  # the targets are set for the default problem
+        mem_ok = 0 <= chunked["peak_bytes"] <= 0.15 * naive["peak_bytes"]
+        print(
+            f"targets (chunked): peak <= 0.15 x naive: {'met' if mem_ok else 'NOT met'}; "
+            f"time <= 1.0 x naive: {'met' if chunked['seconds'] <= naive['seconds'] else 'NOT met'}; "
+            f"time <= 1.6 x gemm: {'met' if chunked['seconds'] <= 1.6 * gemm['seconds'] else 'NOT met'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
