@@ -338,11 +338,12 @@ def _sweep(hidden, weight, ref_hidden, ref_weight, use_ref: bool, spec: Spec, dt
     n_rows, vocab = hidden.shape[0], weight.shape[0]
     R, C = min(spec.row_chunk, n_rows), min(spec.vocab_chunk, vocab)
     inv_t = 1.0 / spec.temperature
-    # Widened operands get the temperature folded into h; CUDA fp16/bf16 operands get it on the fp32 tile.
-    h = _operand(hidden, dtype, inv_t)
-    h_ref = _operand(ref_hidden, dtype, inv_t) if use_ref else None
+    # Widened operands get the temperature folded into h; CUDA fp16/bf16 operands (which would round h / T) get it
+    # on the fp32 tile instead.
     post = inv_t if _keeps_low_precision(hidden) else 1.0
+    h = _operand(hidden, dtype, inv_t / post)
     ref_post = inv_t if use_ref and _keeps_low_precision(ref_hidden) else 1.0
+    h_ref = _operand(ref_hidden, dtype, inv_t / ref_post) if use_ref else None
     z_buf = torch.empty((R, C), dtype=dtype, device=hidden.device)
     r_buf = torch.empty((R, C), dtype=dtype, device=hidden.device) if use_ref else None
     for ci, c0 in enumerate(range(0, vocab, C)):
