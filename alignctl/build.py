@@ -81,7 +81,7 @@ def training_data(cfg: RunConfig, entry: Objective):
     if entry.data not in DATASETS:
         raise NotImplementedError(f"objective={entry.name} needs {entry.data} data, which no builder makes yet")
     train = DATASETS[entry.data](cfg)["train"]
-    share = getattr(cfg.objective, "label_noise", 0.0)
+    share = cfg.objective.label_noise if "label_noise" in dict(entry.data_options) else 0.0
     return flip_labels(train, share, cfg.train.seed) if share else train
 
 

@@ -122,7 +122,7 @@ class OnlineTrainer(GRPOTrainer):
         self.kernel = kernel
         self.divergence_batch_size = divergence_batch_size
         uses_trl_kl = divergence is not None and divergence.name == "reverse_kl"
-        coef = hyperparameters.get("divergence_coef", 0.0)
+        coef = hyperparameters["divergence_coef"]
         # reverse_kl: TRL's k3 with its reference model; otherwise no reference model (beta = 0).
         kwargs["args"].beta = coef if uses_trl_kl else 0.0
         self.reference_store = None if uses_trl_kl or divergence is None else reference_store
