@@ -75,16 +75,16 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> DPOConfig:
+def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> dict[str, Any]:
+    """TrainingArguments both trainers take from TrainConfig."""
     t = cfg.train
-    return DPOConfig(
+    return dict(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         warmup_steps=t.warmup_steps,
-        max_length=t.max_length,
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy="steps" if t.save_steps else "no",
@@ -97,40 +97,24 @@ def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) ->
         gradient_checkpointing=False,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
-        dataset_num_proc=None,
         disable_tqdm=False,
     )
+
+
+def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> DPOConfig:
+    return DPOConfig(**_shared_args(cfg, run_dir, report_to), max_length=cfg.train.max_length, dataset_num_proc=None)
 
 
 def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> GRPOConfig:
     """TRL's GRPOConfig from TrainConfig: batch_size counts completions (batch_size / num_generations prompts per
     step), one generation per step, temperature 1, completions up to dataset.max_new_tokens; TRL's defaults
     otherwise (loss_type "dapo", epsilon 0.2, one policy update per generation). beta is set by OnlineTrainer."""
-    t = cfg.train
     return GRPOConfig(
-        output_dir=str(run_dir / "checkpoints"),
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        warmup_steps=t.warmup_steps,
-        num_generations=t.num_generations,
+        **_shared_args(cfg, run_dir, report_to),
+        num_generations=cfg.train.num_generations,
         max_completion_length=cfg.dataset.max_new_tokens,
         temperature=1.0,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps or 500,
-        save_total_limit=1,
-        seed=t.seed,
-        data_seed=t.seed,
-        report_to=report_to,
-        run_name=run_dir.name,
-        gradient_checkpointing=False,
-        use_cpu=not torch.cuda.is_available(),
         bf16=False,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
     )
 
 
