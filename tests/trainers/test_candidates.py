@@ -26,14 +26,6 @@ COMPLETIONS = [
 REWARDS = [[0.8, 0.1, -0.6], [0.5, -0.7, -0.2], [0.3, 0.3, -0.1]]  # not sorted everywhere: scores, not order, label
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A randomly initialised tiny Llama with a BPE tokenizer, saved as an HF directory (the reference)."""

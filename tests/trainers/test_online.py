@@ -22,14 +22,6 @@ def length_reward(prompts, completions):  # varies within a group, so advantages
     return [float(sum(map(ord, c)) % 3) for c in completions]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-online")

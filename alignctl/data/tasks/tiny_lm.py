@@ -8,6 +8,7 @@ Heavy imports (torch, transformers, trl) happen inside the functions so importin
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 import time
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 console = Console(stderr=True)
+INFO_FILE = "build_info.json"  # written beside each built artifact: versions, sizes, timings, statistics
 
 
 @contextlib.contextmanager
@@ -283,3 +285,23 @@ def save_hf_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
     with quiet():
         model.save_pretrained(path)  # safetensors is the only format in transformers 5
         tokenizer.save_pretrained(path)
+
+
+def cached_base_model(kind: str, recipe: dict[str, Any], build: Any, summary: Any) -> Path:
+    """The cached HF directory built by ``build(out)`` (caller's RNG states preserved); when this call built it,
+    print ``summary(info, path)`` from its build_info.json."""
+    from alignctl.data.cache import cached
+
+    built = False
+
+    def build_once(out: Path) -> None:
+        nonlocal built
+        built = True
+        with preserved_rng():
+            build(out)
+
+    path = cached(kind, recipe, build_once)
+    if built:
+        info = json.loads((path / INFO_FILE).read_text())
+        console.print(summary(info, path), soft_wrap=True, highlight=False)
+    return path

@@ -47,7 +47,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignctl.data.cache import cached
 from alignctl.data.tasks import arith_problems, tiny_lm
 from alignctl.data.tasks.arith_problems import Problem
 
@@ -161,27 +160,17 @@ def build_base_model(data_cfg: ToyArithConfig, model_cfg: TinyModelConfig) -> Pa
     Load with ``AutoModelForCausalLM.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)``.
     Building leaves the caller's RNG states as they were.
     """
-    built = False
-
-    def build(out: Path) -> None:
-        nonlocal built
-        built = True
-        with tiny_lm.preserved_rng():
-            _build_base_model(out, data_cfg, model_cfg)
-
-    path = cached(BASE_MODEL_KIND, base_model_recipe(data_cfg, model_cfg), build)
-    if built:
-        info = json.loads((path / INFO_FILE).read_text())
-        acc = info["pass_at_1"]
-        tiny_lm.console.print(
+    return tiny_lm.cached_base_model(
+        BASE_MODEL_KIND,
+        base_model_recipe(data_cfg, model_cfg),
+        lambda out: _build_base_model(out, data_cfg, model_cfg),
+        lambda info, path: (
             f"toy_arith: base model built in {info['total_seconds']:.0f}s "
             f"({info['params'] / 1e6:.2f}M params, vocab {info['vocab_size']}, "
-            f"train loss {info['final_train_loss']:.3f}, pass@1 test {acc['test']:.2f} / ood {acc['ood']:.2f}) "
-            f"-> {path}",
-            soft_wrap=True,
-            highlight=False,
-        )
-    return path
+            f"train loss {info['final_train_loss']:.3f}, "
+            f"pass@1 test {info['pass_at_1']['test']:.2f} / ood {info['pass_at_1']['ood']:.2f}) -> {path}"
+        ),
+    )
 
 
 def _build_base_model(out: Path, data_cfg: ToyArithConfig, model_cfg: TinyModelConfig) -> None:

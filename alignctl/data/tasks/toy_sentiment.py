@@ -152,25 +152,16 @@ def build_base_model(data_cfg: ToySentimentConfig, model_cfg: TinyModelConfig) -
     Load with ``AutoModelForCausalLM.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)``.
     Building leaves the caller's RNG states as they were.
     """
-    built = False
-
-    def build(out: Path) -> None:
-        nonlocal built
-        built = True
-        with tiny_lm.preserved_rng():
-            _build_base_model(out, data_cfg, model_cfg)
-
-    path = cached(BASE_MODEL_KIND, base_model_recipe(data_cfg, model_cfg), build)
-    if built:
-        info = json.loads((path / INFO_FILE).read_text())
-        tiny_lm.console.print(
+    return tiny_lm.cached_base_model(
+        BASE_MODEL_KIND,
+        base_model_recipe(data_cfg, model_cfg),
+        lambda out: _build_base_model(out, data_cfg, model_cfg),
+        lambda info, path: (
             f"toy_sentiment: base model built in {info['total_seconds']:.0f}s "
             f"({info['params'] / 1e6:.2f}M params, vocab {info['vocab_size']}, "
-            f"train loss {info['final_train_loss']:.3f}) -> {path}",
-            soft_wrap=True,
-            highlight=False,
-        )
-    return path
+            f"train loss {info['final_train_loss']:.3f}) -> {path}"
+        ),
+    )
 
 
 def _build_base_model(out: Path, data_cfg: ToySentimentConfig, model_cfg: TinyModelConfig) -> None:
