@@ -18,6 +18,9 @@ from alignctl import divergences, objectives
 
 
 KERNELS = ("fused", "naive")
+ROLLOUTS = ("transformers", "vllm")
+# Model options that change how a run computes, not the model: left out of cached artifacts' recipes.
+NOT_IN_RECIPE = ("name", "kernel", "rollout")
 
 
 class ConfigError(ValueError):
@@ -140,11 +143,16 @@ class TinyModelConfig:
     # How log-probs and token divergences are computed (alignctl.kernels): fused = chunked/Triton, never
     # [tokens, vocab] logits; naive = plain full logits. Not part of the model's recipe.
     kernel: str = "fused"
+    # How online objectives sample during training: transformers' generate (any machine), or TRL's vLLM option
+    # (colocated on the training GPU; needs CUDA and `pip install vllm`). Not part of the model's recipe.
+    rollout: str = "transformers"
 
     def __post_init__(self) -> None:
         _check_ranges("model", self)
         if self.kernel not in KERNELS:
             raise ConfigError(f"model.kernel={self.kernel!r} is not valid; choose one of: {', '.join(KERNELS)}")
+        if self.rollout not in ROLLOUTS:
+            raise ConfigError(f"model.rollout={self.rollout!r} is not valid; choose one of: {', '.join(ROLLOUTS)}")
 
 
 @dataclass
@@ -169,8 +177,13 @@ class TrainConfig:
     num_generations: int = 4  # completions sampled per prompt: the group GRPO normalises advantages over
     # divergence=forward_kl/js/alpha: pi_0 samples stored per training prompt before training (with pi_0's
     # per-token log-probs), and how many of them each step's divergence term reads.
-    reference_samples_per_prompt: int = 2
+    reference_samples_per_prompt: int = 4
     divergence_batch_size: int = 16
+    # With exact_match: prompts pi_0 solves in every stored sample get the divergence term only, the rest the RL
+    # loss only (DPH-RL's D_pef / D_exp split); false: RL on every prompt, divergence on every correct sample.
+    split_solved_prompts: bool = True
+    num_iterations: int = 1  # policy updates per generated batch (TRL's num_iterations, GRPO's mu)
+    clip_high: float = 0.28  # upper clip of the GRPO ratio, 1 + clip_high (DAPO's clip-higher, DPH-RL's setting)
 
 
 @dataclass
@@ -228,6 +241,18 @@ class RunConfig:
                 f"reward={self.reward.name} does not fit dataset={self.dataset.name}; "
                 f"choose one of: {', '.join(rewards)}"
             )
+        if getattr(self.model, "rollout", "transformers") != "transformers" and entry.data != "groups":
+            online = [name for name, e in objectives.REGISTRY.items() if e.data == "groups"]
+            raise ConfigError(
+                f"model.rollout={self.model.rollout} only changes how online objectives ({', '.join(online)}) sample; "
+                f"objective={entry.name} samples nothing while training"
+            )
+        if entry.reads_groups and self.train.gradient_accumulation_steps != 1:
+            raise ConfigError(
+                f"train.gradient_accumulation_steps={self.train.gradient_accumulation_steps} is not supported by "
+                f"objective={entry.name}: its loss reads whole groups, which TRL splits across accumulation steps; "
+                "use 1 (raise train.batch_size instead)"
+            )
         if entry.data == "groups" and self.train.batch_size % self.train.num_generations:
             raise ConfigError(
                 f"train.batch_size={self.train.batch_size} is not a multiple of train.num_generations="
@@ -249,10 +274,11 @@ _POSITIVE = {
     "prompt_words", "num_train_prompts", "num_test_prompts", "vocab_size", "hidden_size", "num_layers",
     "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
     "pretrain_lr", "lam", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
-    "num_generations", "reference_samples_per_prompt", "divergence_batch_size",
+    "num_generations", "reference_samples_per_prompt", "divergence_batch_size", "num_iterations", "delta", "clip_high",
 }
 _NON_NEGATIVE = {
     "eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed", "divergence_coef",
+    "constraint_weight",
 }
 _PROBABILITY_BELOW_HALF = {"label_noise"}
 
@@ -270,24 +296,35 @@ def _check_ranges(group: str, node: Any) -> None:
             raise ConfigError(f"{group}.{f.name}={value} is out of range; it must lie in [0, 0.5)")
 
 
-def _ranged(group: str):
+def _ranged(group: str, choices: dict[str, tuple[str, ...]] | None = None):
     def __post_init__(self) -> None:
         _check_ranges(group, self)
+        for name, valid in (choices or {}).items():
+            if getattr(self, name) not in valid:
+                raise ConfigError(
+                    f"{group}.{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(valid)}"
+                )
 
     return __post_init__
 
 
 def objective_schema(entry: objectives.Objective) -> type:
-    """A dataclass with `name`, the keyword-only hyperparameters of the objective's loss, and its data options."""
+    """A dataclass with `name`, the keyword-only hyperparameters of the objective's loss, and its data options.
+    A `Literal[...]` hyperparameter becomes a string field checked against its choices."""
     hints = typing.get_type_hints(entry.loss)
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=entry.name))]
+    choices: dict[str, tuple[str, ...]] = {}
     for p in inspect.signature(entry.loss).parameters.values():
         if p.kind is p.KEYWORD_ONLY and p.name != "divergence":
-            fields.append((p.name, hints[p.name], field(default=p.default)))
+            hint = hints[p.name]
+            if typing.get_origin(hint) is typing.Literal:
+                choices[p.name], hint = typing.get_args(hint), str
+            fields.append((p.name, hint, field(default=p.default)))
     fields += [(name, float, field(default=default)) for name, default in entry.data_options]
     return dataclasses.make_dataclass(
-        f"{entry.name.capitalize()}ObjectiveConfig", fields, namespace={"__post_init__": _ranged("objective")}
-    )
+        f"{entry.name.capitalize()}ObjectiveConfig", fields,
+        namespace={"__post_init__": _ranged("objective", choices)},
+    )  # fmt: skip
 
 
 def hyperparameters(objective_cfg: Any) -> dict[str, Any]:

@@ -41,7 +41,10 @@ def show(group: str | None) -> None:
         for name, description in options(group).items():
             entry = objectives.get(name)
             accepted = [entry.default_divergence] + [d for d in entry.divergences if d != entry.default_divergence]
-            table.add_row(name, description, ", ".join(accepted), entry.data, "yes" if entry.needs_reference else "no")
+            reference = "yes" if entry.needs_reference else "no"
+            if entry.reference_with:
+                reference = f"only with {', '.join(entry.reference_with)}"
+            table.add_row(name, description, ", ".join(accepted), entry.data, reference)
     else:
         table = Table(group, "description")
         for name, description in options(group).items():

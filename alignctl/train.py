@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import subprocess
@@ -16,12 +17,13 @@ from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
-from trl import DPOConfig, GRPOConfig
+from trl import DPOConfig, GRPOConfig, GRPOTrainer
 from trl.trainer.callbacks import RichProgressCallback
 
 from alignctl import build, compose, config, runtime, tracking
 from alignctl.cli import UsageError
 from alignctl.trainers.candidates import CandidateTrainer
+from alignctl.trainers.groups import GROUP_TRAINERS
 from alignctl.trainers.online import OnlineTrainer, build_reference_store, trl_reward
 from alignctl.trainers.preference import PreferenceTrainer
 
@@ -107,44 +109,80 @@ def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) ->
 
 def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> GRPOConfig:
     """TRL's GRPOConfig from TrainConfig: batch_size counts completions (batch_size / num_generations prompts per
-    step), one generation per step, temperature 1, completions up to dataset.max_new_tokens; TRL's defaults
-    otherwise (loss_type "dapo", epsilon 0.2, one policy update per generation). beta is set by OnlineTrainer."""
+    step), temperature 1, completions up to dataset.max_new_tokens, train.num_iterations policy updates per
+    generated batch, ratio clipped to [1 - 0.2, 1 + train.clip_high]; TRL's defaults otherwise (loss_type "dapo").
+    beta is set by the trainer."""
     return GRPOConfig(
         **_shared_args(cfg, run_dir, report_to),
         num_generations=cfg.train.num_generations,
+        num_iterations=cfg.train.num_iterations,
+        epsilon_high=cfg.train.clip_high,
         max_completion_length=cfg.dataset.max_new_tokens,
         temperature=1.0,
         bf16=False,
+        use_vllm=cfg.model.rollout == "vllm",
+        vllm_mode="colocate",  # vLLM shares the training GPU: no separate server to start
     )
 
 
-def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence) -> OnlineTrainer:
-    """OnlineTrainer with, for the generator divergences, pi_0's stored samples (the model before training)."""
+def check_rollout(cfg: config.RunConfig) -> None:
+    """model.rollout=vllm needs what TRL's vLLM path needs; say so before any model loads."""
+    if cfg.model.rollout != "vllm":
+        return
+    if not torch.cuda.is_available():
+        raise UsageError("model.rollout=vllm needs a CUDA GPU and there is none; use model.rollout=transformers")
+    if importlib.util.find_spec("vllm") is None:
+        raise UsageError("model.rollout=vllm needs the vllm package (pip install vllm); or use model.rollout=transformers")
+
+
+def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence) -> GRPOTrainer:
+    """The online trainer for `objective`: GRPO (OnlineTrainer; with, for the generator divergences, pi_0's stored
+    samples, taken from the model before training) or an objective with its own loss (disco, fdpg)."""
     reward = build.reward(cfg)
-    store = None
-    if divergence is not None and divergence.name != "reverse_kl":
-        with console.status("sampling and scoring pi_0's stored samples for the divergence term"):
-            store = build_reference_store(
-                model, tokenizer, list(train_data["prompt"]), reward,
-                samples_per_prompt=cfg.train.reference_samples_per_prompt,
-                max_new_tokens=cfg.dataset.max_new_tokens, seed=cfg.train.seed,
-                keep_min_reward=1.0 if cfg.reward.name == "exact_match" else None,  # keep pi_0's correct solves
-                kernel=cfg.model.kernel,
-            )  # fmt: skip
-        console.print(f"stored {len(store)} of {store.num_sampled} pi_0 samples for divergence={divergence.name}")
-    return OnlineTrainer(
+    common = dict(
         model=model,
         reward_funcs=trl_reward(reward, cfg.reward.name),
         args=online_args(cfg, run_dir, report_to),
-        train_dataset=train_data,
         processing_class=tokenizer,
         callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
         objective=objective,
         hyperparameters=config.hyperparameters(cfg.objective),
         divergence=divergence,
+    )
+    if objective.reads_groups:
+        return GROUP_TRAINERS[objective.name](train_dataset=train_data, **common)
+    store = None
+    if divergence is not None and divergence.name != "reverse_kl":
+        verifiable = cfg.reward.name == "exact_match"
+        split = verifiable and cfg.train.split_solved_prompts
+        k = cfg.train.reference_samples_per_prompt
+        with console.status("sampling and scoring pi_0's stored samples for the divergence term"):
+            store = build_reference_store(
+                model, tokenizer, list(train_data["prompt"]), reward, samples_per_prompt=k,
+                max_new_tokens=cfg.dataset.max_new_tokens, seed=cfg.train.seed,
+                keep_min_reward=1.0 if verifiable else None,  # keep pi_0's correct solves
+                solved_prompts_only=split, kernel=cfg.model.kernel,
+            )  # fmt: skip
+        if split:
+            train_data = train_data.filter(lambda row: row["prompt"] not in store.solved_prompts)
+            if not len(store) or not len(train_data):
+                raise UsageError(
+                    f"train.split_solved_prompts=true: pi_0 solved {len(store.solved_prompts)} of "
+                    f"{len(store.solved_prompts) + len(train_data)} training prompts in all {k} samples, leaving "
+                    f"{'no divergence samples' if not len(store) else 'no prompt for RL'}; change "
+                    "train.reference_samples_per_prompt or set train.split_solved_prompts=false"
+                )
+            console.print(
+                f"DPH-RL split: {len(store.solved_prompts)} prompts pi_0 solves in all {k} samples get the divergence "
+                f"term, {len(train_data)} get RL"
+            )
+        console.print(f"stored {len(store)} of {store.num_sampled} pi_0 samples for divergence={divergence.name}")
+    return OnlineTrainer(
+        train_dataset=train_data,
         reference_store=store,
         divergence_batch_size=cfg.train.divergence_batch_size,
         kernel=cfg.model.kernel,
+        **common,
     )
 
 
@@ -169,6 +207,7 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     from alignctl.eval import run as eval_run
 
     runtime.prepare(cfg)
+    check_rollout(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     compose.save_resolved(cfg, run_dir)
     (run_dir / "run.json").write_text(json.dumps(provenance(cfg), indent=2) + "\n")

@@ -6,11 +6,11 @@ Each module holds only its math: a pure `loss(stats, *, divergence, **hyperparam
 
 from __future__ import annotations
 
-from alignctl.objectives import adpo, asft, d2o, dpo, fdpo, grpo, ipo, rpo, simpo, tdpo1, tdpo2
+from alignctl.objectives import adpo, asft, d2o, disco, dpo, fdpg, fdpo, grpo, ipo, rpo, simpo, tdpo1, tdpo2
 from alignctl.objectives.base import Objective
 
 REGISTRY: dict[str, Objective] = {
-    m.OBJECTIVE.name: m.OBJECTIVE for m in (dpo, ipo, fdpo, tdpo1, tdpo2, simpo, rpo, asft, adpo, d2o, grpo)
+    m.OBJECTIVE.name: m.OBJECTIVE for m in (dpo, ipo, fdpo, tdpo1, tdpo2, simpo, rpo, asft, adpo, d2o, grpo, disco, fdpg)
 }
 
 

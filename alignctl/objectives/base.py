@@ -54,6 +54,12 @@ class Objective:
     preferred_divergence: str | None = None  # what `divergence=auto` picks; None: the first accepted, or "none"
     # Config options that shape the training data rather than the loss (e.g. ADPO's label_noise): name -> default.
     data_options: tuple[tuple[str, float], ...] = ()
+    # Online objectives whose loss compares the completions of one prompt (disco, fdpg): a micro-batch must hold
+    # whole groups.
+    reads_groups: bool = False
+    # Divergences with which the trainer loads a reference model although the loss itself needs none (grpo: TRL's
+    # k3 reverse KL scores the policy's samples under pi_0).
+    reference_with: tuple[str, ...] = ()
 
     @property
     def default_divergence(self) -> str:
@@ -93,6 +99,45 @@ class NegativeLogps:
     policy_sample_logps: torch.Tensor
     ref_sample_logps: torch.Tensor
     sample_mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class GroupLogps:
+    """Per-token log-probs of sampled completions, several per prompt (online objectives; data kind "groups").
+
+    Token tensors are [B, T] over completion tokens, `mask` 1/True on real tokens: `policy_logps` under pi_theta
+    (with grad), `old_logps` under the policy that sampled them (pi_old, detached; equal to pi_theta's values at
+    the first update on a batch), `ref_logps` under the starting policy pi_0 (None when the objective does not need
+    it). `rewards` [B] score each completion; `group_ids` [B] (integers) say which completions share a prompt.
+    """
+
+    policy_logps: torch.Tensor
+    old_logps: torch.Tensor
+    mask: torch.Tensor
+    rewards: torch.Tensor
+    group_ids: torch.Tensor
+    ref_logps: torch.Tensor | None = None
+
+
+class OnlineOutput(NamedTuple):
+    """`loss` (scalar, with grad) and detached per-batch statistics worth logging (name -> scalar tensor)."""
+
+    loss: torch.Tensor
+    stats: dict[str, torch.Tensor]
+
+
+def group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Group ids -> dense indices 0..G-1 (for scatter/index_add) and the number of groups G."""
+    _, dense = torch.unique(group_ids, return_inverse=True)
+    return dense, int(dense.max()) + 1 if dense.numel() else 0
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over real tokens (DPH-RL's and DAPO's token-mean aggregation); 0 when there are none."""
+    if mask is None:
+        return values.mean() if values.numel() else values.sum()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp(min=1.0)
 
 
 def wide(x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 
 from alignctl.divergences import NAMES, Divergence
-from alignctl.objectives.base import Objective, wide
+from alignctl.objectives.base import Objective, token_mean, wide
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,6 @@ class DivergenceOutput(NamedTuple):
 
     loss: torch.Tensor
     penalty: torch.Tensor
-
-
-def token_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean over real tokens (DPH-RL's and DAPO's token-mean aggregation); 0 when there are none."""
-    if mask is None:
-        return values.mean() if values.numel() else values.sum()
-    m = mask.to(values.dtype)
-    return (values * m).sum() / m.sum().clamp(min=1.0)
 
 
 def k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -95,5 +87,6 @@ OBJECTIVE = Objective(
     divergences=("forward_kl", *[n for n in NAMES if n != "forward_kl"], "none"),
     data="groups",
     needs_reference=False,
+    reference_with=("reverse_kl",),
     preferred_divergence="forward_kl",
 )

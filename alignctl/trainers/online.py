@@ -51,6 +51,9 @@ class ReferenceStore:
     batch: Batch
     ref_logps: torch.Tensor
     num_sampled: int  # before filtering
+    # Prompts pi_0 solved in every sample (reward >= keep_min_reward each time): DPH-RL's D_pef. Empty without
+    # keep_min_reward.
+    solved_prompts: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return self.ref_logps.shape[0]
@@ -76,19 +79,27 @@ def build_reference_store(
     max_new_tokens: int,
     seed: int,
     keep_min_reward: float | None = None,
+    solved_prompts_only: bool = False,
     batch_size: int = 256,
     kernel: str = "fused",
 ) -> ReferenceStore:
-    """Sample from pi_0 (`model`, temperature 1), keep rewarded samples if asked, store pi_0's per-token log-probs."""
+    """Sample from pi_0 (`model`, temperature 1) and store pi_0's per-token log-probs of the samples kept: all of
+    them; with `keep_min_reward`, the rewarded ones (all of them if none is: the divergence still needs samples);
+    with `solved_prompts_only` too, only those of the prompts solved in every sample (DPH-RL's D_pef)."""
     was_training = model.training
     model.eval()
     got = sample(model, tokenizer, prompts, n=samples_per_prompt, max_new_tokens=max_new_tokens, temperature=1.0,
                  seed=seed, batch_size=batch_size)  # fmt: skip
     keep = torch.ones(len(got.completions), dtype=torch.bool)
+    solved: frozenset[str] = frozenset()
     if keep_min_reward is not None:
         rewards = torch.tensor(reward(got.prompts, got.completions), dtype=torch.float32)
         keep = rewards >= keep_min_reward
-        if not keep.any():  # pi_0 solves nothing (e.g. a tiny test model): the divergence to pi_0 still needs samples
+        failed = {p for p, ok in zip(got.prompts, keep.tolist()) if not ok}
+        solved = frozenset(got.prompts) - failed
+        if solved_prompts_only:
+            keep &= torch.tensor([p in solved for p in got.prompts])
+        elif not keep.any():  # pi_0 solves nothing (e.g. a tiny test model): the divergence still needs samples
             keep = torch.ones_like(keep)
     keep &= got.batch.completion_mask.sum(1) > 1  # at least one scored token after the shift
     b = got.batch
@@ -101,7 +112,7 @@ def build_reference_store(
                                       kernel=kernel)  # fmt: skip
         ref[sl][mask] = flat.float()
     model.train(was_training)
-    return ReferenceStore(batch, ref, num_sampled=len(got.completions))
+    return ReferenceStore(batch, ref, num_sampled=len(got.completions), solved_prompts=solved)
 
 
 class OnlineTrainer(GRPOTrainer):

@@ -1,5 +1,6 @@
-"""End to end on CPU with small sizes: `alignctl train objective=grpo` for each divergence on toy_arith (exact_match
-reward, pass@k on the test and ood splits) and once on toy_sentiment (sentiment reward)."""
+"""End to end on CPU with small sizes: `alignctl train objective=<grpo|disco|fdpg>` for each divergence on toy_arith
+(exact_match reward, pass@k on the test and ood splits) and on toy_sentiment (sentiment reward); resuming an online
+run; DPH-RL's prompt split refusing a pi_0 that solves nothing."""
 
 import json
 import os
@@ -27,20 +28,24 @@ TINY_SENTIMENT = [
     "model.pretrain_batch_size=16", "model.pretrain_lr=0.01",
 ]  # fmt: skip
 ONLINE = [
-    "objective=grpo", "train.max_steps=2", "train.batch_size=8", "train.num_generations=4", "train.warmup_steps=0",
+    "train.max_steps=2", "train.batch_size=8", "train.num_generations=4", "train.warmup_steps=0",
     "train.learning_rate=1e-3", "train.logging_steps=1", "train.divergence_batch_size=4",
     "train.reference_samples_per_prompt=1", "eval.num_prompts=4", "eval.samples_per_prompt=3",
     "eval.max_new_tokens=8", "tracking=none",
 ]  # fmt: skip
 
 
-def train(tmp_path_factory, *args: str) -> dict:
-    root = tmp_path_factory.mktemp("online")
+def alignctl(tmp_path_factory, root, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ALIGNCTL_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")}
-    out = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "alignctl.cli", "train", *ONLINE, *args, f"hydra.run.dir={root}"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
+
+
+def train(tmp_path_factory, *args: str) -> dict:
+    root = tmp_path_factory.mktemp("online")
+    out = alignctl(tmp_path_factory, root, *args)
     assert out.returncode == 0, out.stderr[-3000:]
     steps = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps if "loss" in s] == [1, 2]
@@ -48,14 +53,7 @@ def train(tmp_path_factory, *args: str) -> dict:
     return {"steps": steps, "eval": json.loads((root / "eval.json").read_text()), "stderr": out.stderr}
 
 
-@pytest.mark.parametrize("divergence", ["reverse_kl", "forward_kl", "js", "none"])
-def test_grpo_on_toy_arith(tmp_path_factory, divergence):
-    got = train(tmp_path_factory, *TINY_ARITH, f"divergence={divergence}")
-    first = next(s for s in got["steps"] if "loss" in s)
-    assert ("kl" in first) == (divergence == "reverse_kl")  # TRL's k3 with its reference model
-    assert ("divergence/penalty" in first) == (divergence in ("forward_kl", "js"))  # stored pi_0 samples
-    assert "rewards/exact_match/mean" in first
-    e = got["eval"]
+def check_arith_eval(e: dict) -> None:
     keys = [f"{prefix}pass@{k}" for prefix in ("", "ood_", "reference_", "reference_ood_") for k in (1, 2, 3)]
     assert all(0.0 <= e[k] <= 1.0 for k in keys), e
     assert e["preference_accuracy"] is None and e["ece"] is None
@@ -63,10 +61,61 @@ def test_grpo_on_toy_arith(tmp_path_factory, divergence):
     assert e["max_new_tokens"] == 32 and e["entropy_per_token"] > 0 and e["kl_to_reference"] is not None
 
 
-def test_grpo_on_toy_sentiment(tmp_path_factory):
-    got = train(tmp_path_factory, *TINY_SENTIMENT, "divergence=js")
+@pytest.mark.parametrize("divergence", ["reverse_kl", "forward_kl", "js", "none"])
+def test_grpo_on_toy_arith(tmp_path_factory, divergence):
+    # the tiny base model solves nothing, so DPH-RL's split (tested below) is off here
+    got = train(tmp_path_factory, *TINY_ARITH, "objective=grpo", f"divergence={divergence}",
+                "train.split_solved_prompts=false")  # fmt: skip
     first = next(s for s in got["steps"] if "loss" in s)
-    assert "rewards/sentiment/mean" in first and "divergence/penalty" in first
+    assert ("kl" in first) == (divergence == "reverse_kl")  # TRL's k3 with its reference model
+    assert ("divergence/penalty" in first) == (divergence in ("forward_kl", "js"))  # stored pi_0 samples
+    assert "rewards/exact_match/mean" in first
+    check_arith_eval(got["eval"])
+
+
+def test_disco_on_toy_arith(tmp_path_factory):
+    got = train(tmp_path_factory, *TINY_ARITH, "objective=disco", "objective.score=Lratio")
+    first = next(s for s in got["steps"] if "loss" in s)
+    assert {"disco/objective", "disco/kept_groups", "disco/kl_old", "disco/penalty"} <= set(first)
+    check_arith_eval(got["eval"])
+
+
+@pytest.mark.parametrize("divergence", ["reverse_kl", "forward_kl", "js"])
+def test_fdpg_on_toy_arith(tmp_path_factory, divergence):
+    got = train(tmp_path_factory, *TINY_ARITH, "objective=fdpg", f"divergence={divergence}")
+    first = next(s for s in got["steps"] if "loss" in s)
+    assert {"fdpg/pseudo_reward", "fdpg/log_z", "fdpg/divergence_to_target"} <= set(first)
+    check_arith_eval(got["eval"])
+
+
+@pytest.mark.parametrize("objective", ["grpo", "disco", "fdpg"])
+def test_online_objectives_on_toy_sentiment(tmp_path_factory, objective):
+    got = train(tmp_path_factory, *TINY_SENTIMENT, f"objective={objective}",
+                *(["divergence=js"] if objective != "disco" else ["objective.positive_threshold=0.0"]))  # fmt: skip
+    first = next(s for s in got["steps"] if "loss" in s)
+    assert "rewards/sentiment/mean" in first
+    assert ("divergence/penalty" in first) == (objective == "grpo")
     e = got["eval"]
     assert -1.0 <= e["reward_mean"] <= 1.0 and e["preference_accuracy"] is None
     assert "pass@1" not in e  # pass@k needs a correct/incorrect reward
+
+
+def test_online_run_resumes_with_its_partition_estimate(tmp_path_factory):
+    root = tmp_path_factory.mktemp("online-resume")
+    args = [*TINY_ARITH, "objective=fdpg", "train.save_steps=1", "eval.enabled=false"]
+    assert alignctl(tmp_path_factory, root, *args).returncode == 0
+    assert (root / "checkpoints" / "checkpoint-2" / "fdpg_partition.json").is_file()
+    out = alignctl(tmp_path_factory, root, *args, "train.max_steps=3", "train.resume=true")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from checkpoint-2" in out.stderr
+    lines = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in lines if "loss" in s] == [1, 2, 3]
+
+
+def test_dph_split_needs_prompts_pi0_solves(tmp_path_factory):
+    out = alignctl(tmp_path_factory, tmp_path_factory.mktemp("split"), *TINY_ARITH, "objective=grpo",
+                   "divergence=forward_kl")  # fmt: skip
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("alignctl: error: train.split_solved_prompts=true: pi_0 solved 0 of 32")
+    assert "Traceback" not in out.stderr

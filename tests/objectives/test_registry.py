@@ -24,6 +24,11 @@ EXPECTED = {  # name -> (hyperparameter defaults, data kind, needs_reference, ac
     "d2o": ({"beta": 0.1, "alpha": 0.1}, "negatives", True, {"reverse_kl"}),
     # online: its divergence term reads stored log-probs; `none` is plain GRPO/DAPO
     "grpo": ({"divergence_coef": 0.01}, "groups", False, {*NAMES, "none"}),
+    "disco": (
+        {"score": "logL", "dro": True, "tau": None, "delta": 1e-4, "constraint_weight": 1e3, "positive_threshold": 0.5},
+        "groups", False, set(),
+    ),
+    "fdpg": ({"beta": 0.1}, "groups", True, set(NAMES)),  # pi_0's log-probs of the policy's samples
 }
 
 
@@ -64,4 +69,5 @@ def test_default_divergences():
     got = {n: e.default_divergence for n, e in objectives.REGISTRY.items()}
     assert got == {"dpo": "reverse_kl", "ipo": "reverse_kl", "fdpo": "js", "tdpo1": "forward_kl",
                    "tdpo2": "forward_kl", "simpo": "none", "rpo": "reverse_kl", "asft": "none",
-                   "adpo": "reverse_kl", "d2o": "reverse_kl", "grpo": "forward_kl"}
+                   "adpo": "reverse_kl", "d2o": "reverse_kl", "grpo": "forward_kl",
+                   "disco": "none", "fdpg": "js"}

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignctl.config import NOT_IN_RECIPE
 from alignctl.data.tasks import arith_problems, tiny_lm
 from alignctl.data.tasks.arith_problems import Problem
 
@@ -87,7 +88,7 @@ def base_model_recipe(data_cfg: ToyArithConfig, model_cfg: TinyModelConfig) -> d
             "test_share": arith_problems.TEST_SHARE,
         },
         "tokenizer": {"type": "byte_level_bpe_individual_digits", "vocab_size": model.vocab_size},
-        "model": {k: v for k, v in dataclasses.asdict(model).items() if k not in ("name", "kernel")},
+        "model": {k: v for k, v in dataclasses.asdict(model).items() if k not in NOT_IN_RECIPE},
         "pretrain_sampling": PRETRAIN_SAMPLING,
     }
 

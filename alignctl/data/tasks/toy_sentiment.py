@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignctl.config import NOT_IN_RECIPE
 from alignctl.data.cache import cached, recipe_hash
 from alignctl.data.tasks import review_grammar, tiny_lm
 from alignctl.rewards.sentiment import sentiment
@@ -67,7 +68,7 @@ def base_model_recipe(data_cfg: ToySentimentConfig, model_cfg: TinyModelConfig) 
             "grammar_version": review_grammar.GRAMMAR_VERSION,
         },
         "tokenizer": {"type": "byte_level_bpe", "vocab_size": model_cfg.vocab_size},
-        "model": {k: v for k, v in asdict(model_cfg).items() if k not in ("name", "kernel")},
+        "model": {k: v for k, v in asdict(model_cfg).items() if k not in NOT_IN_RECIPE},
     }
 
 
