@@ -19,10 +19,12 @@ mean of P/q over every completion sampled for it so far (an importance-sampling 
 and passes log Z per completion (`log_z`).
 Baseline B: the mean pseudo-reward of the completions that share the prompt (group), as GRPO/RLOO do; naver/disco's
 window mean over 1024 samples suits unconditional targets, where one Z serves every sample.
-Loss: a surrogate whose gradient is g,
-    L = -sum_i A_i sum_t log pi_theta(y_i,t) / (completion tokens in the batch),   A_i = sg(w_i (R_i - B_i)),
-with w_i = pi_theta(y_i) / q(y_i) (1 at the first update on a batch): token-mean normalisation as TRL's default
-"dapo" GRPO loss, so learning rates carry over from objective=grpo.
+Loss: its gradient is g with token-mean normalisation (as TRL's default "dapo" GRPO loss, so learning rates carry
+over from objective=grpo), its value the batch's estimate of D_f(pi_theta || p) = E_q[w f(t) / t]:
+    L = -sum_i A_i (s_i - sg(s_i)) / (completion tokens in the batch) + sg(mean_i w_i f(t_i) / t_i),
+    s_i = sum_t log pi_theta(y_i,t),   A_i = sg(w_i (R_i - B_i)),   w_i = pi_theta(y_i) / q(y_i)
+(w = 1 at the first update on a batch). Writing the gradient term as s - sg(s), whose value is 0, keeps the value
+finite where A * s would overflow (pseudo-rewards near their e^80 ceiling times thousands of nats).
 Default beta 0.1 (the temperature of the tilt; DPO's beta for the same KL-regularised target). Computed in float32
 (float64 stays float64).
 """
@@ -85,16 +87,17 @@ def loss(stats: TargetLogps, *, divergence: Divergence | None, beta: float = 0.1
     if stats.ref_logps is None or stats.log_z is None:
         raise ValueError("objective=fdpg needs pi_0's log-probs (ref_logps) and the log-partition estimates (log_z)")
     policy_seq = sequence_logps(stats.policy_logps, stats.mask)
+    stats = TargetLogps(**{**vars(stats), "log_z": stats.log_z.to(policy_seq.dtype)})  # compute dtype throughout
     log_t = log_ratio_to_target(stats, beta=beta)
     rewards = pseudo_rewards(divergence, log_t)
     with torch.no_grad():
         weights = torch.exp(policy_seq.detach() - sequence_logps(stats.old_logps, stats.mask))
         advantages = weights * (rewards - group_mean(rewards, stats.group_ids))
-        estimate = (weights * divergence.f(log_t) * torch.exp(-log_t.clamp(min=-80.0))).mean()
+        estimate = (weights * divergence.f(log_t) * torch.exp(-log_t.clamp(-80.0, 80.0))).mean()
     m = stats.mask.to(policy_seq.dtype)
-    surrogate = -(advantages * policy_seq).sum() / m.sum().clamp(min=1.0)
+    gradient_term = -(advantages * (policy_seq - policy_seq.detach())).sum() / m.sum().clamp(min=1.0)
     return OnlineOutput(
-        surrogate,
+        gradient_term + estimate,
         {
             "pseudo_reward": rewards.mean(),
             "is_weight": weights.mean(),

@@ -8,9 +8,8 @@ logging and checkpointing. What alignctl adds (the math: alignctl.objectives.grp
 - divergence=forward_kl / js / alpha (DPH-RL, arXiv 2509.07430): before training, `reference_samples_per_prompt`
   completions per training prompt are sampled from pi_0 (temperature 1) and stored with pi_0's per-token
   log-probs (`ReferenceStore`, in memory; sampling uses the run's seed, so a resumed run rebuilds the same store).
-  Only rewarded samples are kept when `keep_min_reward` is set (exact_match: the correct ones, as DPH-RL keeps
-  pi_0's solves; a simplification: DPH-RL keeps only prompts pi_0 solves every time, and trains RL on the rest;
-  if pi_0 solves none, all samples are kept).
+  With a correct/incorrect reward, only correct samples are kept, and (alignctl.train, split_solved_prompts) only
+  those of the prompts pi_0 solves every time, which then get no RL: DPH-RL's D_pef / D_exp split.
   Every loss computation adds `divergence_coef * token-mean f(pi_theta/pi_0)` over `divergence_batch_size` stored
   samples (cycled in a seeded random order); TRL's beta is 0, so no reference model is loaded.
 - divergence=none: plain GRPO/DAPO.
@@ -20,10 +19,13 @@ The divergence estimate is logged as `divergence/penalty` (k3 for reverse_kl: TR
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from alignctl.divergences import Divergence
@@ -174,3 +176,23 @@ class OnlineTrainer(GRPOTrainer):
             loss = loss + term / normalizer
             self._metrics[mode]["divergence/penalty"].append(penalty.item())
         return loss
+
+    # The stored-sample order is part of the run's state: a resumed run reads the same minibatches next.
+    STATE_FILE = "reference_store_order.json"
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.reference_store is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            state = {"order": self._order.tolist(), "cursor": self._cursor, "rng": self._rng.get_state().tolist()}
+            with open(os.path.join(folder, self.STATE_FILE), "w") as f:
+                json.dump(state, f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = None if checkpoint is None else os.path.join(checkpoint, self.STATE_FILE)
+        if self.reference_store is not None and path is not None and os.path.exists(path):
+            with open(path) as f:
+                state = json.load(f)
+            self._order, self._cursor = torch.tensor(state["order"], dtype=torch.long), state["cursor"]
+            self._rng.set_state(torch.tensor(state["rng"], dtype=torch.uint8))

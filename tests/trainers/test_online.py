@@ -130,3 +130,16 @@ def test_none_is_plain_grpo(model_dir, tmp_path):
 def test_generator_divergence_without_samples_is_an_error(model_dir, tmp_path):
     with pytest.raises(ValueError, match="stored pi_0 samples"):
         make_trainer(model_dir, tmp_path, get("js"), None)
+
+
+def test_stored_sample_order_survives_a_checkpoint(model_dir, store, tmp_path):
+    trainer = make_trainer(model_dir, tmp_path, get("js"), store)
+    trainer.args.save_strategy, trainer.args.save_steps = "steps", 1
+    trainer.train()
+    resumed = make_trainer(model_dir, tmp_path, get("js"), store)
+    resumed.create_optimizer_and_scheduler(num_training_steps=1)
+    resumed._load_optimizer_and_scheduler(str(tmp_path / "checkpoint-1"))
+    # the next minibatches drawn after resuming are those the uninterrupted run draws
+    assert [resumed._next_reference_rows().tolist() for _ in range(4)] == [
+        trainer._next_reference_rows().tolist() for _ in range(4)
+    ]
