@@ -14,18 +14,16 @@ must be 1 for them (checked at compose time).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 from typing import Any
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import GroupLogps, Objective
 from alignctl.objectives.fdpg import TargetLogps, log_importance_partition
+from alignctl.trainers.checkpoint_state import CheckpointState
 
 
 def prompt_id(prompt: str) -> int:
@@ -118,7 +116,7 @@ class RunningPartition:
         self.count = dict(zip(state["keys"], state["count"]))
 
 
-class FdpgTrainer(GroupObjectiveTrainer):
+class FdpgTrainer(CheckpointState, GroupObjectiveTrainer):
     """f-DPG: TRL's reference model gives pi_0's log-probs (TRL's beta is set to the objective's beta, which only
     makes TRL load and score it: the loss is the objective's); the trainer keeps log Z per prompt."""
 
@@ -135,19 +133,11 @@ class FdpgTrainer(GroupObjectiveTrainer):
             inputs["log_z"] = self.partition.update(stats.group_ids, log_w)
         return TargetLogps(**vars(stats), log_z=inputs["log_z"])
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            with open(os.path.join(folder, self.STATE_FILE), "w") as f:
-                json.dump(self.partition.state_dict(), f)
+    def checkpoint_state(self) -> dict[str, list]:
+        return self.partition.state_dict()
 
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        path = None if checkpoint is None else os.path.join(checkpoint, self.STATE_FILE)
-        if path is not None and os.path.exists(path):
-            with open(path) as f:
-                self.partition.load_state_dict(json.load(f))
+    def load_checkpoint_state(self, state: dict[str, list]) -> None:
+        self.partition.load_state_dict(state)
 
 
 # objective name -> its trainer (objectives with `reads_groups`)

@@ -19,13 +19,10 @@ The divergence estimate is logged as `divergence/penalty` (k3 for reverse_kl: TR
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from alignctl.divergences import Divergence
@@ -33,6 +30,7 @@ from alignctl.eval.sampling import Batch, sample
 from alignctl.objectives.base import Objective
 from alignctl.objectives.grpo import TokenLogps
 from alignctl.scoring import completion_token_logps
+from alignctl.trainers.checkpoint_state import CheckpointState
 
 
 def trl_reward(reward: Callable[[list[str], list[str]], list[float]], name: str) -> Callable[..., list[float]]:
@@ -117,7 +115,7 @@ def build_reference_store(
     return ReferenceStore(batch, ref, num_sampled=len(got.completions), solved_prompts=solved)
 
 
-class OnlineTrainer(GRPOTrainer):
+class OnlineTrainer(CheckpointState, GRPOTrainer):
     def __init__(
         self,
         *args: Any,
@@ -180,19 +178,11 @@ class OnlineTrainer(GRPOTrainer):
     # The stored-sample order is part of the run's state: a resumed run reads the same minibatches next.
     STATE_FILE = "reference_store_order.json"
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.reference_store is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            state = {"order": self._order.tolist(), "cursor": self._cursor, "rng": self._rng.get_state().tolist()}
-            with open(os.path.join(folder, self.STATE_FILE), "w") as f:
-                json.dump(state, f)
+    def checkpoint_state(self) -> dict[str, Any] | None:
+        if self.reference_store is None:
+            return None
+        return {"order": self._order.tolist(), "cursor": self._cursor, "rng": self._rng.get_state().tolist()}
 
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        path = None if checkpoint is None else os.path.join(checkpoint, self.STATE_FILE)
-        if self.reference_store is not None and path is not None and os.path.exists(path):
-            with open(path) as f:
-                state = json.load(f)
-            self._order, self._cursor = torch.tensor(state["order"], dtype=torch.long), state["cursor"]
-            self._rng.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self._order, self._cursor = torch.tensor(state["order"], dtype=torch.long), state["cursor"]
+        self._rng.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
