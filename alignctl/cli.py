@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 USAGE = """\
@@ -10,8 +11,8 @@ usage: alignctl <command> [overrides...]
 
 commands:
   train [-m] [group=option] [key=value ...]   train (and evaluate) one run, or a sweep with -m
-  eval run_dir=<dir> [eval.key=value ...]      evaluate a run directory
-  eval model_dir=<dir> eval.reference=<dir>   evaluate any HF model directory against a reference
+  eval run_dir=<dir> [out_dir=<dir>] [eval.key=value ...]   evaluate a run directory (default: into it)
+  eval model_dir=<dir> [out_dir=<dir>] eval.reference=<dir>  evaluate an HF model dir (default: evals/<model>-<time>)
   ls [group]                                  list config groups, or the options of one group
 
 examples:
@@ -65,8 +66,9 @@ def _eval(args: list[str]) -> int:
     from alignctl import compose, runtime
     from alignctl.eval import run as eval_run
 
-    keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in ("run_dir", "model_dir"))
-    overrides = [a for a in args if a.split("=", 1)[0] not in ("run_dir", "model_dir")]
+    own = ("run_dir", "model_dir", "out_dir")
+    keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in own)
+    overrides = [a for a in args if a.split("=", 1)[0] not in own]
     if ("run_dir" in keyed) == ("model_dir" in keyed):
         raise UsageError("eval needs exactly one of run_dir=<run directory> or model_dir=<HF model directory>")
     if "run_dir" in keyed:
@@ -75,13 +77,14 @@ def _eval(args: list[str]) -> int:
         model_dir = run_dir / "model"
         if not (model_dir / "config.json").is_file():
             raise UsageError(f"run_dir={run_dir} has no final model at {model_dir}; was the run finished?")
-        out_dir = run_dir
+        out_dir = Path(keyed.get("out_dir", run_dir))  # default: refresh the run's own eval files
     else:
         model_dir = Path(keyed["model_dir"])
         cfg = compose.compose_one(overrides)
         if not (model_dir / "config.json").is_file():
             raise UsageError(f"model_dir={model_dir} is not an HF model directory (no config.json)")
-        out_dir = model_dir
+        # never write into someone's model directory: evals/<model>-<time>/ unless out_dir= says where
+        out_dir = Path(keyed.get("out_dir") or f"evals/{model_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}")
     runtime.prepare(cfg)
     eval_run.evaluate_and_report(cfg, model_dir, out_dir)
     return 0

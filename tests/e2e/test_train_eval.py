@@ -89,6 +89,22 @@ def test_eval_is_reproducible(run_dir, monkeypatch, capsys):
         assert again[key] == pytest.approx(first[key], rel=1e-5, abs=1e-6), key
 
 
+def test_eval_of_a_model_dir_writes_outside_it(run_dir, monkeypatch, tmp_path):
+    """`eval model_dir=...` never writes into the model directory: evals/<model>-<time>/ or out_dir=."""
+    root, cache = run_dir
+    monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(cache))
+    monkeypatch.chdir(tmp_path)
+    model = root / "model"
+    before = sorted(p.name for p in model.iterdir())
+    args = ["eval", f"model_dir={model}", f"eval.reference={model}", *TINY[:4]]  # the run's dataset sizes
+    assert cli.main(args) == 0
+    (default,) = (tmp_path / "evals").iterdir()
+    assert default.name.startswith("model-") and EVAL_KEYS <= json.loads((default / "eval.json").read_text()).keys()
+    assert cli.main([*args, f"out_dir={tmp_path / 'chosen'}"]) == 0
+    assert json.loads((tmp_path / "chosen" / "eval.json").read_text())["kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
+    assert sorted(p.name for p in model.iterdir()) == before
+
+
 def test_resume_continues_from_last_checkpoint(run_dir):
     root, cache = run_dir
     out = alignctl(
