@@ -14,6 +14,7 @@ must be 1 for them (checked at compose time).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from typing import Any
 
@@ -26,9 +27,10 @@ from alignctl.objectives.fdpg import TargetLogps, log_importance_partition
 from alignctl.trainers.checkpoint_state import CheckpointState
 
 
-def prompt_id(prompt: str) -> int:
-    """A stable 56-bit id of a prompt's text (same on every process and every run)."""
-    return int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=7).digest(), "big")
+def prompt_id(prompt: str | list[dict[str, Any]]) -> int:
+    """A stable 56-bit id of a prompt (text, or a conversation's messages), the same on every process and run."""
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=7).digest(), "big")
 
 
 class GroupObjectiveTrainer(GRPOTrainer):

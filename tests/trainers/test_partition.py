@@ -1,10 +1,6 @@
 """f-DPG's per-prompt running log-partition estimate and the prompt ids that key it (no trainer is built)."""
 
-import inspect
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import torch
@@ -50,19 +46,17 @@ def test_state_dict_round_trip_through_json_gives_identical_future_updates():
 PROMPTS = [f"Q: {i}+{i % 97}=? A:" for i in range(3000)] + ["", " ", "naïve café ✓", "Q: 1+1=? A:\n"]
 
 
-def test_prompt_id_is_stable_across_processes_and_hash_seeds():
-    """A fresh interpreter with another PYTHONHASHSEED gives the same ids. It runs prompt_id's own source, not the
-    module, to skip importing trl (seconds); a dependency outside hashlib shows up as a NameError there."""
-    code = ("import hashlib, json, sys; src, ps = json.loads(sys.stdin.read()); exec(src); "
-            "print(json.dumps([[prompt_id(p) for p in ps], hash(ps[0])]))")  # fmt: skip
-    seed = os.environ.get("PYTHONHASHSEED")
-    env = {**os.environ, "PYTHONHASHSEED": "1" if seed == "0" else "0"}
-    payload = json.dumps([inspect.getsource(prompt_id), PROMPTS[:50]])
-    run = subprocess.run([sys.executable, "-c", code], input=payload, env=env, text=True, capture_output=True,
-                         check=True)  # fmt: skip
-    ids, child_hash = json.loads(run.stdout)
-    assert child_hash != hash(PROMPTS[0])  # the child really hashed strings differently
-    assert ids == [prompt_id(p) for p in PROMPTS[:50]] == [prompt_id(p) for p in PROMPTS[:50]]
+def test_prompt_id_is_a_fixed_function_of_the_text():
+    """Golden values (blake2b, 7 bytes, big-endian, computed once by hand): the same in every process and run,
+    whatever PYTHONHASHSEED is, so a checkpoint's partition estimates stay keyed to the right prompts."""
+    assert prompt_id("Q: 12+34=? A:") == 70293958565130043
+    assert prompt_id("naïve café ✓") == 11066508866823844
+
+
+def test_conversational_prompts_get_ids_by_their_messages():
+    chat = [{"role": "user", "content": "Q: 1+1=? A:"}]
+    assert prompt_id(chat) == prompt_id([{"content": "Q: 1+1=? A:", "role": "user"}])  # key order does not matter
+    assert prompt_id(chat) != prompt_id([{"role": "user", "content": "Q: 1+2=? A:"}])
 
 
 def test_prompt_ids_are_distinct_non_negative_and_fit_int64():
