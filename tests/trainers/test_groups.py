@@ -15,7 +15,7 @@ from alignctl.objectives.base import GroupLogps
 from alignctl.trainers.groups import FdpgTrainer, GroupObjectiveTrainer, prompt_id
 from alignctl.trainers.online import trl_reward
 
-from .test_online import PROMPTS, length_reward, model_dir, plain_token_logps  # noqa: F401 (fixture)
+from ._tiny import PROMPTS, length_reward, plain_token_logps
 
 
 def binary_reward(prompts, completions):  # 0/1 and mixed within groups, so DisCO keeps some groups
@@ -63,7 +63,7 @@ def recompute(model_dir, tokenizer, inputs):
     return rewards, groups, logps.float()
 
 
-def test_disco_loss_sees_rewards_groups_and_logps(model_dir, tmp_path):  # noqa: F811
+def test_disco_loss_sees_rewards_groups_and_logps(model_dir, tmp_path):
     hyper = {"score": "logL", "dro": True, "tau": None, "delta": 1e-4, "constraint_weight": 1e3,
              "positive_threshold": 0.5}  # fmt: skip
     trainer, tokenizer, seen = make(GroupObjectiveTrainer, model_dir, tmp_path, disco.OBJECTIVE, hyper, None)
@@ -81,7 +81,7 @@ def test_disco_loss_sees_rewards_groups_and_logps(model_dir, tmp_path):  # noqa:
     assert log["disco/kl_old"] == pytest.approx(0.0, abs=1e-6)  # one update per batch: pi_theta = pi_old
 
 
-def test_disco_constraint_binds_on_reused_batches(model_dir, tmp_path):  # noqa: F811
+def test_disco_constraint_binds_on_reused_batches(model_dir, tmp_path):
     hyper = {"score": "Lratio", "dro": False, "tau": None, "delta": 1e-4, "constraint_weight": 1e3,
              "positive_threshold": 0.5}  # fmt: skip
     trainer, _, seen = make(GroupObjectiveTrainer, model_dir, tmp_path, disco.OBJECTIVE, hyper, None,
@@ -93,7 +93,7 @@ def test_disco_constraint_binds_on_reused_batches(model_dir, tmp_path):  # noqa:
     assert trainer.state.log_history[1]["disco/kl_old"] != 0.0  # pi_theta moved away from pi_old
 
 
-def test_fdpg_gets_pi0_logps_and_log_partition(model_dir, tmp_path):  # noqa: F811
+def test_fdpg_gets_pi0_logps_and_log_partition(model_dir, tmp_path):
     trainer, tokenizer, seen = make(FdpgTrainer, model_dir, tmp_path, fdpg.OBJECTIVE, {"beta": 0.5}, get("js"))
     assert trainer.ref_model is not None and trainer.beta == 0.5  # TRL scores pi_0; the loss is the objective's
     trainer.train()
@@ -112,7 +112,7 @@ def test_fdpg_gets_pi0_logps_and_log_partition(model_dir, tmp_path):  # noqa: F8
     )
 
 
-def test_fdpg_partition_survives_a_checkpoint(model_dir, tmp_path):  # noqa: F811
+def test_fdpg_partition_survives_a_checkpoint(model_dir, tmp_path):
     trainer, _, _ = make(FdpgTrainer, model_dir, tmp_path, fdpg.OBJECTIVE, {"beta": 0.5}, get("reverse_kl"),
                          save_strategy="steps", save_steps=1)  # fmt: skip
     trainer.train()

@@ -8,34 +8,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig
 
-from alignctl.config import TinyModelConfig
-from alignctl.data.tasks import tiny_lm
 from alignctl.divergences import get
 from alignctl.objectives import grpo
 from alignctl.trainers.online import OnlineTrainer, build_reference_store, trl_reward
 
-TEXTS = ["Q: 12+34=? A: 2+4=6; 1+3=4. The answer is 46.", "Q: 55+17=? A: 5+7=12, carry 1. The answer is 72."] * 8
-PROMPTS = ["Q: 12+34=? A:", "Q: 55+17=? A:", "Q: 40+21=? A:", "Q: 33+33=? A:"]
+from ._tiny import PROMPTS, length_reward, plain_token_logps
 
-
-def length_reward(prompts, completions):  # varies within a group, so advantages are not all zero
-    return [float(sum(map(ord, c)) % 3) for c in completions]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-online")
-    tokenizer = tiny_lm.train_bpe_tokenizer(TEXTS, vocab_size=300, model_max_length=64, individual_digits=True)
-    cfg = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64)
-    tiny_lm.save_hf_dir(tiny_lm.build_llama(cfg, tokenizer), tokenizer, path)
-    return path
-
-
-def plain_token_logps(model, input_ids, attention_mask, completion_mask):
-    """Full logits, log_softmax, gather: [B, T-1], independent of alignctl's kernels."""
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits[:, :-1]
-    return torch.log_softmax(logits.double(), -1).gather(-1, input_ids[:, 1:, None])[..., 0]
 
 
 def make_trainer(model_dir, tmp_path, divergence, store=None, lr=1e-2):
