@@ -183,7 +183,9 @@ class TrainConfig:
     # loss only (DPH-RL's D_pef / D_exp split); false: RL on every prompt, divergence on every correct sample.
     split_solved_prompts: bool = True
     num_iterations: int = 1  # policy updates per generated batch (TRL's num_iterations, GRPO's mu)
-    clip_high: float = 0.28  # upper clip of the GRPO ratio, 1 + clip_high (DAPO's clip-higher, DPH-RL's setting)
+    # Upper clip of the GRPO ratio, 1 + clip_high (DAPO's clip-higher, DPH-RL's setting); the ratio is 1 at the
+    # first update on a batch, so clipping acts only with num_iterations > 1.
+    clip_high: float = 0.28
 
 
 @dataclass
