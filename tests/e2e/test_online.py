@@ -61,14 +61,18 @@ def check_arith_eval(e: dict) -> None:
     assert e["max_new_tokens"] == 32 and e["entropy_per_token"] > 0 and e["kl_to_reference"] is not None
 
 
-@pytest.mark.parametrize("divergence", ["reverse_kl", "forward_kl", "js", "none"])
+DIVERGENCES = ["reverse_kl", "forward_kl", "js", "alpha"]
+ALPHA = ["divergence.alpha=0.2"]  # DPH-RL's alpha
+
+
+@pytest.mark.parametrize("divergence", [*DIVERGENCES, "none"])
 def test_grpo_on_toy_arith(tmp_path_factory, divergence):
     # the tiny base model solves nothing, so DPH-RL's split (tested below) is off here
     got = train(tmp_path_factory, *TINY_ARITH, "objective=grpo", f"divergence={divergence}",
-                "train.split_solved_prompts=false")  # fmt: skip
+                "train.split_solved_prompts=false", *(ALPHA if divergence == "alpha" else []))  # fmt: skip
     first = next(s for s in got["steps"] if "loss" in s)
     assert ("kl" in first) == (divergence == "reverse_kl")  # TRL's k3 with its reference model
-    assert ("divergence/penalty" in first) == (divergence in ("forward_kl", "js"))  # stored pi_0 samples
+    assert ("divergence/penalty" in first) == (divergence in ("forward_kl", "js", "alpha"))  # stored pi_0 samples
     assert "rewards/exact_match/mean" in first
     check_arith_eval(got["eval"])
 
@@ -80,9 +84,10 @@ def test_disco_on_toy_arith(tmp_path_factory):
     check_arith_eval(got["eval"])
 
 
-@pytest.mark.parametrize("divergence", ["reverse_kl", "forward_kl", "js"])
+@pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_fdpg_on_toy_arith(tmp_path_factory, divergence):
-    got = train(tmp_path_factory, *TINY_ARITH, "objective=fdpg", f"divergence={divergence}")
+    got = train(tmp_path_factory, *TINY_ARITH, "objective=fdpg", f"divergence={divergence}",
+                *(ALPHA if divergence == "alpha" else []))  # fmt: skip
     first = next(s for s in got["steps"] if "loss" in s)
     assert {"fdpg/pseudo_reward", "fdpg/log_z", "fdpg/divergence_to_target"} <= set(first)
     check_arith_eval(got["eval"])
