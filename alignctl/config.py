@@ -233,9 +233,10 @@ class RunConfig:
         provided = DATASET_DATA.get(self.dataset.name, ())
         if entry.data not in provided:
             fits = [name for name, kinds in DATASET_DATA.items() if entry.data in kinds]
+            usable = [name for name, e in objectives.REGISTRY.items() if e.data in provided]
             raise ConfigError(
                 f"dataset={self.dataset.name} provides no {DATA_KIND_NAMES[entry.data]}, which objective={entry.name}"
-                f" needs; choose dataset from: {', '.join(fits)}"
+                f" needs; choose dataset from: {', '.join(fits)}, or objective from: {', '.join(usable)}"
             )
         rewards = DATASET_REWARDS.get(self.dataset.name, ())
         if self.reward.name not in rewards:
