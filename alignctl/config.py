@@ -141,7 +141,8 @@ class TinyModelConfig:
     pretrain_batch_size: int = 32
     pretrain_lr: float = 3e-3
     # How log-probs and token divergences are computed (alignctl.kernels): fused = chunked/Triton, never
-    # [tokens, vocab] logits; naive = plain full logits. Not part of the model's recipe.
+    # [tokens, vocab] logits; naive = plain full logits. Not part of the model's recipe. disco and fdpg train on
+    # TRL's own log-probs (to match the old-policy and reference log-probs TRL computes); their eval uses this.
     kernel: str = "fused"
     # How online objectives sample during training: transformers' generate (any machine), or TRL's vLLM option
     # (colocated on the training GPU; needs CUDA and `pip install vllm`). Not part of the model's recipe.
@@ -244,7 +245,7 @@ class RunConfig:
                 f"reward={self.reward.name} does not fit dataset={self.dataset.name}; "
                 f"choose one of: {', '.join(rewards)}"
             )
-        if getattr(self.model, "rollout", "transformers") != "transformers" and entry.data != "groups":
+        if self.model.rollout != "transformers" and entry.data != "groups":
             online = [name for name, e in objectives.REGISTRY.items() if e.data == "groups"]
             raise ConfigError(
                 f"model.rollout={self.model.rollout} only changes how online objectives ({', '.join(online)}) sample; "

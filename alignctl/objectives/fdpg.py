@@ -31,6 +31,7 @@ Default beta 0.1 (the temperature of the tilt; DPO's beta for the same KL-regula
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -87,7 +88,7 @@ def loss(stats: TargetLogps, *, divergence: Divergence | None, beta: float = 0.1
     if stats.ref_logps is None or stats.log_z is None:
         raise ValueError("objective=fdpg needs pi_0's log-probs (ref_logps) and the log-partition estimates (log_z)")
     policy_seq = sequence_logps(stats.policy_logps, stats.mask)
-    stats = TargetLogps(**{**vars(stats), "log_z": stats.log_z.to(policy_seq.dtype)})  # compute dtype throughout
+    stats = dataclasses.replace(stats, log_z=stats.log_z.to(policy_seq.dtype))  # compute dtype throughout
     log_t = log_ratio_to_target(stats, beta=beta)
     rewards = pseudo_rewards(divergence, log_t)
     with torch.no_grad():
