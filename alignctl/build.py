@@ -1,95 +1,174 @@
-"""RunConfig -> the things a run needs (base model, data, reward, objective): plain lookups by config name."""
+"""RunConfig -> the things a run needs (data of the objective's kind, held-out prompts, reward, objective): plain
+lookups in the dataset, reward and objective registries. No branch here names a dataset, reward or model.
+
+Data flow: the dataset's loader gives rows in TRL's formats (alignctl.data.base); conversational rows are rendered
+to text with the policy's chat template (alignctl.data.chat); then the objective's data kind is read off the rows
+(preference datasets) or sampled from the SFT model and scored by the reward (prompt datasets:
+alignctl.data.sampled), cached by recipe.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
+import random
+from typing import Any
 
-from alignctl import objectives
+from alignctl import objectives, runtime
 from alignctl.config import RunConfig
+from alignctl.data import chat, registry
+from alignctl.data.base import DatasetEntry
 from alignctl.divergences import Divergence
+from alignctl.errors import DataError
 from alignctl.objectives.base import Objective
+from alignctl.rewards import registry as rewards
+from alignctl.rewards.base import Reward, RewardContext
 
-Reward = Callable[[list[str], list[str]], list[float]]
-
-
-def base_model_dir(cfg: RunConfig) -> Path:
-    """The SFT/reference model as a plain HF directory (built and cached for the embedded tiny model)."""
-    if cfg.model.name != "tiny":
-        raise NotImplementedError(f"model={cfg.model.name}")
-    if cfg.dataset.name == "toy_arith":
-        from alignctl.data.tasks import toy_arith
-
-        return toy_arith.build_base_model(cfg.dataset, cfg.model)
-    from alignctl.data.tasks import toy_sentiment
-
-    return toy_sentiment.build_base_model(cfg.dataset, cfg.model)
+_ROWS: dict[tuple[str, int], Any] = {}  # rendered rows per (dataset config, tokenizer), loaded once per process
+_REWARDS: dict[tuple[str, str, str], Reward] = {}  # built rewards (a classifier loads a model) per config and device
 
 
-def preference_pairs(cfg: RunConfig):
-    """A DatasetDict with train/test splits of prompt, chosen, rejected (+ rewards)."""
-    if cfg.dataset.name == "toy_sentiment":
-        from alignctl.data.tasks import toy_sentiment
-
-        return toy_sentiment.build_pairs(cfg.dataset, cfg.model)
-    raise NotImplementedError(f"dataset={cfg.dataset.name}")
+def dataset_entry(cfg: RunConfig) -> DatasetEntry:
+    return registry.get(cfg.dataset.name)
 
 
-def candidates(cfg: RunConfig):
-    """A DatasetDict with train/test splits of prompt, completions (K, best first), rewards (data kind "candidates")."""
-    if cfg.dataset.name == "toy_sentiment":
-        from alignctl.data.tasks import toy_sentiment
-
-        return toy_sentiment.build_candidates(cfg.dataset, cfg.model)
-    raise NotImplementedError(f"dataset={cfg.dataset.name}")
-
-
-def negatives(cfg: RunConfig):
-    """A DatasetDict with train/test splits of prompt, negative, samples (K self-samples; data kind "negatives")."""
-    if cfg.dataset.name == "toy_sentiment":
-        from alignctl.data.tasks import toy_sentiment
-
-        return toy_sentiment.build_negatives(cfg.dataset, cfg.model)
-    raise NotImplementedError(f"dataset={cfg.dataset.name}")
+def rows(cfg: RunConfig, tokenizer):
+    """The dataset's splits with conversational rows rendered to text by the tokenizer's chat template."""
+    key = (repr(cfg.dataset), id(tokenizer))
+    if key not in _ROWS:
+        loaded = dataset_entry(cfg).load(cfg.dataset)
+        for split in ("train", "test"):
+            if split not in loaded:
+                raise DataError(f"dataset={cfg.dataset.name} has no {split!r} split (it has: {', '.join(loaded)})")
+        _ROWS[key] = chat.render(loaded, tokenizer, cfg.dataset.name)
+    return _ROWS[key]
 
 
-def prompt_groups(cfg: RunConfig):
-    """A DatasetDict with a train split of prompts (one column, "prompt") to sample groups for (data kind "groups");
-    the completions come from the policy online and are scored by `reward(cfg)`."""
+def reward(cfg: RunConfig, device: str | None = None) -> Reward:
+    """The run's reward, built once per process (training, pair building and eval share it), on the policy's
+    device (the GPU when there is one) unless `device` says otherwise."""
+    device = device or runtime.device()
+    key = (repr(cfg.reward), repr(cfg.dataset), device)
+    if key not in _REWARDS:
+        entry = dataset_entry(cfg)
+        answers = entry.answers(cfg.dataset) if entry.answers is not None else None
+        _REWARDS[key] = rewards.build(cfg.reward, RewardContext(device=device, answers=answers))
+    return _REWARDS[key]
+
+
+def is_binary_reward(cfg: RunConfig) -> bool:
+    """Rewards that say correct (1) or not (0): pass@k is defined for them."""
+    return rewards.get(cfg.reward.name).binary
+
+
+def objective(cfg: RunConfig) -> tuple[Objective, Divergence | None]:
+    return objectives.get(cfg.objective.name), cfg.divergence.build()
+
+
+# --- data of each kind ------------------------------------------------------------------------------------------
+def preference_pairs(cfg: RunConfig, tokenizer, model_dir: str):
+    """train/test splits of prompt, chosen, rejected (+ chosen_reward, rejected_reward where known)."""
+    if dataset_entry(cfg).rows == "preferences":
+        return rows(cfg, tokenizer)
+    from alignctl.data import sampled
+
+    return sampled.build_pairs(sampled_source(cfg, tokenizer, model_dir))
+
+
+def candidates(cfg: RunConfig, tokenizer, model_dir: str):
+    """train/test splits of prompt, completions (K, best first), rewards. Preference rows are 2-candidate sets
+    (chosen first, scored by their rewards when the dataset has them, else a hard label)."""
+    if dataset_entry(cfg).rows == "preferences":
+        return _pairs_as_candidates(rows(cfg, tokenizer))
+    from alignctl.data import sampled
+
+    return sampled.build_candidates(sampled_source(cfg, tokenizer, model_dir))
+
+
+def negatives(cfg: RunConfig, tokenizer, model_dir: str):
+    """train/test splits of prompt, negative, samples (K self-samples of the SFT model; D2O)."""
+    from alignctl.data import sampled
+
+    source = sampled_source(cfg, tokenizer, model_dir)
+    return sampled.build_negatives(source, preference_pairs(cfg, tokenizer, model_dir))
+
+
+def prompt_groups(cfg: RunConfig, tokenizer, model_dir: str):
+    """A train split of distinct prompts to sample groups for (online objectives)."""
     from datasets import Dataset, DatasetDict
 
-    if cfg.dataset.name == "toy_arith":
-        from alignctl.data.tasks import toy_arith
-
-        train = toy_arith.prompts(cfg.dataset, "train")
-    elif cfg.dataset.name == "toy_sentiment":
-        from alignctl.data.tasks import toy_sentiment
-
-        train = toy_sentiment.train_prompts(cfg.dataset)
-    else:
-        raise NotImplementedError(f"dataset={cfg.dataset.name}")
-    return DatasetDict({"train": Dataset.from_dict({"prompt": train})})
+    return DatasetDict({"train": Dataset.from_dict({"prompt": _distinct(rows(cfg, tokenizer)["train"]["prompt"])})})
 
 
-DATASETS = {  # by Objective.data
+def sft_texts(cfg: RunConfig, tokenizer, model_dir: str):
+    """train/test splits of prompt, completion for objective=sft: a preference row's chosen completion, or a prompt
+    row's reference completion."""
+    data = rows(cfg, tokenizer)
+    column = "chosen" if dataset_entry(cfg).rows == "preferences" else "completion"
+    if column not in data["train"].column_names:
+        raise DataError(f"dataset={cfg.dataset.name} has no {column!r} column for objective=sft to imitate")
+    return data.map(
+        lambda row: {"prompt": row["prompt"], "completion": row[column]},
+        remove_columns=data["train"].column_names, keep_in_memory=True, desc="SFT rows",
+    )  # fmt: skip
+
+
+DATA_KINDS = {  # by Objective.data
     "pairs": preference_pairs, "candidates": candidates, "negatives": negatives, "groups": prompt_groups,
+    "sft": sft_texts,
 }
 
 
-def training_data(cfg: RunConfig, entry: Objective):
+def training_data(cfg: RunConfig, entry: Objective, tokenizer, model_dir: str):
     """The train split of the objective's data kind, with its `label_noise` data option (if any) applied."""
-    if entry.data not in DATASETS:
-        raise NotImplementedError(f"objective={entry.name} needs {entry.data} data, which no builder makes yet")
-    train = DATASETS[entry.data](cfg)["train"]
+    train = DATA_KINDS[entry.data](cfg, tokenizer, model_dir)["train"]
     share = cfg.objective.label_noise if "label_noise" in dict(entry.data_options) else 0.0
     return flip_labels(train, share, cfg.train.seed) if share else train
+
+
+def sampled_source(cfg: RunConfig, tokenizer, model_dir: str):
+    """What the general builder samples from: the SFT model, the prompts (rendered), the reward and the dataset's
+    sampling settings."""
+    from alignctl.data import sampled
+
+    entry, data = dataset_entry(cfg), rows(cfg, tokenizer)
+    d = cfg.dataset
+    train_prompts = _distinct(data["train"]["prompt"])
+    stream = entry.prompt_stream(d) if entry.prompt_stream is not None else train_prompts
+    wanted = getattr(d, "num_train_prompts", None) or len(train_prompts)
+    return sampled.SampledSource(
+        name=cfg.dataset.name,
+        model_dir=model_dir,
+        train_prompts=stream,
+        test_prompts=_distinct(data["test"]["prompt"]),
+        num_train_rows=wanted,
+        reward=reward(cfg),
+        reward_recipe=rewards.get(cfg.reward.name).recipe(cfg.reward),
+        data_fingerprint=sampled.fingerprint_texts([repr(d), *train_prompts]),
+        samples_per_prompt=d.samples_per_prompt,
+        candidates_per_prompt=d.candidates_per_prompt,
+        self_samples=d.self_samples,
+        max_new_tokens=d.max_new_tokens,
+        seed=d.seed,
+    )
+
+
+def _pairs_as_candidates(pairs):
+    def as_set(row: dict) -> dict:
+        out = {"prompt": row["prompt"], "completions": [row["chosen"], row["rejected"]]}
+        if row.get("chosen_reward") is not None and row.get("rejected_reward") is not None:
+            out["rewards"] = [row["chosen_reward"], row["rejected_reward"]]
+        return out
+
+    columns = pairs["train"].column_names
+    return pairs.map(as_set, remove_columns=columns, keep_in_memory=True, desc="Pairs as candidate sets")
+
+
+def _distinct(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
 
 
 def flip_labels(dataset, share: float, seed: int):
     """Label noise: round(share * N) rows, drawn with `seed`, get their preference reversed. Pairs swap chosen and
     rejected (and their rewards); candidates keep their completions but reverse their rewards, i.e. the labels."""
-    import random
-
     flipped = set(random.Random(seed).sample(range(len(dataset)), round(share * len(dataset))))
     columns = set(dataset.column_names)
     if "rewards" not in columns and not {"chosen", "rejected"} <= columns:
@@ -108,42 +187,14 @@ def flip_labels(dataset, share: float, seed: int):
     return dataset.map(flip, with_indices=True, keep_in_memory=True, desc="Flipping labels")
 
 
-def eval_prompts(cfg: RunConfig, split: str = "test") -> list[str]:
-    """Held-out prompts: "test" (every dataset) or "ood" (datasets with an out-of-distribution split: toy_arith)."""
-    if cfg.dataset.name == "toy_arith":
-        from alignctl.data.tasks import toy_arith
-
-        return toy_arith.prompts(cfg.dataset, split)
-    if split != "test":
+# --- held-out prompts -------------------------------------------------------------------------------------------
+def eval_prompts(cfg: RunConfig, tokenizer, split: str = "test") -> list[str]:
+    """Distinct held-out prompts of `split`: "test", or one of the dataset's extra splits (toy_arith: "ood")."""
+    data = rows(cfg, tokenizer)
+    if split not in data:
         raise ValueError(f"dataset={cfg.dataset.name} has no {split!r} split")
-    if cfg.dataset.name == "toy_sentiment":
-        from alignctl.data.tasks import toy_sentiment
-
-        return toy_sentiment.eval_prompts(cfg.dataset)
-    raise NotImplementedError(f"dataset={cfg.dataset.name}")
+    return _distinct(data[split]["prompt"])
 
 
-def reward(cfg: RunConfig) -> Reward:
-    if cfg.reward.name == "sentiment":
-        from alignctl.rewards.sentiment import sentiment
-
-        return sentiment
-    if cfg.reward.name == "exact_match":
-        from alignctl.rewards.exact_match import exact_match
-
-        return exact_match
-    raise NotImplementedError(f"reward={cfg.reward.name}")
-
-
-def has_ood_split(cfg: RunConfig) -> bool:
-    return cfg.dataset.name == "toy_arith"
-
-
-def has_pairs(cfg: RunConfig) -> bool:
-    from alignctl.config import DATASET_DATA
-
-    return "pairs" in DATASET_DATA.get(cfg.dataset.name, ())
-
-
-def objective(cfg: RunConfig) -> tuple[Objective, Divergence | None]:
-    return objectives.get(cfg.objective.name), cfg.divergence.build()
+def extra_eval_splits(cfg: RunConfig) -> tuple[str, ...]:
+    return dataset_entry(cfg).extra_splits

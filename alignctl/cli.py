@@ -21,17 +21,7 @@ examples:
   alignctl train -m objective=dpo,fdpo divergence=reverse_kl,js train.max_steps=20
 """
 
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
-def fail(message: str) -> None:
-    print(f"alignctl: error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
-
+from alignctl.errors import UsageError, fail
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)

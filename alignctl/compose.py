@@ -16,10 +16,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError,
+)
 
 from alignctl import config, objectives
-from alignctl.cli import UsageError, fail
+from alignctl.errors import UsageError, fail
 
 CONFIG_MODULE = "alignctl.conf"
 RESOLVED_CONFIG = "config.yaml"  # the composed, validated config, written at the top of each run directory
@@ -106,8 +108,12 @@ def _typed_skeleton(saved: Any) -> DictConfig:
         raise ValueError("no objective section")
     skeleton = OmegaConf.structured(config.RunConfig)
     skeleton.objective = OmegaConf.structured(config.objective_schema(objectives.get(saved.objective.name)))
-    skeleton.dataset = OmegaConf.structured(config.DATASET_SCHEMAS[saved.dataset.name])
-    skeleton.model = OmegaConf.structured(config.MODEL_SCHEMAS[saved.model.name])
+    from alignctl.data import registry as data_registry
+    from alignctl.rewards import registry as reward_registry
+
+    skeleton.dataset = OmegaConf.structured(data_registry.get(saved.dataset.name).schema)
+    skeleton.model = OmegaConf.structured(config.model_schema(saved.model.name))
+    skeleton.reward = OmegaConf.structured(reward_registry.get(saved.reward.name).schema)
     return skeleton
 
 
@@ -128,6 +134,8 @@ def explain(e: BaseException) -> str:
         valid = _valid_keys(e)
         where = f" of {parent}" if parent else ""
         return f"unknown key {key}; valid keys{where}: {', '.join(valid)}" if valid else f"unknown key {key}"
+    if isinstance(e, MissingMandatoryValue) and getattr(e, "full_key", None):
+        return f"{e.full_key} is required here and has no value; set {e.full_key}=<value>"
     if isinstance(e, ValidationError) and getattr(e, "full_key", None):
         return f"{e.full_key}: {_first_line(getattr(e, 'msg', str(e)))}"
     return _first_line(str(e))

@@ -1,13 +1,15 @@
 """Typed schemas of every config group, registered in Hydra's ConfigStore and validated right after compose.
 
 Objective schemas are derived from each objective's loss signature (its keyword-only hyperparameters, their
-types and defaults), so an objective's hyperparameters are declared once, in its module.
+types and defaults), so an objective's hyperparameters are declared once, in its module. Dataset and reward
+schemas come from their registries (alignctl.data.registry, alignctl.rewards.registry); model schemas are here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,11 +18,10 @@ from hydra.core.config_store import ConfigStore
 
 from alignctl import divergences, objectives
 
-
 KERNELS = ("fused", "naive")
 ROLLOUTS = ("transformers", "vllm")
-# Model options that change how a run computes, not the model: left out of cached artifacts' recipes.
-NOT_IN_RECIPE = ("name", "kernel", "rollout")
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION = ("eager", "sdpa", "flash_attention_2")
 
 
 class ConfigError(ValueError):
@@ -50,11 +51,6 @@ class DivergenceConfig:
 
 
 @dataclass
-class RewardConfig:
-    name: str = "sentiment"
-
-
-@dataclass
 class ToySentimentConfig:
     """The embedded controlled-sentiment task (DESIGN.md section 5)."""
 
@@ -72,7 +68,7 @@ class ToySentimentConfig:
     self_samples: int = 4
 
     def __post_init__(self) -> None:
-        _check_ranges("dataset", self)
+        check_ranges("dataset", self)
 
 
 @dataclass
@@ -100,11 +96,16 @@ class ToyArithConfig:
     num_test_prompts: int = 256  # held-out in-distribution questions for eval (never in the corpus)
     num_ood_prompts: int = 256  # held-out ood-kind questions: what alignment training may make the model forget
     max_new_tokens: int = 64  # completion budget: a worked solution is <= 26 tokens at 2 digits, <= 40 at 3
+    # Sampling pairs / candidates / self-samples from the base model for offline objectives (scored by exact_match:
+    # a prompt whose samples are all right or all wrong gives no pair)
+    samples_per_prompt: int = 4
+    candidates_per_prompt: int = 4
+    self_samples: int = 4
 
     def __post_init__(self) -> None:
         from alignctl.data.tasks.arith_problems import MAX_OPERAND_DIGITS, OPERATIONS
 
-        _check_ranges("dataset", self)
+        check_ranges("dataset", self)
         for key in ("operations", "ood_operations"):
             ops = getattr(self, key)
             if not isinstance(ops, str) or not ops or set(ops) - set(OPERATIONS) or len(set(ops)) != len(ops):
@@ -126,8 +127,64 @@ class ToyArithConfig:
 
 
 @dataclass
-class TinyModelConfig:
-    """The embedded tiny Llama-architecture LM, pretrained locally with TRL's SFTTrainer."""
+class LoraConfig:
+    """LoRA through peft; r=0 trains the full model. With LoRA the reference is the base with the adapter off."""
+
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.05
+    # ["all-linear"] (peft: every linear layer but the output head) or module names, e.g. [q_proj, v_proj]
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+    def __post_init__(self) -> None:
+        check_ranges("model.lora", self)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.lora.dropout={self.dropout} is out of range; it must lie in [0, 1)")
+        if not self.target_modules:
+            raise ConfigError("model.lora.target_modules=[] names no module; use [all-linear] or module names")
+
+
+@dataclass
+class ModelOptions:
+    """How a run loads and computes with its model; shared by every model option and never part of a recipe."""
+
+    # How log-probs and token divergences are computed (alignctl.kernels): fused = chunked/Triton, never
+    # [tokens, vocab] logits; naive = the model's own full logits. A model whose LM head the fused path cannot
+    # represent falls back to naive with a one-line notice. disco and fdpg train on TRL's own log-probs (to match
+    # the old-policy and reference log-probs TRL computes); their eval uses this.
+    kernel: str = "fused"
+    # How online objectives sample during training: transformers' generate (any machine), or TRL's vLLM option
+    # (colocated on the training GPU; needs CUDA and `pip install vllm`).
+    rollout: str = "transformers"
+    dtype: str = "float32"  # weights' dtype: float32 | bfloat16 | float16
+    # The reference (KL anchor, eval's baseline): null = the policy's starting weights; or a model dir / hub id.
+    reference: str | None = None
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None  # null: transformers' default for the model (eager | sdpa | ...)
+    trust_remote_code: bool = False  # run code shipped with a hub model: only when you trust its authors
+    # A Jinja chat template (a .jinja file or the template text) for conversational data, replacing the tokenizer's
+    chat_template: str | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def _check_options(self) -> None:
+        check_ranges("model", self)
+        for key, valid in (("kernel", KERNELS), ("rollout", ROLLOUTS), ("dtype", DTYPES)):
+            if getattr(self, key) not in valid:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r} is not valid; choose one of: {', '.join(valid)}")
+        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION:
+            raise ConfigError(
+                f"model.attn_implementation={self.attn_implementation!r} is not valid; choose one of: "
+                f"{', '.join(ATTENTION)} (or null for the model's default)"
+            )
+
+
+# Model fields that say how a run computes, not what the model is: left out of cached artifacts' recipes.
+NOT_IN_RECIPE = ("name", *(f.name for f in dataclasses.fields(ModelOptions)))
+
+
+@dataclass
+class TinyModelConfig(ModelOptions):
+    """The embedded tiny Llama-architecture LM, pretrained locally with TRL's SFTTrainer on the task's corpus."""
 
     name: str = "tiny"
     seed: int = 0
@@ -140,20 +197,28 @@ class TinyModelConfig:
     pretrain_steps: int = 300
     pretrain_batch_size: int = 32
     pretrain_lr: float = 3e-3
-    # How log-probs and token divergences are computed (alignctl.kernels): fused = chunked/Triton, never
-    # [tokens, vocab] logits; naive = plain full logits. Not part of the model's recipe. disco and fdpg train on
-    # TRL's own log-probs (to match the old-policy and reference log-probs TRL computes); their eval uses this.
-    kernel: str = "fused"
-    # How online objectives sample during training: transformers' generate (any machine), or TRL's vLLM option
-    # (colocated on the training GPU; needs CUDA and `pip install vllm`). Not part of the model's recipe.
-    rollout: str = "transformers"
 
     def __post_init__(self) -> None:
-        _check_ranges("model", self)
-        if self.kernel not in KERNELS:
-            raise ConfigError(f"model.kernel={self.kernel!r} is not valid; choose one of: {', '.join(KERNELS)}")
-        if self.rollout not in ROLLOUTS:
-            raise ConfigError(f"model.rollout={self.rollout!r} is not valid; choose one of: {', '.join(ROLLOUTS)}")
+        self._check_options()
+
+
+@dataclass
+class HFModelConfig(ModelOptions):
+    """Any Hugging Face causal LM: a hub id (from the local HF cache when offline) or a local model directory."""
+
+    name: str = "hf"
+    path: str = "???"  # required
+
+    def __post_init__(self) -> None:
+        self._check_options()
+
+
+EMBEDDED_MODELS = {"tiny": TinyModelConfig}  # built locally by alignctl from an embedded task's corpus
+
+
+def model_schema(name: str) -> type:
+    """The schema of a model option: the embedded tiny model's, or HFModelConfig for `hf` and every preset."""
+    return EMBEDDED_MODELS.get(name, HFModelConfig)
 
 
 @dataclass
@@ -205,7 +270,7 @@ class EvalConfig:
 class RunConfig:
     objective: Any = None
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    reward: Any = None
     dataset: Any = None
     model: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -226,30 +291,45 @@ class RunConfig:
                 f"choose one of: {', '.join(accepted)}"
             )
         for group in ("train", "eval"):
-            _check_ranges(group, getattr(self, group))
+            check_ranges(group, getattr(self, group))
         self._check_data_and_reward(entry)
 
     def _check_data_and_reward(self, entry: objectives.Objective) -> None:
-        """The dataset must provide the objective's data kind, and the reward must be one the dataset can use."""
-        provided = DATASET_DATA.get(self.dataset.name, ())
+        """The dataset must provide the objective's data kind, the reward must be one the dataset can use, and the
+        model option must be one the dataset can run with."""
+        from alignctl.data import registry as data_registry
+
+        dataset = data_registry.get(self.dataset.name)
+        provided = data_registry.data_kinds(dataset)
         if entry.data not in provided:
-            fits = [name for name, kinds in DATASET_DATA.items() if entry.data in kinds]
+            fits = [name for name, d in data_registry.REGISTRY.items() if entry.data in data_registry.data_kinds(d)]
             usable = [name for name, e in objectives.REGISTRY.items() if e.data in provided]
             raise ConfigError(
                 f"dataset={self.dataset.name} provides no {DATA_KIND_NAMES[entry.data]}, which objective={entry.name}"
                 f" needs; choose dataset from: {', '.join(fits)}, or objective from: {', '.join(usable)}"
             )
-        rewards = DATASET_REWARDS.get(self.dataset.name, ())
-        if self.reward.name not in rewards:
+        if self.reward.name not in dataset.rewards:
             raise ConfigError(
                 f"reward={self.reward.name} does not fit dataset={self.dataset.name}; "
-                f"choose one of: {', '.join(rewards)}"
+                f"choose one of: {', '.join(dataset.rewards)}"
+            )
+        if self.model.name in EMBEDDED_MODELS and dataset.embedded_model is None:
+            embedded = [name for name, d in data_registry.REGISTRY.items() if d.embedded_model is not None]
+            raise ConfigError(
+                f"model={self.model.name} is built from an embedded task's corpus and dataset={self.dataset.name} is "
+                f"not one; use model=hf model.path=<hub id or model dir> (or a preset: alignctl ls model), or dataset "
+                f"from: {', '.join(embedded)}"
             )
         if self.model.rollout != "transformers" and entry.data != "groups":
             online = [name for name, e in objectives.REGISTRY.items() if e.data == "groups"]
             raise ConfigError(
                 f"model.rollout={self.model.rollout} only changes how online objectives ({', '.join(online)}) sample; "
                 f"objective={entry.name} samples nothing while training"
+            )
+        if entry.data == "groups" and self.model.reference is not None:
+            raise ConfigError(
+                f"model.reference={self.model.reference} is not supported by objective={entry.name}: TRL's GRPOTrainer "
+                "anchors online objectives to the policy's starting weights; unset model.reference"
             )
         if entry.reads_groups and self.train.gradient_accumulation_steps != 1:
             raise ConfigError(
@@ -279,19 +359,23 @@ _POSITIVE = {
     "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
     "pretrain_lr", "lam", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
     "num_generations", "reference_samples_per_prompt", "divergence_batch_size", "num_iterations", "delta", "clip_high",
+    "max_rows", "test_size", "max_length",
 }
 _NON_NEGATIVE = {
     "eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed", "divergence_coef",
-    "constraint_weight",
+    "constraint_weight", "r",
 }
 _PROBABILITY_BELOW_HALF = {"label_noise"}
 
 
-def _check_ranges(group: str, node: Any) -> None:
+def check_ranges(group: str, node: Any) -> None:
+    """The value rules of every numeric field of a config dataclass, by field name; no NaN or infinity anywhere."""
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{group}.{f.name}={value} is not a finite number")
         if f.name in _POSITIVE and not value > 0:
             raise ConfigError(f"{group}.{f.name}={value} is out of range; it must be > 0")
         if f.name in _NON_NEGATIVE and not value >= 0:
@@ -302,7 +386,7 @@ def _check_ranges(group: str, node: Any) -> None:
 
 def _ranged(group: str, choices: dict[str, tuple[str, ...]] | None = None):
     def __post_init__(self) -> None:
-        _check_ranges(group, self)
+        check_ranges(group, self)
         for name, valid in (choices or {}).items():
             if getattr(self, name) not in valid:
                 raise ConfigError(
@@ -341,16 +425,10 @@ def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
     }
 
 
-DATASET_SCHEMAS = {"toy_sentiment": ToySentimentConfig, "toy_arith": ToyArithConfig}
-# What each dataset provides: data kinds (objectives.base.DATA_KINDS; "groups" = prompts to sample groups for, plus
-# a reward) and the rewards that can score its completions.
-DATASET_DATA = {"toy_sentiment": ("pairs", "candidates", "negatives", "groups"), "toy_arith": ("groups",)}
-DATASET_REWARDS = {"toy_sentiment": ("sentiment",), "toy_arith": ("exact_match",)}
 DATA_KIND_NAMES = {
     "pairs": "preference pairs", "candidates": "ranked candidates", "negatives": "negatives with self-samples",
-    "groups": "prompts with a reward",
+    "groups": "prompts with a reward", "sft": "completions to imitate",
 }
-MODEL_SCHEMAS = {"tiny": TinyModelConfig}
 
 
 def register() -> None:
@@ -359,9 +437,13 @@ def register() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for name, entry in objectives.REGISTRY.items():
         cs.store(group="schema/objective", name=name, node=objective_schema(entry))
-    for name, schema in DATASET_SCHEMAS.items():
-        cs.store(group="schema/dataset", name=name, node=schema)
-    for name, schema in MODEL_SCHEMAS.items():
+    from alignctl.data import registry as data_registry
+    from alignctl.rewards import registry as reward_registry
+
+    for name, entry in data_registry.REGISTRY.items():
+        cs.store(group="schema/dataset", name=name, node=entry.schema)
+    for name, schema in (*EMBEDDED_MODELS.items(), ("hf", HFModelConfig)):
         cs.store(group="schema/model", name=name, node=schema)
+    for name, entry in reward_registry.REGISTRY.items():
+        cs.store(group="schema/reward", name=name, node=entry.schema)
     cs.store(group="schema/divergence", name="divergence", node=DivergenceConfig)
-    cs.store(group="schema/reward", name="reward", node=RewardConfig)

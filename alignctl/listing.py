@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from importlib import resources
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from alignctl import objectives
-from alignctl.cli import UsageError
+from alignctl.errors import UsageError
 
 GROUPS = ("objective", "divergence", "reward", "dataset", "model")
 
@@ -37,14 +38,25 @@ def show(group: str | None) -> None:
     if group not in GROUPS:
         raise UsageError(f"ls {group}: unknown group; choose one of: {', '.join(GROUPS)}")
     if group == "objective":
-        table = Table("objective", "description", "divergences (default first)", "data", "reference model")
+        table = Table("objective", "description", "hyperparameters", "divergences (default first)", "data",
+                      "reference model")  # fmt: skip
         for name, description in options(group).items():
             entry = objectives.get(name)
             accepted = [entry.default_divergence] + [d for d in entry.divergences if d != entry.default_divergence]
             reference = "yes" if entry.needs_reference else "no"
             if entry.reference_with:
                 reference = f"only with {', '.join(entry.reference_with)}"
-            table.add_row(name, description, ", ".join(accepted), entry.data, reference)
+            defaults = {k: v for k, v in (entry.loss.__kwdefaults__ or {}).items() if k != "divergence"}
+            defaults |= dict(entry.data_options)
+            hyper = ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
+            table.add_row(name, description, hyper, ", ".join(accepted), entry.data, reference)
+    elif group in ("model", "dataset"):
+        table = Table(group, "description")
+        table.add_column("path (hub id or local)", overflow="fold")
+        for name, description in options(group).items():
+            path = OmegaConf.load(resources.files("alignctl.conf") / group / f"{name}.yaml").get("path", "")
+            table.add_row(name, description, "(built locally)" if not path else "(model.path=...)" if path == "???"
+                          else str(path))  # fmt: skip
     else:
         table = Table(group, "description")
         for name, description in options(group).items():

@@ -7,9 +7,7 @@ import warnings
 
 import torch
 
-from alignctl.config import RunConfig
-
-EMBEDDED_MODELS = {"tiny"}  # model options built locally by alignctl itself
+from alignctl.config import EMBEDDED_MODELS, RunConfig
 
 
 def prepare(cfg: RunConfig) -> None:
@@ -30,3 +28,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def device() -> str:
+    """Where a run's models live: the GPU when there is one (Trainer's choice too), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -14,22 +14,25 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
-from trl import DPOConfig, GRPOConfig, GRPOTrainer
+from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import RichProgressCallback
 
-from alignctl import build, compose, config, runtime, tracking
-from alignctl.cli import UsageError
+from alignctl import build, compose, config, runtime, scoring, tracking
+from alignctl.errors import UsageError
+from alignctl.models import loading
 from alignctl.trainers.candidates import CandidateTrainer
 from alignctl.trainers.groups import GROUP_TRAINERS
-from alignctl.trainers.online import OnlineTrainer, build_reference_store, trl_reward
+from alignctl.trainers.online import OnlineTrainer, dph_reference_store, trl_reward
 from alignctl.trainers.preference import PreferenceTrainer
 
 console = Console(stderr=True)
 
-TRACKED_LIBRARIES = ("alignctl", "torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "hydra-core")
+TRACKED_LIBRARIES = (
+    "alignctl", "torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "peft", "hydra-core",
+)
 
 
 class MetricsFile(TrainerCallback):
@@ -96,7 +99,10 @@ def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> 
         data_seed=t.seed,
         report_to=report_to,
         run_name=run_dir.name,
-        gradient_checkpointing=False,
+        activation_checkpointing=cfg.model.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        # Weights train in model.dtype as loaded; bf16 autocast on CUDA as TRL's examples do. No fp16 flag: its grad
+        # scaler refuses float16 weights.
+        bf16=cfg.model.dtype == "bfloat16" and torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         disable_tqdm=False,
@@ -105,6 +111,12 @@ def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> 
 
 def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> DPOConfig:
     return DPOConfig(**_shared_args(cfg, run_dir, report_to), max_length=cfg.train.max_length, dataset_num_proc=None)
+
+
+def sft_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> SFTConfig:
+    """TRL's SFTConfig: loss on completion tokens only (prompt-completion rows), sequences cut at train.max_length."""
+    return SFTConfig(**_shared_args(cfg, run_dir, report_to), max_length=cfg.train.max_length,
+                     completion_only_loss=True, dataset_num_proc=None)  # fmt: skip
 
 
 def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> GRPOConfig:
@@ -119,7 +131,6 @@ def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> G
         epsilon_high=cfg.train.clip_high,
         max_completion_length=cfg.dataset.max_new_tokens,
         temperature=1.0,
-        bf16=False,
         use_vllm=cfg.model.rollout == "vllm",
         vllm_mode="colocate",  # vLLM shares the training GPU: no separate server to start
     )
@@ -135,12 +146,14 @@ def check_rollout(cfg: config.RunConfig) -> None:
         raise UsageError("model.rollout=vllm needs the vllm package (pip install vllm); or use model.rollout=transformers")
 
 
-def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence) -> GRPOTrainer:
+def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel) -> GRPOTrainer:
     """The online trainer for `objective`: GRPO (OnlineTrainer; with, for the generator divergences, pi_0's stored
     samples, taken from the model before training) or an objective with its own loss (disco, fdpg)."""
     reward = build.reward(cfg)
+    verifiable = build.is_binary_reward(cfg)
     common = dict(
         model=model,
+        peft_config=loading.lora_config(cfg),
         reward_funcs=trl_reward(reward, cfg.reward.name),
         args=online_args(cfg, run_dir, report_to),
         processing_class=tokenizer,
@@ -153,35 +166,17 @@ def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, object
         return GROUP_TRAINERS[objective.name](train_dataset=train_data, **common)
     store = None
     if divergence is not None and divergence.name != "reverse_kl":
-        verifiable = cfg.reward.name == "exact_match"
-        split = verifiable and cfg.train.split_solved_prompts
-        k = cfg.train.reference_samples_per_prompt
-        with console.status("sampling and scoring pi_0's stored samples for the divergence term"):
-            store = build_reference_store(
-                model, tokenizer, list(train_data["prompt"]), reward, samples_per_prompt=k,
-                max_new_tokens=cfg.dataset.max_new_tokens, seed=cfg.train.seed,
-                keep_min_reward=1.0 if verifiable else None,  # keep pi_0's correct solves
-                solved_prompts_only=split, kernel=cfg.model.kernel,
-            )  # fmt: skip
-        if split:
-            train_data = train_data.filter(lambda row: row["prompt"] not in store.solved_prompts)
-            if not len(store) or not len(train_data):
-                raise UsageError(
-                    f"train.split_solved_prompts=true: pi_0 solved {len(store.solved_prompts)} of "
-                    f"{len(store.solved_prompts) + len(train_data)} training prompts in all {k} samples, leaving "
-                    f"{'no divergence samples' if not len(store) else 'no prompt for RL'}; change "
-                    "train.reference_samples_per_prompt or set train.split_solved_prompts=false"
-                )
-            console.print(
-                f"DPH-RL split: {len(store.solved_prompts)} prompts pi_0 solves in all {k} samples get the divergence "
-                f"term, {len(train_data)} get RL"
-            )
-        console.print(f"stored {len(store)} of {store.num_sampled} pi_0 samples for divergence={divergence.name}")
+        store, train_data = dph_reference_store(
+            model, tokenizer, train_data, reward, divergence,
+            samples_per_prompt=cfg.train.reference_samples_per_prompt, max_new_tokens=cfg.dataset.max_new_tokens,
+            seed=cfg.train.seed, verifiable=verifiable, split_solved=verifiable and cfg.train.split_solved_prompts,
+            kernel=kernel,
+        )  # fmt: skip
     return OnlineTrainer(
         train_dataset=train_data,
         reference_store=store,
         divergence_batch_size=cfg.train.divergence_batch_size,
-        kernel=cfg.model.kernel,
+        kernel=kernel,
         **common,
     )
 
@@ -203,6 +198,34 @@ def resume_point(cfg: config.RunConfig, run_dir: Path) -> str | None:
     return checkpoint
 
 
+def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel):
+    """The trainer of an offline objective: pairs (PreferenceTrainer), candidates/negatives (CandidateTrainer), or
+    supervised fine-tuning (TRL's SFTTrainer as it is)."""
+    callbacks = [MetricsFile(run_dir / "metrics.jsonl")]
+    peft_config = loading.lora_config(cfg)
+    if objective.data == "sft":
+        return SFTTrainer(model=model, args=sft_args(cfg, run_dir, report_to), train_dataset=train_data,
+                          processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)  # fmt: skip
+    reference = None
+    # With LoRA the reference is the base with the adapter off (no second copy), unless model.reference names one.
+    if objective.needs_reference and (peft_config is None or cfg.model.reference is not None):
+        reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
+    trainer_class = PreferenceTrainer if objective.data == "pairs" else CandidateTrainer
+    return trainer_class(
+        model=model,
+        ref_model=reference,
+        args=training_args(cfg, run_dir, report_to),
+        train_dataset=train_data,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        peft_config=peft_config,
+        objective=objective,
+        hyperparameters=config.hyperparameters(cfg.objective),
+        divergence=divergence,
+        kernel=kernel,
+    )
+
+
 def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     from alignctl.eval import run as eval_run
 
@@ -213,41 +236,32 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     (run_dir / "run.json").write_text(json.dumps(provenance(cfg), indent=2) + "\n")
     console.print(f"[bold]run[/] {run_dir}  objective={cfg.objective.name} divergence={cfg.divergence.name}")
 
-    base_dir = build.base_model_dir(cfg)
+    model_dir = loading.policy_source(cfg)
+    reference_dir = loading.reference_source(cfg)
     objective, divergence = build.objective(cfg)
-    train_data = build.training_data(cfg, objective)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    tokenizer = loading.load_tokenizer(cfg, model_dir)
+    if cfg.eval.enabled or objective.data == "groups":
+        build.reward(cfg)  # a reward that cannot load fails now, not after training
+    train_data = build.training_data(cfg, objective, tokenizer, model_dir)
+    model = loading.load_causal_lm(cfg, model_dir)
+    kernel = scoring.resolve_kernel(model, cfg.model.kernel)
     tracker = tracking.start(
         cfg.tracking,
         run_dir,
         config=asdict(cfg),
         tags=[cfg.objective.name, cfg.divergence.name, cfg.dataset.name, cfg.model.name],
     )
-    if objective.data == "groups":
-        trainer = online_trainer(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective, divergence)
-    else:
-        trainer_class = PreferenceTrainer if objective.data == "pairs" else CandidateTrainer
-        trainer = trainer_class(
-            model=model,
-            args=training_args(cfg, run_dir, tracker.report_to),
-            train_dataset=train_data,
-            processing_class=tokenizer,
-            callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
-            objective=objective,
-            hyperparameters=config.hyperparameters(cfg.objective),
-            divergence=divergence,
-            kernel=cfg.model.kernel,
-        )
+    make = online_trainer if objective.data == "groups" else offline_trainer
+    trainer = make(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective, divergence, kernel)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgressCallback)
     checkpoint = resume_point(cfg, run_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(run_dir / "model"))
+    loading.save_policy(trainer.model, tokenizer, run_dir / "model")
 
     metrics: dict[str, Any] = {}
     if cfg.eval.enabled:
-        metrics = eval_run.evaluate_and_report(cfg, run_dir / "model", run_dir, reference_dir=base_dir)
+        metrics = eval_run.evaluate_and_report(cfg, run_dir / "model", run_dir, reference_dir=reference_dir)
         tracker.summary(metrics)
     tracker.finish()
     console.print(f"[bold green]done[/] {run_dir}")

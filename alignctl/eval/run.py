@@ -9,30 +9,36 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from alignctl import build
-from alignctl.cli import UsageError
+from alignctl import batches, build
 from alignctl.config import RunConfig, hyperparameters
+from alignctl.errors import UsageError
 from alignctl.eval import metrics as m
 from alignctl.eval.sampling import Batch, pad_left, sample, score
-from alignctl.objectives.base import CandidateLogps, NegativeLogps, PreferenceLogps
+from alignctl.models import loading
+from alignctl.scoring import resolve_kernel
 
 console = Console(stderr=True)
 
 
-def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict[str, Any], list[dict], dict]:
-    """Metrics of the policy in model_dir against the reference in reference_dir (spec section 12)."""
+def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: str) -> tuple[dict[str, Any], list[dict], dict]:
+    """Metrics of the policy in model_dir against the reference (spec section 12)."""
     e = cfg.eval
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    policy = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    reference = AutoModelForCausalLM.from_pretrained(reference_dir).eval()
+    tokenizer = loading.load_tokenizer(cfg, str(model_dir))
+    policy = loading.load_causal_lm(cfg, str(model_dir), trainable=False)
+    reference = loading.load_causal_lm(cfg, reference_dir, trainable=False)
+    _check_vocabularies(policy, reference, model_dir, reference_dir)
+    kernels = {resolve_kernel(policy, cfg.model.kernel), resolve_kernel(reference, cfg.model.kernel)}
+    kernel = "naive" if "naive" in kernels else "fused"  # one path for both models' statistics
     reward = build.reward(cfg)
-    prompts = build.eval_prompts(cfg)[: e.num_prompts]
+    binary = build.is_binary_reward(cfg)
+    prompts = build.eval_prompts(cfg, tokenizer)[: e.num_prompts]
     # Verifiable tasks sample with the task's own completion budget (a worked solution must fit to be scored).
-    max_new_tokens = cfg.dataset.max_new_tokens if cfg.reward.name in BINARY_REWARDS else e.max_new_tokens
-    # Preference metrics need held-out pairs and an objective with implicit rewards (not online objectives).
-    pair_metrics = build.has_pairs(cfg) and build.objective(cfg)[0].data != "groups"
+    max_new_tokens = cfg.dataset.max_new_tokens if binary else e.max_new_tokens
+    objective = build.objective(cfg)[0]
+    # Preference metrics need held-out pairs scored by an objective's implicit reward (not online objectives or SFT).
+    pair_metrics = objective.data not in ("groups", "sft")
 
     with console.status(f"sampling {e.samples_per_prompt} completions for {len(prompts)} held-out prompts"):
         args = dict(n=e.samples_per_prompt, max_new_tokens=max_new_tokens, temperature=e.temperature,
@@ -42,8 +48,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict
     with console.status("scoring samples and held-out pairs"):
         rewards = reward(ours.prompts, ours.completions)
         ref_rewards = reward(theirs.prompts, theirs.completions)
-        scores = score(policy, reference, ours.batch, e.batch_size, kernel=cfg.model.kernel)
-        p = _pair_probabilities(cfg, policy, reference, tokenizer, e.batch_size) if pair_metrics else None
+        scores = score(policy, reference, ours.batch, e.batch_size, kernel=kernel)
+        p = _pair_probabilities(cfg, policy, reference, tokenizer, e.batch_size, kernel) if pair_metrics else None
 
     groups = [ours.completions[i : i + e.samples_per_prompt] for i in range(0, len(ours.completions), e.samples_per_prompt)]
     diagram = m.reliability_diagram(p) if p is not None else None
@@ -65,25 +71,25 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict
         "max_new_tokens": max_new_tokens,
         "num_pairs": len(p) if p is not None else 0,
         "seed": e.seed,
+        "kernel": kernel,
         "model_dir": str(model_dir),
         "reference_dir": str(reference_dir),
     }
     if p is None:
         results["preference_metrics_skipped"] = (
-            f"dataset={cfg.dataset.name} has no preference pairs" if not build.has_pairs(cfg)
-            else f"objective={cfg.objective.name} is online: no implicit reward to classify pairs with"
+            f"objective={cfg.objective.name} has no implicit reward to classify held-out pairs with"
         )
-    if cfg.reward.name in BINARY_REWARDS:
+    if binary:
         n = e.samples_per_prompt
         results |= pass_at_ks(rewards, n, "")
         results |= pass_at_ks(ref_rewards, n, "reference_")
-        if build.has_ood_split(cfg):
-            ood_prompts = build.eval_prompts(cfg, "ood")[: e.num_prompts]
-            with console.status(f"sampling {n} completions for {len(ood_prompts)} out-of-distribution prompts"):
-                for prefix, model in (("ood_", policy), ("reference_ood_", reference)):
-                    got = sample(model, tokenizer, ood_prompts, **args)
+        for split in build.extra_eval_splits(cfg):
+            split_prompts = build.eval_prompts(cfg, tokenizer, split)[: e.num_prompts]
+            with console.status(f"sampling {n} completions for {len(split_prompts)} {split} prompts"):
+                for prefix, model in ((f"{split}_", policy), (f"reference_{split}_", reference)):
+                    got = sample(model, tokenizer, split_prompts, **args)
                     results |= pass_at_ks(reward(got.prompts, got.completions), n, prefix)
-            results["num_ood_prompts"] = len(ood_prompts)
+            results[f"num_{split}_prompts"] = len(split_prompts)
     samples = [
         {"prompt": pr, "completion": c, "reward": r, "reference_completion": rc, "reference_reward": rr}
         for pr, c, r, rc, rr in zip(ours.prompts, ours.completions, rewards, theirs.completions, ref_rewards)
@@ -91,7 +97,14 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: Path) -> tuple[dict
     return results, samples, diagram
 
 
-BINARY_REWARDS = ("exact_match",)  # rewards that say correct (1) or not (0): pass@k is defined for them
+def _check_vocabularies(policy, reference, model_dir, reference_dir) -> None:
+    """Both models must share one vocabulary: KL and win rates compare their token distributions on one text."""
+    v_policy, v_reference = policy.get_output_embeddings().weight.shape[0], reference.get_output_embeddings().weight.shape[0]
+    if v_policy != v_reference:
+        raise UsageError(
+            f"the model at {model_dir} has a vocabulary of {v_policy} tokens and the reference at {reference_dir} one "
+            f"of {v_reference}; evaluate against a reference of the same tokenizer (eval.reference=<dir>)"
+        )
 
 
 def pass_at_ks(rewards: list[float], n: int, prefix: str) -> dict[str, float]:
@@ -100,58 +113,55 @@ def pass_at_ks(rewards: list[float], n: int, prefix: str) -> dict[str, float]:
     return {f"{prefix}pass@{k}": m.mean_pass_at_k(counts, k) for k in range(1, n + 1)}
 
 
-def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int) -> list[float]:
+def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int, kernel: str) -> list[float]:
     """P(chosen > rejected) on held-out pairs from the objective's own implicit rewards."""
-    pairs = build.preference_pairs(cfg)["test"]
+    pairs = build.preference_pairs(cfg, tokenizer, loading.policy_source(cfg))["test"]
     objective, divergence = build.objective(cfg)
+    chosen = list(zip(pairs["prompt"], pairs["chosen"]))
+    rejected = list(zip(pairs["prompt"], pairs["rejected"]))
     # TDPO's implicit reward includes the sequential divergence it was trained with
-    kwargs = {"kernel": cfg.model.kernel}
-    if objective.needs_token_divergence:
-        kwargs["divergence"] = divergence
-    chosen = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["chosen"]), batch_size, **kwargs)
-    rejected = score(policy, reference, _tokenize(tokenizer, pairs["prompt"], pairs["rejected"]), batch_size, **kwargs)
-    if objective.data == "candidates":  # a pair is a set of two candidates, chosen first, scored by its rewards
-        stats = CandidateLogps(
-            policy_logps=torch.stack([chosen.logps, rejected.logps], dim=-1),
-            anchor_logps=torch.stack([chosen.ref_logps, rejected.ref_logps], dim=-1),
-            scores=torch.tensor(list(zip(pairs["chosen_reward"], pairs["rejected_reward"])), dtype=chosen.logps.dtype),
-        )
-    elif objective.data == "negatives":  # the rejected completion is the negative, the chosen one the only sample
-        stats = NegativeLogps(rejected.logps, rejected.ref_logps, chosen.logps[:, None], chosen.ref_logps[:, None])
-    else:
-        stats = PreferenceLogps(
-            policy_chosen_logps=chosen.logps,
-            policy_rejected_logps=rejected.logps,
-            chosen_lengths=chosen.lengths.float(),
-            rejected_lengths=rejected.lengths.float(),
-            ref_chosen_logps=chosen.ref_logps if objective.needs_reference else None,
-            ref_rejected_logps=rejected.ref_logps if objective.needs_reference else None,
-            chosen_seq_kl=chosen.divergence if objective.needs_token_divergence else None,
-            rejected_seq_kl=rejected.divergence if objective.needs_token_divergence else None,
-        )
-    out = objective.loss(stats, divergence=divergence, **hyperparameters(cfg.objective))
+    kwargs = {"kernel": kernel, "divergence": divergence} if objective.needs_token_divergence else {"kernel": kernel}
+    if objective.data == "pairs":  # chosen rows, then rejected rows
+        stats = score(policy, reference, _tokenize(tokenizer, chosen + rejected), batch_size, **kwargs)
+        inputs = batches.pairs(stats, objective)
+    else:  # a pair as a set of two: candidates (chosen first, scored by the rewards) or negative + one sample
+        order = [r for pair in zip(rejected, chosen) for r in pair] if objective.data == "negatives" else [
+            r for pair in zip(chosen, rejected) for r in pair
+        ]
+        stats = score(policy, reference, _tokenize(tokenizer, order), batch_size, **kwargs)
+        mask = torch.ones(len(pairs), 2, dtype=torch.bool)
+        if objective.data == "negatives":
+            inputs = batches.negatives(stats, mask)
+        else:
+            known = "chosen_reward" in pairs.column_names
+            rewards = torch.tensor(list(zip(pairs["chosen_reward"], pairs["rejected_reward"]))) if known else None
+            inputs = batches.candidates(stats, mask, rewards.to(stats.logps.dtype) if known else None)
+    out = objective.loss(inputs, divergence=divergence, **hyperparameters(cfg.objective))
+    # D2O's implicit rewards: "chosen" is the self-sample (here the pair's chosen), "rejected" the negative
     return m.preference_probabilities(out.chosen_rewards, out.rejected_rewards)
 
 
-def _tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]) -> Batch:
+def _tokenize(tokenizer: PreTrainedTokenizerBase, rows: list[tuple[str, str]]) -> Batch:
     """Prompt and prompt+completion+EOS, split at their common prefix, as TRL's DPOTrainer does."""
-    rows = []
-    for prompt, completion in zip(prompts, completions):
+    out = []
+    for prompt, completion in rows:
         prompt_ids = tokenizer(prompt)["input_ids"]
-        full = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
+        eos = "" if completion.endswith(tokenizer.eos_token) else tokenizer.eos_token
+        full = tokenizer(prompt + completion + eos)["input_ids"]
         cut = next((i for i, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), min(len(prompt_ids), len(full)))
-        rows.append((full[:cut], full[cut:]))
-    return pad_left(rows, tokenizer.pad_token_id)
+        out.append((full[:cut], full[cut:]))
+    return pad_left(out, tokenizer.pad_token_id)
 
 
-def evaluate_and_report(
-    cfg: RunConfig, model_dir: Path, out_dir: Path, reference_dir: Path | None = None
-) -> dict[str, Any]:
+def evaluate_and_report(cfg: RunConfig, model_dir: Path, out_dir: Path, reference_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate against `reference_dir`, else eval.reference, else the run's reference (model.reference or the
+    policy's starting weights); write eval.json, eval_samples.jsonl and reliability.png into out_dir."""
     if reference_dir is None:
-        reference_dir = Path(cfg.eval.reference) if cfg.eval.reference else build.base_model_dir(cfg)
-    if not (Path(reference_dir) / "config.json").is_file():
-        raise UsageError(f"eval.reference={reference_dir} is not an HF model directory (no config.json)")
-    results, samples, diagram = evaluate(cfg, model_dir, Path(reference_dir))
+        if cfg.eval.reference:
+            reference_dir = loading.check_source("eval.reference", cfg.eval.reference)
+        else:
+            reference_dir = loading.reference_source(cfg)
+    results, samples, diagram = evaluate(cfg, model_dir, reference_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     with (out_dir / "eval_samples.jsonl").open("w") as f:

@@ -10,7 +10,7 @@ import torch
 from alignctl.divergences import Divergence, get as get_divergence
 
 # Data kinds an objective can require; the dataset builders produce each of them.
-DATA_KINDS = ("pairs", "candidates", "negatives", "groups")
+DATA_KINDS = ("pairs", "candidates", "negatives", "groups", "sft")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 
+from alignctl.rewards.base import Reward, RewardConfig, RewardContext, RewardEntry
+
 
 @functools.lru_cache(maxsize=1)
 def _analyzer():
@@ -31,3 +33,15 @@ def sentiment(prompts: list[str], completions: list[str]) -> list[float]:
         raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
     analyzer = _analyzer()
     return [float(analyzer.polarity_scores(p + c)["compound"]) for p, c in zip(prompts, completions)]
+
+
+def build(cfg: RewardConfig, context: RewardContext) -> Reward:
+    return sentiment
+
+
+ENTRY = RewardEntry(
+    name="sentiment",
+    schema=RewardConfig,
+    description="VADER compound sentiment of prompt + completion, in [-1, 1] (vaderSentiment, lexicon-based, offline).",
+    build=build,
+)

@@ -19,7 +19,7 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl.data_utils import common_prefix_length
 from trl.trainer.utils import pad
 
-from alignctl.objectives.base import CandidateLogps, NegativeLogps
+from alignctl import batches
 from alignctl.trainers.preference import PreferenceTrainer, token_entropy
 
 
@@ -105,16 +105,16 @@ class CandidateTrainer(PreferenceTrainer):
     def objective_batch(self, model, inputs):
         stats = self.sequence_stats(model, inputs)
         mask = inputs["candidate_mask"].bool()
-        logps, ref = stats.logps.view(mask.shape), stats.ref_logps.view(mask.shape)
+        logps = stats.logps.view(mask.shape)
         if self.objective.data == "negatives":
-            batch = NegativeLogps(logps[:, 0], ref[:, 0], logps[:, 1:], ref[:, 1:], sample_mask=mask[:, 1:])
+            batch = batches.negatives(stats, mask)
             samples = mask[:, 1:]
             # logged "chosen": the mean self-sample; "rejected": the negative
             chosen = (logps[:, 1:] * samples).sum(-1) / samples.sum(-1).clamp(min=1)
             rejected = logps[:, 0]
         else:
             scores = inputs.get("scores")
-            batch = CandidateLogps(policy_logps=logps, anchor_logps=ref, scores=scores, mask=mask)
+            batch = batches.candidates(stats, mask, scores)
             # logged "chosen"/"rejected": the candidates with the highest/lowest score (no scores: first/last)
             key = scores if scores is not None else -torch.arange(mask.shape[1], device=mask.device).expand(mask.shape)
             best = key.float().masked_fill(~mask, float("-inf")).argmax(-1, keepdim=True)

@@ -26,6 +26,7 @@ import torch
 from trl import GRPOTrainer
 
 from alignctl.divergences import Divergence
+from alignctl.errors import UsageError
 from alignctl.eval.sampling import Batch, sample
 from alignctl.objectives.base import Objective
 from alignctl.objectives.grpo import TokenLogps
@@ -113,6 +114,40 @@ def build_reference_store(
         ref[sl][mask] = flat.float()
     model.train(was_training)
     return ReferenceStore(batch, ref, num_sampled=len(got.completions), solved_prompts=solved)
+
+
+def dph_reference_store(
+    model, tokenizer, train_data, reward, divergence: Divergence, *, samples_per_prompt: int, max_new_tokens: int,
+    seed: int, verifiable: bool, split_solved: bool, kernel: str,
+) -> tuple[ReferenceStore, Any]:  # fmt: skip
+    """pi_0's stored samples for a generator divergence, and the training prompts left for RL. With a verifiable
+    reward only pi_0's correct samples are kept; with `split_solved`, DPH-RL's split: prompts pi_0 solves in every
+    sample get the divergence term only and leave the RL prompts."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    k = samples_per_prompt
+    with console.status("sampling and scoring pi_0's stored samples for the divergence term"):
+        store = build_reference_store(
+            model, tokenizer, list(train_data["prompt"]), reward, samples_per_prompt=k, max_new_tokens=max_new_tokens,
+            seed=seed, keep_min_reward=1.0 if verifiable else None,  # keep pi_0's correct solves
+            solved_prompts_only=split_solved, kernel=kernel,
+        )  # fmt: skip
+    if split_solved:
+        train_data = train_data.filter(lambda row: row["prompt"] not in store.solved_prompts)
+        if not len(store) or not len(train_data):
+            raise UsageError(
+                f"train.split_solved_prompts=true: pi_0 solved {len(store.solved_prompts)} of "
+                f"{len(store.solved_prompts) + len(train_data)} training prompts in all {k} samples, leaving "
+                f"{'no divergence samples' if not len(store) else 'no prompt for RL'}; change "
+                "train.reference_samples_per_prompt or set train.split_solved_prompts=false"
+            )
+        console.print(
+            f"DPH-RL split: {len(store.solved_prompts)} prompts pi_0 solves in all {k} samples get the divergence "
+            f"term, {len(train_data)} get RL"
+        )
+    console.print(f"stored {len(store)} of {store.num_sampled} pi_0 samples for divergence={divergence.name}")
+    return store, train_data
 
 
 class OnlineTrainer(CheckpointState, GRPOTrainer):

@@ -7,11 +7,14 @@ LM head, since TDPO needs full-vocabulary divergences) and calls the objective's
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
+from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
+from alignctl import batches
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps
 from alignctl.scoring import SequenceStats, sequence_stats
@@ -44,37 +47,27 @@ class PreferenceTrainer(DPOTrainer):
 
     def sequence_stats(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> SequenceStats:
         """Statistics of every sequence of a collated batch, with the reference (and the per-token divergence)
-        only where the objective reads them."""
+        only where the objective reads them. With LoRA and no separate reference model, the reference is the
+        policy with its adapter off (TRL's convention: no second copy in memory)."""
+        reference, reference_context = self.ref_model, None
+        if self.objective.needs_reference and reference is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            reference, reference_context = unwrapped, unwrapped.disable_adapter
         return sequence_stats(
             model,
             inputs["input_ids"],
             inputs["attention_mask"],
             inputs["completion_mask"],
-            reference=self.ref_model if self.objective.needs_reference else None,
+            reference=reference if self.objective.needs_reference else None,
             divergence=self.divergence if self.objective.needs_token_divergence else None,
             kernel=self.kernel,
+            reference_context=reference_context or contextlib.nullcontext,
         )
 
     def preference_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[PreferenceLogps, torch.Tensor]:
         """Chosen/rejected sequence statistics of a batch (TRL's collator puts chosen first, then rejected)."""
         stats = self.sequence_stats(model, inputs)
-
-        def halves(t: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-            return t.chunk(2) if t is not None else (None, None)
-
-        (chosen, rejected), (chosen_len, rejected_len) = halves(stats.logps), halves(stats.lengths)
-        (ref_chosen, ref_rejected), (chosen_kl, rejected_kl) = halves(stats.ref_logps), halves(stats.divergence)
-        logps = PreferenceLogps(
-            policy_chosen_logps=chosen,
-            policy_rejected_logps=rejected,
-            chosen_lengths=chosen_len,
-            rejected_lengths=rejected_len,
-            ref_chosen_logps=ref_chosen,
-            ref_rejected_logps=ref_rejected,
-            chosen_seq_kl=chosen_kl,
-            rejected_seq_kl=rejected_kl,
-        )
-        return logps, token_entropy(stats)
+        return batches.pairs(stats, self.objective), token_entropy(stats)
 
     def objective_batch(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]

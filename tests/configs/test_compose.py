@@ -11,13 +11,30 @@ def test_default_is_dpo_with_reverse_kl():
     assert cfg.dataset.name == "toy_sentiment" and cfg.model.name == "tiny"
 
 
+# Options that need other groups to fit: a dataset with no pairs needs an online objective and its reward; a hub or
+# file dataset needs a hub model (model=tiny is built from an embedded task); required paths need a value.
+HF = ["model=hf", "model.path=some/model"]
+FITTING = {
+    ("objective", "sft"): ["dataset=tldr", *HF],
+    ("dataset", "toy_arith"): ["objective=grpo", "reward=exact_match"],
+    ("dataset", "gsm8k"): ["objective=grpo", "reward=exact_match", *HF],
+    ("dataset", "preference_file"): ["dataset.path=pairs.jsonl", *HF],
+    ("dataset", "prompt_file"): ["dataset.path=prompts.jsonl", *HF],
+    **{("dataset", name): HF for name in ("hh_rlhf", "ultrafeedback", "tldr", "imdb")},
+    ("reward", "exact_match"): ["objective=grpo", "dataset=toy_arith"],
+    ("reward", "classifier"): ["reward.path=some/classifier"],
+    ("reward", "function"): ["reward.function=my_module:score"],
+    ("model", "hf"): ["model.path=some/model"],
+}
+
+
 @pytest.mark.parametrize("option", list(listing.options("objective")))
 def test_every_objective_composes_with_its_default_divergence(option):
-    cfg = compose.compose_one([f"objective={option}"])
+    cfg = compose.compose_one([f"objective={option}", *FITTING.get(("objective", option), [])])
     entry = objectives.get(option)
     assert cfg.objective.name == option
     assert cfg.divergence.name == entry.default_divergence
-    assert config.hyperparameters(cfg.objective).keys() <= set(entry.loss.__kwdefaults__)
+    assert config.hyperparameters(cfg.objective).keys() <= set(entry.loss.__kwdefaults__ or {})
 
 
 @pytest.mark.parametrize("option", [o for o in listing.options("divergence") if o != "auto"])
@@ -26,13 +43,6 @@ def test_every_divergence_composes_with_an_objective_that_accepts_it(option):
     assert accepting, f"no objective accepts divergence={option}"
     cfg = compose.compose_one([f"objective={accepting[0]}", f"divergence={option}"])
     assert cfg.divergence.name == option
-
-
-# Options that need other groups to fit (a dataset with no pairs needs an online objective and its reward).
-FITTING = {
-    ("dataset", "toy_arith"): ["objective=grpo", "reward=exact_match"],
-    ("reward", "exact_match"): ["objective=grpo", "dataset=toy_arith"],
-}
 
 
 @pytest.mark.parametrize("group", ["reward", "dataset", "model"])
@@ -49,9 +59,9 @@ def test_every_registered_objective_ships_a_yaml_and_vice_versa():
 def test_yaml_defaults_equal_loss_signature_defaults():
     """An objective's YAML states its defaults; they must agree with the loss function's."""
     for name in listing.options("objective"):
-        cfg = compose.compose_one([f"objective={name}"])
+        cfg = compose.compose_one([f"objective={name}", *FITTING.get(("objective", name), [])])
         assert config.hyperparameters(cfg.objective) == {
-            k: v for k, v in objectives.get(name).loss.__kwdefaults__.items() if k != "divergence"
+            k: v for k, v in (objectives.get(name).loss.__kwdefaults__ or {}).items() if k != "divergence"
         }
 
 

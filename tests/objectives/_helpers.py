@@ -126,3 +126,18 @@ def np_(t: torch.Tensor) -> np.ndarray:
 
 
 LOG2 = math.log(2.0)
+
+
+def check_entry(name, *, defaults, data, needs_reference, divergences, default_divergence):
+    """An objective's registry facts: hyperparameter defaults (its loss signature), data kind, reference need,
+    accepted divergences and what divergence=auto picks."""
+    import inspect
+
+    from alignctl import objectives
+
+    entry = objectives.get(name)
+    params = list(inspect.signature(entry.loss).parameters.values())[2:]
+    assert {p.name: p.default for p in params} == defaults
+    assert (entry.data, entry.needs_reference) == (data, needs_reference)
+    assert set(entry.divergences) == divergences
+    assert entry.default_divergence == default_divergence

@@ -143,3 +143,12 @@ def test_finite_at_extreme_log_ratios(dtype):
             out = adpo.loss(CandidateLogps(**leaves, **extra), divergence=None, tau=tau)
             # saturated rows (q equal to p, or all mass on the best) legitimately have zero gradient
             assert_finite(out, leaves, require_signal="labels" in extra)
+
+
+def test_registry_entry():
+    from ._helpers import check_entry
+
+    check_entry(
+        "adpo", defaults={"tau": 10.0, "beta_r": 0.5, "zscore": False}, data="candidates", needs_reference=True, divergences={"reverse_kl"},
+        default_divergence="reverse_kl",
+    )

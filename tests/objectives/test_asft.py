@@ -76,3 +76,12 @@ def test_default_lambda_and_no_divergence():
 def test_finite_at_extreme_log_probs_and_probability_one(dtype):
     logps, leaves = extreme_pairs(dtype, reference=False)  # includes lbar = 0 (P = 1) and impossible +1000
     assert_finite(asft.loss(logps, divergence=None), leaves)
+
+
+def test_registry_entry():
+    from ._helpers import check_entry
+
+    check_entry(
+        "asft", defaults={"lam": 0.1}, data="pairs", needs_reference=False, divergences=set(),
+        default_divergence="none",
+    )

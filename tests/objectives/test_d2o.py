@@ -86,3 +86,12 @@ def test_finite_at_extreme_log_ratios(dtype):
               "policy_sample_logps": (hs - 10).to(dtype).requires_grad_(),
               "ref_sample_logps": torch.full((4, 3), -10.0).to(dtype).requires_grad_()}
     assert_finite(d2o.loss(NegativeLogps(**leaves), divergence=None), leaves)
+
+
+def test_registry_entry():
+    from ._helpers import check_entry
+
+    check_entry(
+        "d2o", defaults={"beta": 0.1, "alpha": 0.1}, data="negatives", needs_reference=True, divergences={"reverse_kl"},
+        default_divergence="reverse_kl",
+    )

@@ -214,3 +214,12 @@ def test_all_groups_dropped_leaves_only_the_penalty(shift):
     m = batch["mask"].astype(np.float64)
     expected = -1e3 * max(parts["d"] - 1e-4, 0.0) * m / m.sum()
     np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-10, atol=1e-15)
+
+
+def test_registry_entry():
+    from ._helpers import check_entry
+
+    check_entry(
+        "disco", defaults={"score": "logL", "dro": True, "tau": None, "delta": 1e-4, "constraint_weight": 1e3, "positive_threshold": 0.5}, data="groups", needs_reference=False, divergences=set(),
+        default_divergence="none",
+    )

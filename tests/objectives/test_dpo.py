@@ -114,3 +114,14 @@ def test_bfloat16_matches_float32():
     logps32 = type(logps)(**{k: (v.detach().float() if torch.is_tensor(v) and v.is_floating_point() else v)
                              for k, v in logps.__dict__.items()})
     torch.testing.assert_close(dpo.loss(logps, divergence=None).losses, dpo.loss(logps32, divergence=None).losses.detach())
+
+
+def test_registry_entry():
+    from alignctl.divergences import NAMES
+
+    from ._helpers import check_entry
+
+    check_entry(
+        "dpo", defaults={"beta": 0.1}, data="pairs", needs_reference=True, divergences=set(NAMES),
+        default_divergence="reverse_kl",
+    )

@@ -245,3 +245,14 @@ def test_extreme_log_probs_keep_loss_and_stats_finite(name, alpha, dtype, z_dtyp
     out, _ = extreme_batch(dtype, z_dtype, name, alpha)
     assert torch.isfinite(out.loss), out.loss
     assert all(torch.isfinite(v) for v in out.stats.values()), out.stats
+
+
+def test_registry_entry():
+    from alignctl.divergences import NAMES
+
+    from ._helpers import check_entry
+
+    check_entry(
+        "fdpg", defaults={"beta": 0.1}, data="groups", needs_reference=True, divergences=set(NAMES),
+        default_divergence="js",
+    )

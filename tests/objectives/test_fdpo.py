@@ -85,3 +85,14 @@ def test_bounded_rewards(name, ceiling):
 def test_finite_at_extreme_log_ratios(name, alpha, dtype):
     logps, leaves = extreme_pairs(dtype)
     assert_finite(fdpo.loss(logps, divergence=div(name, alpha), beta=0.1), leaves)
+
+
+def test_registry_entry():
+    from alignctl.divergences import NAMES
+
+    from ._helpers import check_entry
+
+    check_entry(
+        "fdpo", defaults={"beta": 0.1}, data="pairs", needs_reference=True, divergences=set(NAMES),
+        default_divergence="js",
+    )

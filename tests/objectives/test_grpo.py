@@ -108,3 +108,14 @@ def test_none_is_plain_grpo_and_float32_inputs_stay_finite():
     assert policy.grad is not None and (policy.grad == 0).all()
     big = grpo.loss(TokenLogps(torch.tensor([0.0, -200.0]), torch.tensor([-200.0, 0.0])), divergence=get("js"))
     assert torch.isfinite(big.penalty)
+
+
+def test_registry_entry():
+    from alignctl.divergences import NAMES
+
+    from ._helpers import check_entry
+
+    check_entry(
+        "grpo", defaults={"divergence_coef": 0.01}, data="groups", needs_reference=False, divergences={*NAMES, "none"},
+        default_divergence="forward_kl",
+    )

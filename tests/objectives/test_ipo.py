@@ -61,3 +61,14 @@ def test_length_normalisation_and_default():
 def test_finite_at_extreme_log_ratios(name, alpha, dtype):
     logps, leaves = extreme_pairs(dtype)
     assert_finite(ipo.loss(logps, divergence=div(name, alpha), tau=0.1), leaves)
+
+
+def test_registry_entry():
+    from alignctl.divergences import NAMES
+
+    from ._helpers import check_entry
+
+    check_entry(
+        "ipo", defaults={"tau": 0.1}, data="pairs", needs_reference=True, divergences=set(NAMES),
+        default_divergence="reverse_kl",
+    )

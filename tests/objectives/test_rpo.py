@@ -53,3 +53,12 @@ def test_only_reverse_kl():
 def test_finite_at_extreme_log_ratios(dtype):
     logps, leaves = extreme_pairs(dtype)
     assert_finite(rpo.loss(logps, divergence=div("reverse_kl")), leaves)
+
+
+def test_registry_entry():
+    from ._helpers import check_entry
+
+    check_entry(
+        "rpo", defaults={"beta": 0.01, "eta": 0.005}, data="pairs", needs_reference=True, divergences={"reverse_kl"},
+        default_divergence="reverse_kl",
+    )

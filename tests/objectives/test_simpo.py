@@ -57,3 +57,12 @@ def test_defaults_and_no_divergence():
 def test_finite_at_extreme_log_probs(dtype):
     logps, leaves = extreme_pairs(dtype, reference=False)
     assert_finite(simpo.loss(logps, divergence=None), leaves)
+
+
+def test_registry_entry():
+    from ._helpers import check_entry
+
+    check_entry(
+        "simpo", defaults={"beta": 2.0, "gamma_beta_ratio": 0.5}, data="pairs", needs_reference=False, divergences=set(),
+        default_divergence="none",
+    )

@@ -79,3 +79,14 @@ def test_missing_seq_kl_is_an_error():
 def test_finite_at_extreme_log_ratios(name, alpha, dtype):
     logps, leaves = extreme_pairs(dtype, seq_kl=True)
     assert_finite(tdpo1.loss(logps, divergence=div(name, alpha)), leaves)
+
+
+def test_registry_entry():
+    from alignctl.divergences import NAMES
+
+    from ._helpers import check_entry
+
+    check_entry(
+        "tdpo1", defaults={"beta": 0.1}, data="pairs", needs_reference=True, divergences=set(NAMES),
+        default_divergence="forward_kl",
+    )

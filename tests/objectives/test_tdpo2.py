@@ -79,3 +79,14 @@ def test_log2_at_reference():
 def test_finite_at_extreme_log_ratios(name, alpha, dtype):
     logps, leaves = extreme_pairs(dtype, seq_kl=True)
     assert_finite(tdpo2.loss(logps, divergence=div(name, alpha)), leaves)
+
+
+def test_registry_entry():
+    from alignctl.divergences import NAMES
+
+    from ._helpers import check_entry
+
+    check_entry(
+        "tdpo2", defaults={"beta": 0.1, "alpha": 0.5}, data="pairs", needs_reference=True, divergences=set(NAMES),
+        default_divergence="forward_kl",
+    )

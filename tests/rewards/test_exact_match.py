@@ -1,9 +1,13 @@
 """The exact-match reward: the prompt's question is recomputed, the completion's last "The answer is N" compared."""
 
+from decimal import Decimal
+
 import pytest
 
 from alignctl.data.tasks.arith_problems import Problem, parse_answer, parse_question
-from alignctl.rewards.exact_match import exact_match
+from alignctl.errors import DataError
+from alignctl.rewards.base import RewardConfig, RewardContext
+from alignctl.rewards.exact_match import ENTRY, build, exact_match, final_answer, parse_reference
 
 Q = "Q: 23+58=? A:"  # 81
 
@@ -88,3 +92,122 @@ def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         exact_match([Q, Q], [" The answer is 81."])
     assert exact_match([], []) == []
+
+
+# --- reference answers (GSM8K) -----------------------------------------------------------------------------------
+GSM8K_PROMPT = "Natalia sold clips to 48 of her friends in April, and then half as many in May. How many in all?"
+GSM8K_ANSWERS = {GSM8K_PROMPT: "72", "Weng earns $12 an hour. How much did she earn?": "10", "Big number?": "1,234"}
+
+
+def gsm8k_reward():
+    return build(RewardConfig(name="exact_match"), RewardContext(answers=GSM8K_ANSWERS.get))
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72", 1.0),
+        ("#### 72", 1.0),
+        ("####72", 1.0),
+        ("#### 72.", 1.0),  # a trailing period
+        ("#### $72", 1.0),  # a leading dollar sign
+        ("#### $ 72.00", 1.0),  # decimals compare numerically
+        ("#### 72.0.", 1.0),
+        ("#### 072", 1.0),
+        ("The answer is 72.", 1.0),
+        ("the answer is: 72", 1.0),  # an optional colon after the phrase
+        ("So the answer is $72.", 1.0),
+        ("#### 72 clips", 1.0),  # a unit after the number
+        ("#### 72.5", 0.0),
+        ("#### 7.2", 0.0),
+        ("#### 720", 0.0),
+        ("#### -72", 0.0),
+        ("72", 0.0),  # a bare number is no answer
+        ("The total is 72.", 0.0),
+        ("#### seventy-two", 0.0),
+        ("#### 72/1", 0.0),  # a fraction is no answer, not its numerator
+        ("#### 72.0.1", 0.0),
+        ("#### \uff17\uff12", 0.0),  # fullwidth digits
+        ("", 0.0),
+        ("####", 0.0),
+        ("\x00\ufffd\u202e#### 72\U0001f600", 1.0),  # junk around a well-formed answer
+        ("#### \U0001f600 72", 0.0),  # junk between the marker and the number
+        # several answers: the last well-formed one counts, whichever marker it has
+        ("#### 71\nThe answer is 72.", 1.0),
+        ("The answer is 72.\n#### 71", 0.0),
+        ("The answer is 71. Wait: #### 72", 1.0),
+        ("#### 72 #### 73", 0.0),
+        ("#### 72 then The answer is", 1.0),  # a dangling marker is skipped
+        ("#### 72 then #### many", 1.0),
+    ],
+)
+def test_gsm8k_completions_against_the_reference(completion, expected):
+    assert gsm8k_reward()([GSM8K_PROMPT], [completion]) == [expected]
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("#### 1,234", 1.0),  # thousands separators
+        ("#### 1234", 1.0),
+        ("The answer is $1,234.00.", 1.0),
+        ("#### 1,234.", 1.0),
+        ("#### 1,23", 0.0),  # not a thousands grouping: no answer
+        ("#### 12,34", 0.0),
+        ("#### 1234,567", 0.0),
+        ("#### 1,2345", 0.0),
+        ("#### 1.234", 0.0),  # a decimal point, not a separator
+    ],
+)
+def test_thousands_separators(completion, expected):
+    assert gsm8k_reward()(["Big number?"], [completion]) == [expected]
+
+
+def test_what_final_answer_reads():
+    assert final_answer("#### 12,345,678.50") == Decimal("12345678.5")
+    assert final_answer("The answer is -$5.") == final_answer("The answer is $-5") == final_answer("#### - 5") == -5
+    assert final_answer("#### 0") == final_answer("#### -0") == 0
+    assert final_answer("#### " + "9" * 65) is None and final_answer("#### " + "0" * 100 + "7") == 7
+    assert final_answer("#### 1." + "5" * 70) is None  # more than 64 significant digits
+    assert final_answer(None) is None and final_answer(b"#### 72") is None
+    assert final_answer("The ANSWER IS 9 and #### 10 and the answer is 11") == 11
+
+
+@pytest.mark.parametrize(
+    "reference, value", [("72", 72), (" 72 ", 72), ("1,234", 1234), ("$5.50", 5.5), ("-3", -3), ("18.", 18)]
+)
+def test_reference_answers_use_the_same_number_grammar(reference, value):
+    assert parse_reference(reference) == Decimal(str(value))
+
+
+def test_a_reference_that_is_no_number_is_a_data_error():
+    reward = build(RewardConfig(name="exact_match"), RewardContext(answers={"q": "seventy-two"}.get))
+    with pytest.raises(DataError, match="seventy-two"):
+        reward(["q"], ["#### 72"])
+    assert build(RewardConfig(name="exact_match"), RewardContext(answers={"q": 72}.get))(["q"], ["#### 72"]) == [1.0]
+
+
+def test_prompts_without_a_reference_fall_back_to_the_arithmetic_question():
+    reward = gsm8k_reward()
+    prompts = [GSM8K_PROMPT, Q, "no question here"]
+    completions = ["#### 72", " 3+8=11, carry 1; 2+5+1=8. The answer is 81.", "#### 72"]
+    assert reward(prompts[:2], completions[:2]) == [1.0, 1.0]
+    # with reference answers, a prompt that has neither is an error, not a silent 0 (the prompt changed on the way)
+    with pytest.raises(DataError, match="no reference answer for prompt 'no question here'"):
+        reward(prompts, completions)
+    # without a lookup at all (toy_arith runs): the question in the prompt, as exact_match() does
+    plain = build(RewardConfig(name="exact_match"), RewardContext())
+    assert plain(prompts, completions) == exact_match(prompts, completions) == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError):
+        reward([Q], [])
+
+
+def test_toy_arith_answers_in_gsm8k_form_count_too():
+    assert exact_match([Q] * 4, [" #### 81", " The answer is 81.0", " The answer is 8,1", " The answer is 81.5"]) == [
+        1.0, 1.0, 0.0, 0.0
+    ]  # fmt: skip
+
+
+def test_entry():
+    assert ENTRY.name == "exact_match" and ENTRY.binary and ENTRY.schema is RewardConfig
+    assert ENTRY.recipe(RewardConfig(name="exact_match"))["answer_format"] >= 2

@@ -233,3 +233,34 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     return {pkg: md.version(pkg) for pkg in ("torch", "transformers", "trl", "tokenizers")}
+
+
+# --- registry entry -------------------------------------------------------------------------------------------
+def load(data_cfg: ToyArithConfig):
+    """The prompts of every split as a DatasetDict (train, test, ood); a prompt carries its own answer."""
+    from datasets import Dataset, DatasetDict
+
+    return DatasetDict({split: Dataset.from_dict({"prompt": prompts(data_cfg, split)}) for split in SPLITS})
+
+
+def _embedded_model(cfg) -> Path:
+    return build_base_model(cfg.dataset, cfg.model)
+
+
+def _entry():
+    from alignctl.config import ToyArithConfig
+    from alignctl.data.base import DatasetEntry
+
+    return DatasetEntry(
+        name="toy_arith",
+        schema=ToyArithConfig,
+        description="embedded arithmetic task: worked solutions, exact answers, an out-of-distribution split",
+        rows="prompts",
+        load=load,
+        rewards=("exact_match", "function"),
+        embedded_model=_embedded_model,
+        extra_splits=("ood",),
+    )
+
+
+ENTRY = _entry()

@@ -1,0 +1,21 @@
+"""Bad input from the user, reported as one line and exit code 2 (a leaf module: everything may import it)."""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class DataError(UsageError):
+    """A dataset (file, column or row) that does not have what its loader needs: the message names the field or
+    column, the value (and the row index) and what is expected."""
+
+
+def fail(message: str) -> None:
+    print(f"alignctl: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)

@@ -1,0 +1,143 @@
+"""Where a run's models come from and how they load: the policy's starting weights, the reference, the tokenizer.
+
+One path for every model option: the embedded tiny model is a local HF directory built by its task, and `hf` or
+a preset names a hub id or a local directory; both load with `from_pretrained`. Nothing here downloads when the
+hub is unreachable: a hub id must be in the local HF cache then, or the run stops with one line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignctl.config import EMBEDDED_MODELS, RunConfig
+from alignctl.errors import UsageError
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def policy_source(cfg: RunConfig) -> str:
+    """The policy's starting weights: the embedded task's built model directory, or model.path (checked)."""
+    if cfg.model.name in EMBEDDED_MODELS:
+        from alignctl.data import registry
+
+        return str(registry.get(cfg.dataset.name).embedded_model(cfg))
+    return check_source("model.path", cfg.model.path)
+
+
+def reference_source(cfg: RunConfig) -> str:
+    """The reference model (KL anchor and eval baseline): model.reference, or the policy's starting weights."""
+    if cfg.model.reference is not None:
+        return check_source("model.reference", cfg.model.reference)
+    return policy_source(cfg)
+
+
+def check_source(field: str, value: str) -> str:
+    """A local model directory (with config.json) or a hub id this machine can load: one in the local HF cache, or
+    any when the hub is reachable. Otherwise one line naming the field and the value."""
+    path = Path(value).expanduser()
+    if path.exists() or value.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{field}={value} is not a Hugging Face model directory (no config.json there)")
+        return str(path)
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(value, "config.json"), str):
+        return value
+    if _offline():
+        raise UsageError(
+            f"{field}={value} is not a local directory and not in the local Hugging Face cache, and the hub is "
+            "offline (HF_HUB_OFFLINE); download it where there is network (huggingface-cli download) or give a "
+            "local model directory"
+        )
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(value)
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{field}={value} is neither a local model directory nor a loadable hub model ({reason})")
+    return value
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def load_tokenizer(cfg: RunConfig, source: str):
+    """The policy's tokenizer: left-pads for generation; a missing pad token is the EOS token (GPT-2, Pythia,
+    Llama ship none), which the attention masks keep out of every loss; model.chat_template replaces its template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.model.trust_remote_code)
+    if tokenizer.eos_token is None:
+        raise UsageError(f"the tokenizer of {source} has no EOS token; alignctl needs one to end completions")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.model.chat_template is not None:
+        tokenizer.chat_template = read_chat_template(cfg.model.chat_template)
+    return tokenizer
+
+
+def read_chat_template(value: str) -> str:
+    """model.chat_template: the text of a .jinja file, or the template itself."""
+    if value.endswith((".jinja", ".jinja2", ".txt")):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise UsageError(f"model.chat_template={value} is not a readable file")
+        return path.read_text(encoding="utf-8")
+    if "{%" not in value and "{{" not in value:
+        raise UsageError(
+            f"model.chat_template={value!r} is neither a .jinja file nor a Jinja template (no {{% or {{{{ in it)"
+        )
+    return value
+
+
+def load_causal_lm(cfg: RunConfig, source: str, trainable: bool = True):
+    """A causal LM in model.dtype with model.attn_implementation; the reference (trainable=False) is frozen."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": TORCH_DTYPES[cfg.model.dtype], "trust_remote_code": cfg.model.trust_remote_code}
+    if cfg.model.attn_implementation is not None:
+        kwargs["attn_implementation"] = cfg.model.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except ValueError as e:  # e.g. a config whose architecture is not a causal LM, or remote code not trusted
+        raise UsageError(f"model {source} cannot load as a causal LM: {str(e).strip().splitlines()[0]}") from None
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = model.generation_config.eos_token_id
+    if not trainable:
+        model.eval().requires_grad_(False)
+    return model
+
+
+def lora_config(cfg: RunConfig):
+    """peft's LoraConfig for model.lora (None with r=0: the full model trains)."""
+    lora = cfg.model.lora
+    if lora.r == 0:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise UsageError("model.lora.r > 0 needs the peft package (pip install peft)") from None
+    targets: Any = lora.target_modules
+    if list(targets) == ["all-linear"]:
+        targets = "all-linear"
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+
+
+def save_policy(model, tokenizer, out: Path) -> None:
+    """The trained policy as a plain HF directory any `model.path=` takes. With LoRA, the adapter alone goes to
+    out/adapter/ and the merged weights to out/ (so eval and a later run load it like any model)."""
+    from accelerate.utils import is_peft_model
+
+    if is_peft_model(model):
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

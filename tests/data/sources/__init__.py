@@ -1,0 +1,1 @@
+"""Tests of the hub/file dataset options (alignctl.data.sources)."""
