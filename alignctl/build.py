@@ -84,11 +84,12 @@ def candidates(cfg: RunConfig, tokenizer, model_dir: str):
 
 
 def negatives(cfg: RunConfig, tokenizer, model_dir: str):
-    """train/test splits of prompt, negative, samples (K self-samples of the SFT model; D2O)."""
+    """train/test splits of prompt, negative, samples (D2O): the rejected completion of each pair (human-labelled, or
+    the worst of sampled ones) and K self-samples of the SFT model."""
     from alignctl.data import sampled
 
-    source = sampled_source(cfg, tokenizer, model_dir)
-    return sampled.build_negatives(source, preference_pairs(cfg, tokenizer, model_dir))
+    human = rows(cfg, tokenizer) if dataset_entry(cfg).rows == "preferences" else None  # None: sampled pairs
+    return sampled.build_negatives(sampled_source(cfg, tokenizer, model_dir), human)
 
 
 def prompt_groups(cfg: RunConfig, tokenizer, model_dir: str):
@@ -131,18 +132,21 @@ def sampled_source(cfg: RunConfig, tokenizer, model_dir: str):
 
     entry, data = dataset_entry(cfg), rows(cfg, tokenizer)
     d = cfg.dataset
-    train_prompts = _distinct(data["train"]["prompt"])
-    stream = entry.prompt_stream(d) if entry.prompt_stream is not None else train_prompts
-    wanted = getattr(d, "num_train_prompts", None) or len(train_prompts)
+    train_prompts, test_prompts = _distinct(data["train"]["prompt"]), _distinct(data["test"]["prompt"])
+    stream = (lambda: entry.prompt_stream(d)) if entry.prompt_stream is not None else train_prompts
     return sampled.SampledSource(
         name=cfg.dataset.name,
         model_dir=model_dir,
         train_prompts=stream,
-        test_prompts=_distinct(data["test"]["prompt"]),
-        num_train_rows=wanted,
+        test_prompts=test_prompts,
+        # at most one row per train prompt; an endless stream (toy_sentiment) takes prompts until it has this many
+        num_train_rows=getattr(d, "num_train_prompts", None) or len(train_prompts),
         reward=reward(cfg),
         reward_recipe=rewards.get(cfg.reward.name).recipe(cfg.reward),
-        data_fingerprint=sampled.fingerprint_texts([repr(d), *train_prompts]),
+        # the prompts' text, not only the config: a user's edited file must not hit a stale cache entry
+        data_fingerprint=sampled.fingerprint_texts([repr(d), *train_prompts, "\0", *test_prompts]),
+        device=runtime.device(),
+        dtype=cfg.model.dtype,
         samples_per_prompt=d.samples_per_prompt,
         candidates_per_prompt=d.candidates_per_prompt,
         self_samples=d.self_samples,

@@ -29,30 +29,7 @@ def _discover() -> dict[str, DatasetEntry]:
     return found
 
 
-def _toy_sentiment() -> DatasetEntry:
-    # TODO(move into toy_sentiment.py once its sampling moves to alignctl.data.sampled)
-    from datasets import Dataset, DatasetDict
-
-    from alignctl.config import ToySentimentConfig
-    from alignctl.data.base import GENERAL_REWARDS
-    from alignctl.data.tasks import toy_sentiment as t
-
-    def load(data_cfg):
-        return DatasetDict({
-            "train": Dataset.from_dict({"prompt": t.train_prompts(data_cfg)}),
-            "test": Dataset.from_dict({"prompt": t.eval_prompts(data_cfg)}),
-        })
-
-    return DatasetEntry(
-        name="toy_sentiment", schema=ToySentimentConfig,
-        description="embedded controlled-sentiment task: review openings, pairs sampled from the base model",
-        rows="prompts", load=load, rewards=GENERAL_REWARDS,
-        embedded_model=lambda cfg: t.build_base_model(cfg.dataset, cfg.model),
-        prompt_stream=lambda data_cfg: t._heldout_prompts(data_cfg, "train"),
-    )
-
-
-REGISTRY: dict[str, DatasetEntry] = {"toy_sentiment": _toy_sentiment(), **_discover()}
+REGISTRY: dict[str, DatasetEntry] = _discover()
 
 
 def get(name: str) -> DatasetEntry:

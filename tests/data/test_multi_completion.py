@@ -92,7 +92,8 @@ def test_sizes_are_configurable_and_builds_are_cached(tiny_build, tiny_cache, mo
     assert _build(tiny_cache, toy_sentiment.build_negatives, self_samples=2)["test"].to_list() == negs["test"].to_list()
 
 
-def test_recipes_key_what_matters():
+def test_recipes_key_what_matters(tiny_build, tiny_cache, monkeypatch):
+    monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(tiny_cache))  # the recipes fingerprint the built base model
     data_cfg, model_cfg = tiny_cfgs()
 
     def hashes(**changes):

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from alignctl.data import sampled
 from alignctl.data.cache import RECIPE_FILE, recipe_hash
 from alignctl.data.tasks import tiny_lm, toy_sentiment
 from alignctl.rewards.sentiment import sentiment
@@ -101,18 +102,27 @@ def test_build_is_deterministic_for_a_seed(tiny_build, tmp_path):
         assert pairs[split].to_list() == pairs2[split].to_list()
 
 
-def test_recipes_key_what_matters():
+def test_recipes_key_what_matters(tiny_build, tiny_cache, monkeypatch):
+    monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(tiny_cache))  # the pairs' recipe fingerprints the built base model
+    path, _ = tiny_build
     data_cfg, model_cfg = tiny_cfgs()
     base = recipe_hash(toy_sentiment.base_model_recipe(data_cfg, model_cfg))
-    pairs = recipe_hash(toy_sentiment.pairs_recipe(data_cfg, model_cfg))
+    recipe = toy_sentiment.pairs_recipe(data_cfg, model_cfg)
+    pairs = recipe_hash(recipe)
+    assert recipe["model"] == sampled.model_fingerprint(path)  # the base model's weights (and config, tokenizer)
+    assert recipe["data"] == recipe_hash(toy_sentiment.prompts_recipe(data_cfg))
+    assert recipe["reward"] == {"name": "sentiment"}
     more_pairs = dataclasses.replace(data_cfg, num_train_prompts=99)
     assert recipe_hash(toy_sentiment.base_model_recipe(more_pairs, model_cfg)) == base
     assert recipe_hash(toy_sentiment.pairs_recipe(more_pairs, model_cfg)) != pairs
-    other_model = dataclasses.replace(model_cfg, pretrain_steps=121)
+    other_prompts = dataclasses.replace(data_cfg, prompt_words=5)  # same base model, other prompts
+    assert recipe_hash(toy_sentiment.base_model_recipe(other_prompts, model_cfg)) == base
+    assert recipe_hash(toy_sentiment.pairs_recipe(other_prompts, model_cfg)) != pairs
+    other_model = dataclasses.replace(model_cfg, pretrain_steps=121)  # other weights: the pairs follow (test_sampled)
     assert recipe_hash(toy_sentiment.base_model_recipe(data_cfg, other_model)) != base
-    assert recipe_hash(toy_sentiment.pairs_recipe(data_cfg, other_model)) != pairs
     other_seed = dataclasses.replace(data_cfg, seed=1)
     assert recipe_hash(toy_sentiment.base_model_recipe(other_seed, model_cfg)) != base
+    assert toy_sentiment.prompts_recipe(other_seed) != toy_sentiment.prompts_recipe(data_cfg)
 
 
 def test_one_sample_per_prompt_cannot_make_pairs(tmp_path, monkeypatch):
