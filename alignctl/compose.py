@@ -50,12 +50,32 @@ def compose_one(overrides: list[str]) -> config.RunConfig:
     return to_run_config(cfg)
 
 
+# group -> how to give a path where an option name is expected
+PATH_OPTIONS = {
+    "dataset": "dataset=preference_file dataset.path={} (pairs) or dataset=prompt_file dataset.path={} (prompts)",
+    "model": "model=hf model.path={}",
+    "reward": "reward=classifier reward.path={}",
+}
+
+
 def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
     """Compose and validate every job (all combinations of a sweep) before any model or data loads."""
+    for override in overrides:
+        group, _, value = override.partition("=")
+        if group in PATH_OPTIONS and ("/" in value or value.endswith((".jsonl", ".json", ".parquet", ".csv"))):
+            raise UsageError(
+                f"{group}={value} is not a {group} option but a path; use {PATH_OPTIONS[group].format(value, value)}"
+            )
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
-        raise UsageError(_first_line(str(e))) from None
+        bad = next((o for o in overrides if _unparsable(o)), None)
+        if bad is None:
+            raise UsageError(_first_line(str(e))) from None
+        raise UsageError(
+            f"cannot parse the override {bad}: {_first_line(str(e))}; quote a value with special characters, "
+            "e.g. 'key=\"value\"', or give a file path"
+        ) from None
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not multirun:
         key = sweeps[0].get_key_element()
@@ -121,6 +141,11 @@ def explain(e: BaseException) -> str:
     """One line naming the field, the bad value and the valid choices."""
     if isinstance(e, config.ConfigError):
         return str(e)
+    text = _first_line(str(e))
+    if text.startswith(("LexerNoViableAltException: ", "mismatched input")):  # Hydra's override grammar
+        override = text.split(": ", 1)[-1]
+        return (f"cannot parse the override {override}; quote a value with special characters, e.g. "
+                "'key=\"value\"', or give a file path")  # fmt: skip
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, option = e.missing_cfg_file.rsplit("/", 1)
         choices = ", ".join(sorted(o for o in (e.options or []))) or "(none)"
@@ -144,6 +169,14 @@ def explain(e: BaseException) -> str:
 def _valid_keys(e: OmegaConfBaseException) -> list[str]:
     cls = getattr(e, "object_type", None)
     return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def _unparsable(override: str) -> bool:
+    try:
+        OverridesParser.create().parse_overrides([override])
+    except HydraException:
+        return True
+    return False
 
 
 def _first_line(text: str) -> str:

@@ -245,6 +245,8 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     train_data = build.training_data(cfg, objective, tokenizer, model_dir)
     model = loading.load_causal_lm(cfg, model_dir)
     kernel = scoring.resolve_kernel(model, cfg.model.kernel)
+    if cfg.model.reference is not None and objective.needs_reference and kernel == "fused":  # its own LM head
+        kernel = scoring.resolve_kernel(loading.load_causal_lm(cfg, reference_dir, trainable=False), kernel)
     tracker = tracking.start(
         cfg.tracking,
         run_dir,

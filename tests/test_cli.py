@@ -3,6 +3,7 @@
 import pytest
 
 from alignctl import build, cli
+from alignctl.models import loading
 
 
 @pytest.fixture(autouse=True)
@@ -10,8 +11,8 @@ def _nothing_loads(monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("a model or dataset was loaded before the config was validated")
 
-    monkeypatch.setattr(build, "base_model_dir", forbidden)
-    monkeypatch.setattr(build, "preference_pairs", forbidden)
+    monkeypatch.setattr(loading, "policy_source", forbidden)
+    monkeypatch.setattr(build, "rows", forbidden)
 
 
 def run_cli(capsys, *argv):
@@ -40,8 +41,20 @@ def run_cli(capsys, *argv):
         (["train", "divergence=reverse_kl,js"], ["divergence", "-m"]),
         (["train", "-m", "divergence=reverse_kl,kl"], ["divergence=kl", "reverse_kl"]),
         (["train", "--frobnicate"], ["--frobnicate", "-m"]),
-        (["train", "dataset=toy_arith", "reward=exact_match"], ["dataset=toy_arith", "objective=dpo", "toy_sentiment"]),
-        (["train", "objective=adpo", "dataset=toy_arith", "reward=exact_match"], ["objective=adpo", "toy_sentiment"]),
+        (["train", "objective=sft"], ["dataset=toy_sentiment", "objective=sft", "hh_rlhf"]),
+        (["train", "dataset=hh_rlhf"], ["model=tiny", "model=hf", "toy_sentiment"]),
+        (["train", "model=hf"], ["model.path", "required"]),
+        (["train", "dataset=/data/pairs.jsonl"], ["dataset=preference_file", "dataset.path=/data/pairs.jsonl"]),
+        (["train", "model=EleutherAI/pythia-410m"], ["model=hf model.path=EleutherAI/pythia-410m"]),
+        (["train", "model=hf", "model.path=m", "model.dtype=fp8"], ["model.dtype='fp8'", "bfloat16"]),
+        (["train", "model=hf", "model.path=m", "model.lora.r=-1"], ["model.lora.r=-1", ">= 0"]),
+        (["train", "model=hf", "model.path=m", "dataset=preference_file"], ["dataset.path", "required"]),
+        (["train", "model=hf", "model.path=m", "dataset=tldr", "dataset.max_rows=0"], ["dataset.max_rows=0", "> 0"]),
+        (["train", "reward=classifier"], ["reward.path"]),
+        (["train", "reward=classifier", "reward.path=x", "reward.mode=prob"], ["reward.mode=prob", "pos_minus_neg"]),
+        (["train", "reward=function", "reward.function=nocolon"], ["reward.function=nocolon", ":"]),
+        (["train", "objective.beta=inf"], ["objective.beta=inf", "finite"]),
+        (["train", "objective=grpo", "model.reference=/x"], ["model.reference=/x", "objective=grpo"]),
         (["train", "objective=grpo", "dataset=toy_arith"], ["reward=sentiment", "dataset=toy_arith", "exact_match"]),
         (["train", "objective=grpo", "reward=exact_match"], ["reward=exact_match", "toy_sentiment", "sentiment"]),
         (["train", "objective=grpo", "divergence=kl"], ["divergence=kl", "forward_kl", "none"]),

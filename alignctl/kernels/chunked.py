@@ -14,9 +14,14 @@ Tiles are combined exactly: with tile weights w_t = exp(lse_t - L), H = sum_t w_
 KL = sum_t w_t (KL_t + log w_t - log w'_t), every term computed on logits centred by their tile maximum, so precision
 does not degrade with the size of the logits.
 
-The backward recomputes the tiles, turns the policy tile into dLoss/dlogits in place and accumulates the two gradient
-GEMMs; the reference side gets no gradient. The per-tile work is delegated to a "tile backend": `TorchTiles` below
-(plain PyTorch, any device) or `alignctl.kernels.triton.TritonTiles` (the same folds as Triton kernels).
+Each model's head map is applied to its tiles as they come out of the GEMM (`_Side`): u = m (h W^T + b) with
+m = logit_scale / T folded into the GEMM operands (the bias through addmm), or, with a softcap c, m = logit_scale and
+z = c tanh(u / c) / T elementwise on the tile. The backward recomputes the tiles, turns the policy tile into
+dLoss/dlogits in place (times the cap's chain-rule factor (1 - tanh^2) / T, recomputed with the tile) and accumulates
+the two gradient GEMMs and the bias gradient (a column sum of the tile); the reference side gets no gradient.
+The per-tile work is delegated to a "tile backend": `TorchTiles` below (plain PyTorch, any device) or
+`alignctl.kernels.triton.TritonTiles` (the same folds as Triton kernels). Both see only final logits, so every head
+map works with both.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ _MM_OUT_DTYPE = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 8
 
 @dataclass(frozen=True)
 class Spec:
-    """Static description of one call."""
+    """Static description of one call; `scale`/`softcap` (and `ref_*`) describe each model's head map."""
 
     kind: str  # "none", "reverse_kl", "forward_kl", "js" or "alpha"
     alpha: float
@@ -52,14 +57,36 @@ class Spec:
     temperature: float
     row_chunk: int
     vocab_chunk: int
+    scale: float = 1.0
+    softcap: float | None = None
+    ref_scale: float = 1.0
+    ref_softcap: float | None = None
 
     @staticmethod
     def make(
-        divergence: Divergence | None, has_ref: bool, temperature: float, row_chunk: int, vocab_chunk: int
+        divergence: Divergence | None,
+        has_ref: bool,
+        temperature: float,
+        row_chunk: int,
+        vocab_chunk: int,
+        scale: float = 1.0,
+        softcap: float | None = None,
+        ref_scale: float = 1.0,
+        ref_softcap: float | None = None,
     ) -> Spec:
         kind = divergence.name if (divergence is not None and has_ref) else "none"
         alpha = float(divergence.alpha) if kind == "alpha" else 0.0
-        return Spec(kind, alpha, has_ref, float(temperature), int(row_chunk), int(vocab_chunk))
+        return Spec(
+            kind, alpha, has_ref, float(temperature), int(row_chunk), int(vocab_chunk), float(scale),
+            None if softcap is None else float(softcap), float(ref_scale),
+            None if ref_softcap is None else float(ref_softcap),
+        )  # fmt: skip
+
+    def pre_scale(self, ref: bool = False) -> float:
+        """The linear factor m of u = m (h W^T + b): logit_scale / temperature, or logit_scale alone when a softcap
+        follows (the temperature then divides the capped logits)."""
+        scale, cap = (self.ref_scale, self.ref_softcap) if ref else (self.scale, self.softcap)
+        return scale if cap is not None else scale / self.temperature
 
 
 @dataclass
@@ -69,6 +96,8 @@ class RowStats:
     lz: torch.Tensor
     hz: torch.Tensor
     lr: torch.Tensor
+    mz: torch.Tensor  # running maxima of the policy / reference logits, for backends that fold tile by tile
+    mr: torch.Tensor
     acc: torch.Tensor
     acc2: torch.Tensor
     zt: torch.Tensor
@@ -83,6 +112,8 @@ class RowStats:
             lz=full(-math.inf),
             hz=full(0.0),
             lr=full(-math.inf),
+            mz=full(-math.inf),
+            mr=full(-math.inf),
             acc=full(-math.inf if spec.kind == "alpha" else 0.0),
             acc2=full(0.0),
             zt=full(0.0),
@@ -180,23 +211,25 @@ class TorchTiles:
     # ---------------------------------------------------------------------------------------------------- forward
     def start_forward(self, n_rows: int, n_chunks: int, rows: int, cols: int, spec: Spec, dtype, device) -> None:
         self._scratch(2, rows, cols, dtype, device)
-        names = ["lse_z", "h"]
+        names = ["max_z", "ls_z", "h"]
         if spec.has_ref:
-            names.append("lse_r")
+            names += ["max_r", "ls_r"]
         names += {"reverse_kl": ["kl"], "forward_kl": ["kl"], "alpha": ["lse_x"]}.get(spec.kind, [])
         self._tile_stats = {k: torch.empty((n_chunks, n_rows), dtype=dtype, device=device) for k in names}
 
     @staticmethod
-    def _softmax_centre(x: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """out = softmax(x) over the tile's columns, lse = its log-sum-exp; x is centred in place (x -= max).
+    def _softmax_centre(
+        x: torch.Tensor, out: torch.Tensor, x_max: torch.Tensor, log_s: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """out = softmax(x) over the tile's columns; x is centred in place (x -= max).
 
-        Returns (out, log S) with S = sum exp(x - max): the largest probability is exactly exp(0) / S.
-        Centred logits keep the later dot products well conditioned however large the logits are.
+        Writes the tile's log-sum-exp as two parts, x_max (exact) and log S with S = sum exp(x - max) (the largest
+        probability is exactly exp(0) / S); returns (out, log S). Centred logits keep the later dot products well
+        conditioned however large the logits are, and the split keeps the tile weights accurate (see finish_fold).
         """
         torch.softmax(x, 1, out=out)
-        x_max = x.amax(1)
-        log_s = out.amax(1).log_().neg_()
-        torch.add(x_max, log_s, out=lse)
+        torch.amax(x, 1, out=x_max)
+        torch.log(out.amax(1), out=log_s).neg_()
         x.sub_(x_max.unsqueeze(1))
         return out, log_s
 
@@ -209,12 +242,12 @@ class TorchTiles:
         if r is not None:
             _target_logit(st.rt[sl], r, local)
         # pt = softmax of the tile; log pt = z' - log S_z with z' = z - max (z is centred in place)
-        p, log_sz = self._softmax_centre(z, self._buf(0, n, c), ts["lse_z"][ci, sl])
+        p, log_sz = self._softmax_centre(z, self._buf(0, n, c), ts["max_z"][ci, sl], ts["ls_z"][ci, sl])
         h = ts["h"][ci, sl]
         torch.sub(log_sz, torch.linalg.vecdot(p, z), out=h)  # tile entropy -sum pt log pt
         if r is None:
             return
-        q, log_sr = self._softmax_centre(r, self._buf(1, n, c), ts["lse_r"][ci, sl])
+        q, log_sr = self._softmax_centre(r, self._buf(1, n, c), ts["max_r"][ci, sl], ts["ls_r"][ci, sl])
         if spec.kind == "reverse_kl":  # KL(pt || qt) = E_pt[z' - r'] + log S_r - log S_z
             kl = torch.linalg.vecdot(p, r).neg_().add_(log_sr).sub_(h)  # E_pt[z'] - log S_z = -h
             ts["kl"][ci, sl] = kl
@@ -224,22 +257,32 @@ class TorchTiles:
         elif spec.kind == "alpha":  # log-sum-exp of the mixture (1 - a) z + a r, computed on the centred tiles
             mix = torch.lerp(z, r, spec.alpha, out=q)
             lse_x = ts["lse_x"][ci, sl]
-            self._softmax_centre(mix, p, lse_x)
-            lse_x += (1.0 - spec.alpha) * (ts["lse_z"][ci, sl] - log_sz) + spec.alpha * (ts["lse_r"][ci, sl] - log_sr)
+            _, log_sx = self._softmax_centre(mix, p, lse_x, torch.empty_like(lse_x))
+            lse_x += log_sx + (1.0 - spec.alpha) * ts["max_z"][ci, sl] + spec.alpha * ts["max_r"][ci, sl]
+
+    @staticmethod
+    def _log_weights(x_max: torch.Tensor, log_s: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """log w_t = lse_t - L for the tiles [n_chunks, N], with L = logsumexp_t lse_t written to `out` [N].
+
+        Computed relative to the largest tile maximum M (exact differences of logits), never from the rounded
+        absolute log-sum-exps: with logits in the hundreds, those carry an absolute error of ~eps |z| that the weights
+        would turn into a relative error, which the divergence's merge multiplies by terms as large as the logits.
+        """
+        big = x_max.amax(0)
+        rel = (x_max - big).add_(log_s)  # lse_t - M
+        rel_total = torch.logsumexp(rel, 0)
+        torch.add(big, rel_total, out=out)
+        return rel.sub_(rel_total)
 
     def finish_fold(self, st: RowStats, spec: Spec) -> None:
         """Exact merge of the per-tile statistics: tile weights w_t = exp(lse_t - L) sum to 1 over the tiles."""
         ts = self._tile_stats
-        lz = torch.logsumexp(ts["lse_z"], 0)
-        log_wz = ts["lse_z"] - lz
+        log_wz = self._log_weights(ts["max_z"], ts["ls_z"], st.lz)
         wz = log_wz.exp()
-        st.lz.copy_(lz)
         st.hz.copy_((wz * (ts["h"] - log_wz)).sum(0))  # H = sum_t w_t (H_t - log w_t)
         if not spec.has_ref:
             return
-        lr = torch.logsumexp(ts["lse_r"], 0)
-        st.lr.copy_(lr)
-        log_wr = ts["lse_r"] - lr
+        log_wr = self._log_weights(ts["max_r"], ts["ls_r"], st.lr)
         # D = sum over tiles of the tile's share of the divergence, in terms of the (small) log tile weights:
         # reverse_kl: sum_t wz_t (KL(pt || qt) + log wz_t - log wr_t); forward_kl: the same with p and q swapped
         if spec.kind == "reverse_kl":
@@ -329,57 +372,90 @@ class TorchTiles:
         return p
 
 
-def _sweep(hidden, weight, ref_hidden, ref_weight, use_ref: bool, spec: Spec, dtype: torch.dtype):
-    """Yields (chunk index, first column, rows, policy head chunk, policy tile, reference tile or None, scaled h).
+class _Side:
+    """One model's GEMM operands and head map for a sweep: u = m (h W^T + b), then z = c tanh(u / c) / T if capped.
 
-    Vocabulary chunks outside, token blocks inside; both tiles are fp32 (fp64) views of two reused buffers, already
-    divided by the temperature. The caller may overwrite them.
+    Widened operands get m folded into h (and b); CUDA fp16/bf16 operands (which would round h m) get it on the fp32
+    tile instead (`post`).
+    """
+
+    def __init__(self, hidden, bias, m: float, softcap: float | None, temperature: float, dtype) -> None:
+        self.low = _keeps_low_precision(hidden)
+        self.h = _operand(hidden, dtype, 1.0 if self.low else m)
+        self.post = m if self.low else 1.0
+        self.bias = None if bias is None else bias.to(dtype) * m  # [V], in the compute dtype, already times m
+        self.softcap, self.temperature = softcap, temperature
+
+    def tile(self, sl: slice, c0: int, c1: int, w: torch.Tensor, out: torch.Tensor, factor: torch.Tensor | None):
+        """The final logits z[sl, c0:c1] into `out`; with a softcap and `factor`, also dz/du = (1 - tanh^2) / T."""
+        if self.bias is not None and not self.low:
+            z = torch.addmm(self.bias[c0:c1], self.h[sl], w.t(), out=out)
+        else:
+            z = _project(self.h[sl], w, out)
+            if self.post != 1.0:
+                z.mul_(self.post)
+            if self.bias is not None:
+                z.add_(self.bias[c0:c1])
+        if self.softcap is not None:  # the cap, then the temperature, elementwise on the tile
+            t = z.mul_(1.0 / self.softcap).tanh_()
+            if factor is not None:
+                torch.mul(t, t, out=factor).neg_().add_(1.0).mul_(1.0 / self.temperature)
+            z = t.mul_(self.softcap / self.temperature)
+        return z
+
+
+def _sweep(hidden, weight, bias, ref_hidden, ref_weight, ref_bias, use_ref: bool, spec: Spec, dtype: torch.dtype,
+           factor: bool = False):  # fmt: skip
+    """Yields (chunk index, first column, rows, policy head chunk, policy tile, reference tile or None, scaled h,
+    softcap factor tile or None).
+
+    Vocabulary chunks outside, token blocks inside; both tiles are fp32 (fp64) views of two reused buffers, holding
+    the final logits (bias, logit scale, softcap and temperature applied). The caller may overwrite them. With
+    `factor` and a policy softcap, the third buffer holds dz/du (the cap's chain-rule factor, over T); else None.
     """
     n_rows, vocab = hidden.shape[0], weight.shape[0]
     R, C = min(spec.row_chunk, n_rows), min(spec.vocab_chunk, vocab)
-    inv_t = 1.0 / spec.temperature
-    # Widened operands get the temperature folded into h; CUDA fp16/bf16 operands (which would round h / T) get it
-    # on the fp32 tile instead.
-    post = inv_t if _keeps_low_precision(hidden) else 1.0
-    h = _operand(hidden, dtype, inv_t / post)
-    ref_post = inv_t if use_ref and _keeps_low_precision(ref_hidden) else 1.0
-    h_ref = _operand(ref_hidden, dtype, inv_t / ref_post) if use_ref else None
+    side = _Side(hidden, bias, spec.pre_scale(), spec.softcap, spec.temperature, dtype)
+    ref_side = None
+    if use_ref:
+        ref_side = _Side(ref_hidden, ref_bias, spec.pre_scale(ref=True), spec.ref_softcap,
+                         spec.temperature, dtype)  # fmt: skip
     z_buf = torch.empty((R, C), dtype=dtype, device=hidden.device)
     r_buf = torch.empty((R, C), dtype=dtype, device=hidden.device) if use_ref else None
+    f_buf = torch.empty((R, C), dtype=dtype, device=hidden.device) if factor and spec.softcap is not None else None
     for ci, c0 in enumerate(range(0, vocab, C)):
         c1 = min(c0 + C, vocab)
         w = _operand(weight[c0:c1], dtype)
         w_ref = _operand(ref_weight[c0:c1], dtype) if use_ref else None
         for r0 in range(0, n_rows, R):
             sl = slice(r0, min(r0 + R, n_rows))
-            z = _project(h[sl], w, z_buf[: sl.stop - r0, : c1 - c0])
-            if post != 1.0:
-                z.mul_(post)
-            r = None
-            if use_ref:
-                r = _project(h_ref[sl], w_ref, r_buf[: sl.stop - r0, : c1 - c0])
-                if ref_post != 1.0:
-                    r.mul_(ref_post)
-            yield ci, c0, sl, w, z, r, h
+            rows, cols = sl.stop - r0, c1 - c0
+            f = f_buf[:rows, :cols] if f_buf is not None else None
+            z = side.tile(sl, c0, c1, w, z_buf[:rows, :cols], f)
+            r = ref_side.tile(sl, c0, c1, w_ref, r_buf[:rows, :cols], None) if use_ref else None
+            yield ci, c0, sl, w, z, r, side.h, f
 
 
 class TokenStatsFunction(torch.autograd.Function):
     """Autograd Function over all-valid rows (masking and compaction happen in `alignctl.kernels`)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ref_hidden, ref_weight, spec: Spec, tiles):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, spec: Spec, tiles
+    ):
         ctx.set_materialize_grads(False)
         dtype = compute_dtype(hidden)
         n_rows, vocab = hidden.shape[0], weight.shape[0]
         R, C = min(spec.row_chunk, n_rows), min(spec.vocab_chunk, vocab)
         st = RowStats.empty(n_rows, spec, dtype, hidden.device)
+        operands = (hidden, weight, bias, ref_hidden, ref_weight, ref_bias)
         tiles.start_forward(n_rows, -(-vocab // C), R, C, spec, dtype, hidden.device)
         try:
-            for ci, c0, sl, _, z, r, _ in _sweep(hidden, weight, ref_hidden, ref_weight, spec.has_ref, spec, dtype):
+            for ci, c0, sl, _, z, r, _, _ in _sweep(*operands, spec.has_ref, spec, dtype):
                 tiles.fold(st, sl, ci, c0, z, r, spec, targets[sl])
             tiles.finish_fold(st, spec)
             if spec.kind == "js":  # second pass, with the final log-normalisers
-                for _, _, sl, _, z, r, _ in _sweep(hidden, weight, ref_hidden, ref_weight, True, spec, dtype):
+                for _, _, sl, _, z, r, _, _ in _sweep(*operands, True, spec, dtype):
                     tiles.fold_js(st, sl, z, r)
         finally:
             tiles.end()
@@ -387,7 +463,7 @@ class TokenStatsFunction(torch.autograd.Function):
         logprobs, ref_logprobs, div, entropy, aux = finalize(st, spec)
         # clones: the saved per-token values must not alias outputs a caller may modify in place
         ctx.save_for_backward(
-            hidden, weight, targets, ref_hidden, ref_weight, st.lz, st.lr, entropy.clone(), aux.clone()
+            hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, st.lz, st.lr, entropy.clone(), aux.clone()
         )
         ctx.spec, ctx.tiles = spec, tiles
         ctx.mark_non_differentiable(ref_logprobs)
@@ -397,14 +473,14 @@ class TokenStatsFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_lp, _g_ref_lp, g_div, g_ent):  # type: ignore[override]
-        hidden, weight, targets, ref_hidden, ref_weight, lz, lr, entropy, aux = ctx.saved_tensors
+        hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, lz, lr, entropy, aux = ctx.saved_tensors
         spec: Spec = ctx.spec
         tiles = ctx.tiles
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         if spec.kind == "none":
             g_div = None
-        if (g_lp is None and g_div is None and g_ent is None) or not (need_h or need_w):
-            return (None,) * 7
+        if (g_lp is None and g_div is None and g_ent is None) or not (need_h or need_w or need_b):
+            return (None,) * 9
 
         dtype = compute_dtype(hidden)
         n_rows, vocab = hidden.shape[0], weight.shape[0]
@@ -413,24 +489,32 @@ class TokenStatsFunction(torch.autograd.Function):
         saved = {"lz": lz, "lr": lr, "ent": entropy, "aux": aux}
         grad_h = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=dtype, device=hidden.device) if need_w else None
+        grad_b = torch.zeros(vocab, dtype=dtype, device=hidden.device) if need_b else None
         use_ref = g_div is not None  # only the divergence's gradient involves the reference
+        operands = (hidden, weight, bias, ref_hidden, ref_weight, ref_bias)
         tiles.start_backward(saved, grads, spec, R, C, dtype, hidden.device)
         try:
-            for _, c0, sl, w, z, r, h in _sweep(hidden, weight, ref_hidden, ref_weight, use_ref, spec, dtype):
+            for _, c0, sl, w, z, r, h, f in _sweep(*operands, use_ref, spec, dtype, factor=True):
                 g = tiles.grad_tile(sl, c0, z, r, spec, targets[sl])  # dLoss/dz, in place of z
+                if f is not None:  # through the softcap: dLoss/du = dLoss/dz (1 - tanh^2) / T
+                    g.mul_(f)
                 if grad_h is not None:
                     _accumulate(grad_h[sl], g, w)
                 if grad_w is not None:
                     _accumulate(grad_w[c0 : c0 + g.shape[1]], g.t(), h[sl])
+                if grad_b is not None:
+                    grad_b[c0 : c0 + g.shape[1]] += g.sum(0)
         finally:
             tiles.end()
 
-        # z = (h / T) W^T: dz/dh carries 1/T; dz/dW carries it already when h was widened and pre-scaled
-        inv_t = 1.0 / spec.temperature
+        # u = m (h W^T + b): du/dh and du/db carry m; du/dW carries it already when h was widened and pre-scaled
+        m = spec.pre_scale()
         if grad_h is not None:
-            grad_h = grad_h.mul_(inv_t).to(hidden.dtype)
+            grad_h = grad_h.mul_(m).to(hidden.dtype)
         if grad_w is not None:
             if _keeps_low_precision(hidden):
-                grad_w.mul_(inv_t)
+                grad_w.mul_(m)
             grad_w = grad_w.to(weight.dtype)
-        return grad_h, grad_w, None, None, None, None, None
+        if grad_b is not None:
+            grad_b = grad_b.mul_(m).to(bias.dtype)
+        return grad_h, grad_w, grad_b, None, None, None, None, None, None

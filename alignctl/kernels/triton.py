@@ -73,7 +73,7 @@ if triton is not None:
     @triton.jit
     def _fold_kernel(
         z_ptr, r_ptr, stride_z, stride_r, t_ptr,
-        lz_ptr, hz_ptr, lr_ptr, acc_ptr, zt_ptr, rt_ptr,
+        mz_ptr, lz_ptr, hz_ptr, mr_ptr, lr_ptr, acc_ptr, zt_ptr, rt_ptr,
         n_rows, n_cols, c0, alpha,
         KIND: tl.constexpr, HAS_REF: tl.constexpr, ACC: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -135,28 +135,37 @@ if triton is not None:
             m_z = new_m_z
 
         # merge this tile (log-sum-exp, entropy, divergence) into the running per-token state, which describes the
-        # columns seen so far renormalised; log-weights of the old part are 0 (not -inf) before the first tile
+        # columns seen so far renormalised; log-weights of the old part are 0 (not -inf) before the first tile.
+        # The running log-sum-exp is kept as a maximum (mz, exact) plus a log-sum relative to it (lz), so that the
+        # log-weights are differences of logits and small numbers, not of two rounded log-sum-exps in the hundreds
+        # (whose absolute error the divergence's merge would multiply by terms as large as the logits).
         in_tile = (local >= 0) & (local < n_cols)
         log_s_z = tl.log(s_z)
-        lse_z = m_z + log_s_z
-        lz = tl.load(lz_ptr + rows, mask=row_ok, other=0.0)
-        new_lz = _logaddexp(lz, lse_z)
-        wa_z = tl.exp(lz - new_lz)
-        wb_z = tl.exp(lse_z - new_lz)
-        la_z = tl.where(lz > neg_inf, lz - new_lz, 0.0)
-        lb_z = lse_z - new_lz
+        mz = tl.load(mz_ptr + rows, mask=row_ok, other=0.0)
+        new_mz = tl.maximum(mz, m_z)
+        old_z = (mz - new_mz) + tl.load(lz_ptr + rows, mask=row_ok, other=0.0)  # -inf before the first tile
+        tile_z = (m_z - new_mz) + log_s_z
+        new_lz = _logaddexp(old_z, tile_z)
+        wa_z = tl.exp(old_z - new_lz)
+        la_z = tl.where(old_z > neg_inf, old_z - new_lz, 0.0)
+        lb_z = tile_z - new_lz
+        wb_z = tl.exp(lb_z)
         hz = tl.load(hz_ptr + rows, mask=row_ok, other=0.0)
         h_t = log_s_z - e_z / s_z  # tile entropy
         tl.store(hz_ptr + rows, wa_z * (hz - la_z) + wb_z * (h_t - lb_z), mask=row_ok)
+        tl.store(mz_ptr + rows, new_mz, mask=row_ok)
         tl.store(lz_ptr + rows, new_lz, mask=row_ok)
         tl.store(zt_ptr + rows, z_t, mask=row_ok & in_tile)
         if HAS_REF:
             log_s_r = tl.log(s_r)
-            lse_r = m_r + log_s_r
-            lr = tl.load(lr_ptr + rows, mask=row_ok, other=0.0)
-            new_lr = _logaddexp(lr, lse_r)
-            la_r = tl.where(lr > neg_inf, lr - new_lr, 0.0)
-            lb_r = lse_r - new_lr
+            mr = tl.load(mr_ptr + rows, mask=row_ok, other=0.0)
+            new_mr = tl.maximum(mr, m_r)
+            old_r = (mr - new_mr) + tl.load(lr_ptr + rows, mask=row_ok, other=0.0)
+            tile_r = (m_r - new_mr) + log_s_r
+            new_lr = _logaddexp(old_r, tile_r)
+            la_r = tl.where(old_r > neg_inf, old_r - new_lr, 0.0)
+            lb_r = tile_r - new_lr
+            tl.store(mr_ptr + rows, new_mr, mask=row_ok)
             tl.store(lr_ptr + rows, new_lr, mask=row_ok)
             tl.store(rt_ptr + rows, r_t, mask=row_ok & in_tile)
             if KIND == 1:  # KL(p || q) of the columns so far: weights of p, plus log-weight differences
@@ -167,7 +176,7 @@ if triton is not None:
             if KIND == 2:  # KL(q || p), weights of q
                 acc = tl.load(acc_ptr + rows, mask=row_ok, other=0.0)
                 kl_t = d / s_r - log_s_r + log_s_z
-                acc = tl.exp(lr - new_lr) * (acc + la_r - la_z) + tl.exp(lb_r) * (kl_t + lb_r - lb_z)
+                acc = tl.exp(old_r - new_lr) * (acc + la_r - la_z) + tl.exp(lb_r) * (kl_t + lb_r - lb_z)
                 tl.store(acc_ptr + rows, acc, mask=row_ok)
             if KIND == 4:  # log-sum-exp of the mixture
                 acc = tl.load(acc_ptr + rows, mask=row_ok, other=0.0)
@@ -265,7 +274,10 @@ class TritonTiles:
         pass
 
     def finish_fold(self, st, spec) -> None:
-        pass
+        """The folds keep each log-normaliser as a running maximum plus a log-sum relative to it: add them up."""
+        st.lz += st.mz
+        if spec.has_ref:
+            st.lr += st.mr
 
     def start_backward(self, saved: dict, grads: dict, spec, rows, cols, dtype, device) -> None:
         self._saved, self._grads = saved, grads
@@ -280,7 +292,7 @@ class TritonTiles:
         r_arg = r if has_ref else z
         _fold_kernel[(triton.cdiv(n, br),)](
             z, r_arg, z.stride(0), r_arg.stride(0), targets,
-            st.lz[sl], st.hz[sl], st.lr[sl], st.acc[sl], st.zt[sl], st.rt[sl],
+            st.mz[sl], st.lz[sl], st.hz[sl], st.mr[sl], st.lr[sl], st.acc[sl], st.zt[sl], st.rt[sl],
             n, c, c0, spec.alpha,
             KIND=_KINDS[spec.kind], HAS_REF=has_ref, ACC=_acc_type(z), BLOCK_R=br, BLOCK_C=bc,
         )  # fmt: skip

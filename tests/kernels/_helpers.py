@@ -36,6 +36,8 @@ class Case:
     ref_hidden: torch.Tensor | None
     ref_weight: torch.Tensor | None
     upstream: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # random dLoss/d(logprobs, divergence, entropy)
+    bias: torch.Tensor | None = None  # [V] policy head bias
+    ref_bias: torch.Tensor | None = None  # [V] reference head bias
 
 
 def make_case(
@@ -48,8 +50,10 @@ def make_case(
     ref: bool = True,
     d_ref: int | None = None,
     logit_scale: float = 3.0,
+    bias: bool = False,
 ) -> Case:
-    """Logits of std ~logit_scale (peaked but not one-hot distributions); `masked` rows get ignore_index."""
+    """Logits of std ~logit_scale (peaked but not one-hot distributions); `masked` rows get ignore_index; with
+    `bias`, both heads get a bias of std ~logit_scale / 2."""
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape, scale=1.0):
@@ -65,13 +69,27 @@ def make_case(
         ref_hidden=randn(n, d_ref) if ref else None,
         ref_weight=randn(vocab, d_ref, scale=logit_scale / d_ref**0.5) if ref else None,
         upstream=tuple(torch.randn(n, generator=g, dtype=torch.float64) for _ in range(3)),
+        bias=randn(vocab, scale=logit_scale / 2) if bias else None,
+        ref_bias=randn(vocab, scale=logit_scale / 2) if bias and ref else None,
     )
 
 
 def run(case: Case, impl: str, divergence="reverse_kl", alpha=0.5, temperature=1.0, use=("lp", "div", "ent"), **kw):
     """Outputs (detached) and gradients w.r.t. hidden and weight of sum(upstream * outputs) over `use`."""
+    return run_map(case, impl, divergence, alpha, temperature, use, **kw)[:3]
+
+
+def run_map(case: Case, impl: str, divergence="reverse_kl", alpha=0.5, temperature=1.0, use=("lp", "div", "ent"),
+            **kw):  # fmt: skip
+    """`run` with the case's biases passed to the kernel; also returns the gradient w.r.t. the policy bias (or None).
+    Head-map keywords (logit_scale, softcap, ref_...) go through `kw`."""
     hidden = case.hidden.clone().requires_grad_()
     weight = case.weight.clone().requires_grad_()
+    bias = case.bias.clone().requires_grad_() if case.bias is not None else None
+    if case.ref_bias is not None:
+        kw["ref_bias"] = case.ref_bias
+    if bias is not None:
+        kw["bias"] = bias
     out = token_logprobs_and_divergence(
         hidden, weight, case.targets, case.ref_hidden, case.ref_weight, divergence=divergence, alpha=alpha,
         impl=impl, temperature=temperature, **kw,
@@ -81,8 +99,9 @@ def run(case: Case, impl: str, divergence="reverse_kl", alpha=0.5, temperature=1
         (terms[k] * g.to(terms[k].dtype)).sum() for k, g in zip(("lp", "div", "ent"), case.upstream)
         if k in use and terms[k] is not None
     )  # fmt: skip
-    grad_h, grad_w = torch.autograd.grad(loss, (hidden, weight), allow_unused=True)
-    return out, grad_h, grad_w
+    inputs = (hidden, weight) if bias is None else (hidden, weight, bias)
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return out, grads[0], grads[1], grads[2] if bias is not None else None
 
 
 def assert_outputs_close(got, want, dtype: torch.dtype) -> None:

@@ -22,7 +22,15 @@ triton_impl = importlib.import_module("alignctl.kernels.triton")
 
 from alignctl.kernels import token_logprobs_and_divergence  # noqa: E402
 
-from ._helpers import DIV_IDS, DIVERGENCES, assert_grads_close, assert_outputs_close, make_case, run  # noqa: E402
+from ._helpers import (  # noqa: E402
+    DIV_IDS,
+    DIVERGENCES,
+    assert_grads_close,
+    assert_outputs_close,
+    make_case,
+    run,
+    run_map,
+)
 
 _DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 _REASON = triton_impl.unavailable_reason(_DEVICE)
@@ -98,3 +106,35 @@ def test_gradcheck_float64(name, alpha):
 
     # fast mode: a few random directions instead of one forward per input entry (the interpreter is slow)
     assert torch.autograd.gradcheck(fn, (hidden, weight), fast_mode=True)
+
+
+# Head maps (bias, logit scale, softcap) are applied to the tiles by the shared driver: the Triton folds see final
+# logits, the driver multiplies the gradient tile by the cap's chain-rule factor.
+_MAP = dict(logit_scale=1.7, ref_logit_scale=0.8, softcap=5.0, ref_softcap=3.0, temperature=0.7)
+
+
+def _compare_map(case, dtype, **kw):
+    case = _to_device(case)
+    if case.bias is not None:
+        case.bias, case.ref_bias = case.bias.to(_DEVICE), case.ref_bias.to(_DEVICE)
+    got = run_map(case, "triton", **kw)
+    kw = {k: v for k, v in kw.items() if k not in ("row_chunk", "vocab_chunk")}
+    want = run_map(case, "reference", **kw)
+    assert_outputs_close(got[0], want[0], dtype)
+    for a, b, name in zip(got[1:], want[1:], ("grad hidden", "grad weight", "grad bias")):
+        assert_grads_close(a, b, dtype, name)
+    return got
+
+
+@pytest.mark.parametrize(("name", "alpha"), DIVERGENCES, ids=DIV_IDS)
+def test_head_map_matches_reference(name, alpha):
+    _compare_map(make_case(seed=26, bias=True), torch.float32, divergence=name, alpha=alpha, **_MAP, **AWKWARD)
+
+
+@pytest.mark.parametrize(("name", "alpha"), DIVERGENCES[:5], ids=DIV_IDS[:5])
+@pytest.mark.parametrize("capped", [False, True], ids=["uncapped", "softcap"])
+def test_logits_beyond_exp_range(name, alpha, capped):
+    kw = dict(softcap=30.0, ref_softcap=50.0) if capped else {}
+    case = make_case(seed=43, bias=True, logit_scale=2000.0 if capped else 150.0)
+    out = _compare_map(case, torch.float32, divergence=name, alpha=alpha, **kw, **AWKWARD)[0]
+    assert all(x is None or bool(torch.isfinite(x).all()) for x in out)

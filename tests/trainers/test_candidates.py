@@ -158,10 +158,10 @@ def test_training_data_applies_the_objectives_label_noise(monkeypatch):
     cands = datasets.Dataset.from_dict(
         {"prompt": ["p"] * n, "completions": [["a", "b"]] * n, "rewards": [[1.0, 0.0]] * n}
     )
-    monkeypatch.setitem(build.DATASETS, "candidates", lambda cfg: {"train": cands})
+    monkeypatch.setitem(build.DATA_KINDS, "candidates", lambda cfg, tokenizer, model_dir: {"train": cands})
     cfg = compose.compose_one(["objective=adpo", "objective.label_noise=0.3", "train.seed=5"])
-    data = build.training_data(cfg, objectives.get("adpo"))
+    data = build.training_data(cfg, objectives.get("adpo"), None, "")
     assert [r["rewards"] for r in data].count([0.0, 1.0]) == 3
     assert data.to_list() == build.flip_labels(cands, 0.3, seed=5).to_list()
     clean = compose.compose_one(["objective=adpo"])
-    assert build.training_data(clean, objectives.get("adpo")) is cands
+    assert build.training_data(clean, objectives.get("adpo"), None, "") is cands

@@ -1,0 +1,194 @@
+"""Your own model and data, end to end in-process: every architecture family loads, trains a few steps (dpo, tdpo2)
+and evaluates; LoRA trains only its adapter against the base; SFT -> pairs -> DPO; conversational data through a
+chat template; bad model input ends in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignctl import compose
+from alignctl.errors import UsageError
+
+from .conftest import FAMILIES
+
+PAIRS = [
+    {"prompt": "the film was", "chosen": " a quiet delight.", "rejected": " dull and wooden."},
+    {"prompt": "she said the ending", "chosen": " was brilliant.", "rejected": " made it hard to watch."},
+    {"prompt": "an honest, warm", "chosen": " story with a great cast.", "rejected": " plot, loud and flat."},
+    {"prompt": "nothing in this movie", "chosen": " is dull; a delight.", "rejected": " works; the jokes fall flat."},
+    {"prompt": "a dull plot", "chosen": " but a great cast.", "rejected": " and wooden acting."},
+    {"prompt": "the score is", "chosen": " warm and brilliant.", "rejected": " loud and the jokes flat."},
+]
+FAST = [
+    "train.max_steps=2", "train.batch_size=2", "train.logging_steps=1", "train.save_steps=0", "train.max_length=32",
+    "eval.num_prompts=2", "eval.samples_per_prompt=2", "eval.max_new_tokens=4", "tracking=none",
+    "dataset.test_size=2",
+]  # fmt: skip
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", PAIRS)
+
+
+def train(tmp_path: Path, *overrides: str) -> tuple[Path, dict]:
+    from alignctl.train import train_and_evaluate
+
+    run_dir = tmp_path / "run"
+    metrics = train_and_evaluate(compose.compose_one(list(overrides)), run_dir)
+    return run_dir, metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["dpo", "tdpo2"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_trains_and_evaluates(family, objective, family_model_dirs, pairs_file, tmp_path):
+    run_dir, metrics = train(
+        tmp_path, "model=hf", f"model.path={family_model_dirs[family]}", "dataset=preference_file",
+        f"dataset.path={pairs_file}", f"objective={objective}", *FAST,
+    )  # fmt: skip
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "loss" in row] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in logged if "loss" in row)
+    assert json.loads((run_dir / "eval.json").read_text()) == metrics
+    assert metrics["num_pairs"] == 2 and metrics["preference_accuracy"] is not None
+    assert metrics["reference_dir"] == str(family_model_dirs[family])
+    trained = load_file(run_dir / "model" / "model.safetensors")
+    base = load_file(family_model_dirs[family] / "model.safetensors")
+    assert trained.keys() == base.keys() and any(not torch.equal(trained[k], base[k]) for k in base)
+
+
+@pytest.mark.slow
+def test_lora_trains_only_the_adapter_and_saves_merged_weights(family_model_dirs, pairs_file, tmp_path):
+    base_dir = family_model_dirs["llama"]
+    run_dir, metrics = train(
+        tmp_path, "model=hf", f"model.path={base_dir}", "dataset=preference_file", f"dataset.path={pairs_file}",
+        "model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]", "train.learning_rate=0.01", *FAST,
+    )  # fmt: skip
+    adapter = load_file(run_dir / "model" / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter)
+    assert any("lora_B" in name and v.abs().sum() > 0 for name, v in adapter.items())  # B starts at 0: it trained
+    merged, base = load_file(run_dir / "model" / "model.safetensors"), load_file(base_dir / "model.safetensors")
+    changed = {k for k in base if not torch.equal(merged[k], base[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)  # only LoRA's targets
+    assert metrics["kl_to_reference"] is not None
+
+
+def test_lora_reference_is_the_base_with_the_adapter_off(family_model_dirs):
+    """With LoRA and no model.reference, PreferenceTrainer's reference log-probs are the base model's, whatever
+    the adapter holds (no second copy is loaded)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig
+
+    from alignctl import objectives
+    from alignctl.scoring import sequence_stats
+    from alignctl.trainers.preference import PreferenceTrainer
+
+    base_dir = family_model_dirs["llama"]
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    args = DPOConfig(output_dir="unused", per_device_train_batch_size=2, report_to=[], use_cpu=True, max_length=32)
+    trainer = PreferenceTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(PAIRS[:2]), processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),  # B != 0
+        objective=objectives.get("dpo"), hyperparameters={"beta": 0.1}, divergence=None,
+    )  # fmt: skip
+    assert trainer.ref_model is None
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    with torch.no_grad():
+        stats = trainer.sequence_stats(trainer.model, batch)
+        fresh = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        base = sequence_stats(fresh, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    torch.testing.assert_close(stats.ref_logps, base.logps)
+    assert not torch.allclose(stats.logps, base.logps)  # the policy (adapter on) differs from the base
+
+
+@pytest.mark.slow
+def test_sft_then_dpo_on_the_sft_model(family_model_dirs, pairs_file, tmp_path):
+    """The paper pipeline with alignctl alone: SFT on the chosen completions, then DPO from the SFT model."""
+    sft_dir, _ = train(
+        tmp_path / "sft", "objective=sft", "model=hf", f"model.path={family_model_dirs['gpt2']}",
+        "dataset=preference_file", f"dataset.path={pairs_file}", "train.learning_rate=0.01", *FAST,
+    )  # fmt: skip
+    assert (sft_dir / "model" / "config.json").is_file()
+    dpo_dir, metrics = train(
+        tmp_path / "dpo", "model=hf", f"model.path={sft_dir / 'model'}", "dataset=preference_file",
+        f"dataset.path={pairs_file}", *FAST,
+    )  # fmt: skip
+    assert metrics["reference_dir"] == str(sft_dir / "model")  # the SFT model is the reference
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_conversational_data_renders_through_the_chat_template(family_model_dirs, tmp_path):
+    from alignctl import build
+    from alignctl.models import loading
+
+    rows = [
+        {"prompt": [{"role": "user", "content": "how was the film?"}],
+         "chosen": [{"role": "assistant", "content": "a quiet delight"}],
+         "rejected": [{"role": "assistant", "content": "dull"}]},
+    ] * 4  # fmt: skip
+    path = write_jsonl(tmp_path / "chat.jsonl", rows)
+    overrides = ["model=hf", f"model.path={family_model_dirs['llama']}", "dataset=preference_file",
+                 f"dataset.path={path}", "dataset.test_size=1"]  # fmt: skip
+    cfg = compose.compose_one(overrides)
+    tokenizer = loading.load_tokenizer(cfg, cfg.model.path)
+    with pytest.raises(UsageError, match="model.chat_template"):
+        build.rows(cfg, tokenizer)
+    (tmp_path / "chat.jinja").write_text(CHAT_TEMPLATE)
+    cfg = compose.compose_one([*overrides, f"model.chat_template={tmp_path / 'chat.jinja'}"])
+    tokenizer = loading.load_tokenizer(cfg, cfg.model.path)
+    row = build.rows(cfg, tokenizer)["train"][0]
+    eos = tokenizer.eos_token
+    assert row["prompt"] == f"<|user|>how was the film?{eos}<|assistant|>"
+    assert (row["chosen"], row["rejected"]) == (f"a quiet delight{eos}", f"dull{eos}")
+
+
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        (["model.path=/nonexistent/model"], ["model.path=/nonexistent/model", "no config.json"]),
+        (["model.path=nobody/no-such-model"], ["model.path=nobody/no-such-model", "offline"]),
+        (["model.path={tmp}"], ["no config.json"]),
+        (["model.path={llama}", "model.reference=/nope"], ["model.reference=/nope"]),
+        (["model.path={llama}", "model.chat_template=plain words"], ["model.chat_template", "Jinja"]),
+    ],
+)
+def test_bad_model_input_is_one_line(overrides, fragments, family_model_dirs, pairs_file, tmp_path, monkeypatch):
+    from alignctl.models import loading
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    filled = [o.format(tmp=tmp_path, llama=family_model_dirs["llama"]) for o in overrides]
+    cfg = compose.compose_one(["model=hf", "dataset=preference_file", f"dataset.path={pairs_file}", *filled])
+    with pytest.raises(UsageError) as e:
+        source = loading.policy_source(cfg)
+        loading.reference_source(cfg)
+        loading.load_tokenizer(cfg, source)
+    message = str(e.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_a_hub_model_with_an_embedded_task_needs_model_hf(pairs_file):
+    with pytest.raises(UsageError, match="model=tiny.*model=hf"):
+        compose.compose_one(["dataset=preference_file", f"dataset.path={pairs_file}"])
