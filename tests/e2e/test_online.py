@@ -57,7 +57,7 @@ def check_arith_eval(e: dict) -> None:
     keys = [f"{prefix}pass@{k}" for prefix in ("", "ood_", "reference_", "reference_ood_") for k in (1, 2, 3)]
     assert all(0.0 <= e[k] <= 1.0 for k in keys), e
     assert e["preference_accuracy"] is None and e["ece"] is None
-    assert "no preference pairs" in e["preference_metrics_skipped"]
+    assert "no implicit reward" in e["preference_metrics_skipped"]
     assert e["max_new_tokens"] == 32 and e["entropy_per_token"] > 0 and e["kl_to_reference"] is not None
 
 

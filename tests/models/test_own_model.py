@@ -192,3 +192,107 @@ def test_bad_model_input_is_one_line(overrides, fragments, family_model_dirs, pa
 def test_a_hub_model_with_an_embedded_task_needs_model_hf(pairs_file):
     with pytest.raises(UsageError, match="model=tiny.*model=hf"):
         compose.compose_one(["dataset=preference_file", f"dataset.path={pairs_file}"])
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(family_model_dirs, tmp_path_factory) -> Path:
+    """A tiny random 2-label sentiment classifier sharing the llama family's tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(family_model_dirs["llama"])
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=128, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1}, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        model.score.weight.normal_(0, 1.0)  # spread the random scores so samples differ
+    path = tmp_path_factory.mktemp("classifier")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sft_llama_dir(family_model_dirs, tmp_path_factory) -> Path:
+    """The llama family model after a few steps of language modelling on review-like text: it writes words (a
+    random model writes random bytes, which no pair builder keeps)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignctl.config import TinyModelConfig
+    from alignctl.data.tasks import tiny_lm
+
+    from .conftest import FAMILY_TEXTS
+
+    model = AutoModelForCausalLM.from_pretrained(family_model_dirs["llama"])
+    tokenizer = AutoTokenizer.from_pretrained(family_model_dirs["llama"])
+    steps = TinyModelConfig(pretrain_steps=60, pretrain_batch_size=8, pretrain_lr=1e-2, max_position_embeddings=64)
+    tiny_lm.pretrain(model, tokenizer, FAMILY_TEXTS, steps, desc="test: SFT of the llama fixture")
+    path = tmp_path_factory.mktemp("sft-llama")
+    tiny_lm.save_hf_dir(model, tokenizer, path)
+    return path
+
+
+@pytest.mark.slow
+def test_imdb_pairs_sampled_from_the_sft_model_and_scored_by_a_classifier(sft_llama_dir, classifier_dir, tmp_path):
+    """The DPO/f-DPO IMDB setup on a local file of IMDB's schema: prompts are review openings, the SFT model samples
+    completions, the classifier's P(positive) - P(negative) ranks them, best vs worst is a pair."""
+    from alignctl import build
+    from alignctl.models import loading
+    from alignctl.rewards import registry as rewards
+    from alignctl.rewards.base import RewardContext
+
+    words = ["warm", "dull", "loud", "quiet", "great", "flat", "honest", "wooden"]
+    reviews = [{"text": f"a {w} film<br /><br />was {i}", "label": i % 2} for i, w in enumerate(words * 2)]
+    path = write_jsonl(tmp_path / "imdb.jsonl", reviews)
+    overrides = [
+        "model=hf", f"model.path={sft_llama_dir}", "dataset=imdb", f"dataset.path={path}",
+        "dataset.prompt_words=2", "dataset.test_size=4", "dataset.max_new_tokens=6", "reward=classifier",
+        f"reward.path={classifier_dir}",
+    ]  # fmt: skip
+    cfg = compose.compose_one(overrides)
+    tokenizer = loading.load_tokenizer(cfg, cfg.model.path)
+    pairs = build.preference_pairs(cfg, tokenizer, cfg.model.path)
+    assert len(pairs["train"]) > 0 and set(pairs["train"]["prompt"]) <= {f"a {w}" for w in words}
+    score = rewards.build(cfg.reward, RewardContext())
+    for row in pairs["train"]:
+        chosen, rejected = score([row["prompt"]] * 2, [row["chosen"], row["rejected"]])
+        assert chosen == pytest.approx(row["chosen_reward"], abs=1e-5) and chosen > rejected
+        assert rejected == pytest.approx(row["rejected_reward"], abs=1e-5)
+    again = build.sampled_source(cfg, tokenizer, cfg.model.path)
+    from alignctl.data import sampled
+
+    assert sampled.artifact_path(again, "pairs").is_dir()  # cached: a second run reuses it
+    run_dir, metrics = train(tmp_path, *overrides, *FAST[:-1])
+    assert metrics["num_pairs"] > 0 and -1.0 <= metrics["reward_mean"] <= 1.0
+
+
+@pytest.mark.slow
+def test_grpo_on_gsm8k_schema_with_exact_match(sft_llama_dir, tmp_path):
+    """Online RL on a local file of GSM8K's schema: exact_match reads the reference answers the loader keeps."""
+    rows = [{"question": f"What is {a} plus {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b:,}"}
+            for a, b in [(1, 2), (30, 4), (500, 600), (7, 8), (1000, 2000), (3, 3)]]  # fmt: skip
+    path = write_jsonl(tmp_path / "gsm8k.jsonl", rows)
+    run_dir, metrics = train(
+        tmp_path, "objective=grpo", "model=hf", f"model.path={sft_llama_dir}", "dataset=gsm8k",
+        f"dataset.path={path}", "dataset.max_new_tokens=8", "reward=exact_match", "train.num_generations=2",
+        "train.split_solved_prompts=false", "train.reference_samples_per_prompt=2", *FAST,
+    )  # fmt: skip
+    assert {"pass@1", "pass@2", "reference_pass@1"} <= metrics.keys()
+    assert metrics["preference_accuracy"] is None
+
+
+def test_exact_match_scores_gsm8k_answers_from_the_loader(tmp_path):
+    from alignctl import build
+
+    rows = [{"question": "What is 1000 plus 2000?", "answer": "1000 + 2000 = 3000\n#### 3,000"}] * 3
+    path = write_jsonl(tmp_path / "gsm8k.jsonl", rows)
+    cfg = compose.compose_one(["objective=grpo", "model=hf", "model.path=unused", "dataset=gsm8k",
+                               f"dataset.path={path}", "dataset.test_size=1", "reward=exact_match"])  # fmt: skip
+    reward = build.reward(cfg)
+    prompt = "Question: What is 1000 plus 2000?\nAnswer:"
+    assert reward([prompt] * 3, [" 1000 + 2000 = 3000\n#### 3000", " #### 3,000", " The answer is 2999."]) == [
+        1.0, 1.0, 0.0,
+    ]  # fmt: skip
