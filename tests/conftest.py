@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -6,3 +7,13 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Built artifacts go to a per-session temp cache, never the user's."""
     monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tests use tiny models and tensors: one intra-op thread is fastest and avoids thread hand-offs on a busy
+    2-core machine. Restores the caller's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

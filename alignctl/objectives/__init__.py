@@ -7,32 +7,15 @@ registered: adding an objective is its module, its YAML and its test.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from alignctl.objectives.base import Objective
+from alignctl.registry import discover, lookup
 
-
-def _discover() -> dict[str, Objective]:
-    found: dict[str, Objective] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        entry = getattr(importlib.import_module(f"{__name__}.{info.name}"), "OBJECTIVE", None)
-        if isinstance(entry, Objective):
-            if entry.name != info.name:
-                raise RuntimeError(f"alignctl.objectives.{info.name}.OBJECTIVE is named {entry.name!r}, not its module's")
-            found[entry.name] = entry
-    return found
-
-
-REGISTRY: dict[str, Objective] = _discover()
+REGISTRY: dict[str, Objective] = discover((__name__,), "OBJECTIVE", Objective)
 
 
 def get(name: str) -> Objective:
     """The registry entry for `name`; KeyError naming the valid objectives otherwise."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown objective {name!r}; choose one of: {', '.join(REGISTRY)}") from None
+    return lookup(REGISTRY, name, "objective")
 
 
 __all__ = ["REGISTRY", "Objective", "get"]

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from alignctl.rewards import classifier, exact_match, function, sentiment
+from alignctl.registry import discover, lookup
 from alignctl.rewards.base import Reward, RewardContext, RewardEntry
 
-REGISTRY: dict[str, RewardEntry] = {m.ENTRY.name: m.ENTRY for m in (sentiment, exact_match, classifier, function)}
+# every module of alignctl.rewards that defines ENTRY (base and registry define none)
+REGISTRY: dict[str, RewardEntry] = discover(("alignctl.rewards",), "ENTRY", RewardEntry)
 
 
 def get(name: str) -> RewardEntry:
     """The entry of reward option ``name``; a KeyError naming the valid options otherwise."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown reward {name!r}; choose one of: {', '.join(REGISTRY)}") from None
+    return lookup(REGISTRY, name, "reward")
 
 
 def build(cfg_reward: Any, context: RewardContext | None = None) -> Reward:

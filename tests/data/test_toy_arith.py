@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignctl.config import ConfigError, TinyModelConfig, ToyArithConfig
+from alignctl.config import ConfigError, TinyModelConfig
+from alignctl.data.tasks.toy_arith import ToyArithConfig
 from alignctl.data.cache import RECIPE_FILE, recipe_hash
 from alignctl.data.tasks import arith_problems, tiny_lm, toy_arith
 from alignctl.data.tasks.arith_problems import Problem

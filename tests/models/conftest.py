@@ -38,14 +38,6 @@ VOCAB_SIZE = 320
 SEED = 1234
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread on a busy machine; restore the caller's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _config(family: str, tokenizer, vocab_size: int):
     from transformers import AutoConfig

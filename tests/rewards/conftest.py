@@ -36,13 +36,6 @@ def _save(model, tokenizer, path):
     return str(path)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _llama(num_labels, id2label, tokenizer, seed):
     from transformers import LlamaConfig, LlamaForSequenceClassification

@@ -18,7 +18,7 @@ def yaml_description(name):
 
 
 def test_every_option_is_its_module_and_ships_a_yaml():
-    assert list(registry.REGISTRY) == ["sentiment", "exact_match", "classifier", "function"]
+    assert set(registry.REGISTRY) >= {"sentiment", "exact_match", "classifier", "function"}
     shipped = {e.name[: -len(".yaml")] for e in (resources.files("alignctl.conf") / "reward").iterdir()
                if e.name.endswith(".yaml")}  # fmt: skip
     assert shipped == set(registry.REGISTRY)
@@ -41,7 +41,7 @@ def test_only_exact_match_is_binary():
 
 def test_get_names_the_valid_options():
     assert registry.get("classifier").name == "classifier"
-    with pytest.raises(KeyError, match="'vader'; choose one of: sentiment, exact_match, classifier, function"):
+    with pytest.raises(KeyError, match="'vader'; choose one of: classifier, exact_match, function, sentiment"):
         registry.get("vader")
 
 

@@ -44,15 +44,72 @@ import functools
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignctl.config import NOT_IN_RECIPE
+from alignctl.config import NOT_IN_RECIPE, ConfigError, check_ranges
+from alignctl.data.base import DatasetEntry
 from alignctl.data.tasks import arith_problems, tiny_lm
 from alignctl.data.tasks.arith_problems import Problem
 
 if TYPE_CHECKING:
-    from alignctl.config import TinyModelConfig, ToyArithConfig
+    from alignctl.config import TinyModelConfig
+
+@dataclass
+class ToyArithConfig:
+    """The embedded arithmetic task (DESIGN.md section 5): exact answers, for online RL and pass@k."""
+
+    name: str = "toy_arith"
+    seed: int = 0
+    operations: str = "+"  # train/test operations, any of + - (a-b has a >= b: answers are never negative)
+    digits: int = 2  # operand length of the train and test splits
+    ood_operations: str = "-"  # operations of the "ood" split (same format; must differ if the digits are equal)
+    ood_digits: int = 2  # operand length of the "ood" split
+    corpus_size: int = 8000  # worked solutions of train-side questions, for tokenizer + pretraining
+    # Share of the corpus that is ood-kind (train-side questions, never the ood split's): the base model learns
+    # some of that skill, but less than the in-distribution one, for alignment training to keep or forget.
+    ood_corpus_share: float = 0.25
+    # Share of the corpus's worked solutions with one careless slip (a column's result off by one, the rest
+    # consistent with it): the base model learns to slip about as often, so its temperature-1 pass@1 sits near
+    # 1 - slip_rate while the right answer stays its most likely one (what RL can sharpen and pass@k sees).
+    slip_rate: float = 0.5
+    # This task's pretraining budget, replacing model.pretrain_steps (tuned for toy_sentiment's corpus): the
+    # default tiny model learns the column arithmetic within it (~60 s on one CPU thread).
+    pretrain_steps: int = 500
+    num_train_prompts: int = 1024  # training prompts (online RL); their worked solutions are in the corpus
+    num_test_prompts: int = 256  # held-out in-distribution questions for eval (never in the corpus)
+    num_ood_prompts: int = 256  # held-out ood-kind questions: what alignment training may make the model forget
+    max_new_tokens: int = 64  # completion budget: a worked solution is <= 26 tokens at 2 digits, <= 40 at 3
+    # Sampling pairs / candidates / self-samples from the base model for offline objectives (scored by exact_match:
+    # a prompt whose samples are all right or all wrong gives no pair)
+    samples_per_prompt: int = 4
+    candidates_per_prompt: int = 4
+    self_samples: int = 4
+
+    def __post_init__(self) -> None:
+        from alignctl.data.tasks.arith_problems import MAX_OPERAND_DIGITS, OPERATIONS
+
+        check_ranges("dataset", self)
+        for key in ("operations", "ood_operations"):
+            ops = getattr(self, key)
+            if not isinstance(ops, str) or not ops or set(ops) - set(OPERATIONS) or len(set(ops)) != len(ops):
+                raise ConfigError(f"dataset.{key}={ops!r} is not valid; use distinct characters of {OPERATIONS!r}")
+        for key in ("digits", "ood_digits"):
+            if getattr(self, key) > MAX_OPERAND_DIGITS:
+                raise ConfigError(
+                    f"dataset.{key}={getattr(self, key)} is out of range; it must be <= {MAX_OPERAND_DIGITS}"
+                )
+        for key in ("ood_corpus_share", "slip_rate"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"dataset.{key}={getattr(self, key)} is out of range; it must lie in [0, 1)")
+        if self.ood_digits == self.digits and set(self.ood_operations) & set(self.operations):
+            raise ConfigError(
+                f"dataset.ood_operations={self.ood_operations!r} shares an operation with dataset.operations="
+                f"{self.operations!r} at the same dataset.ood_digits={self.ood_digits}: the ood split would not be "
+                "out of distribution; change the operations or the digits"
+            )
+
 
 BASE_MODEL_KIND = "toy_arith_base"
 INFO_FILE = "build_info.json"  # written beside the model's files: versions, sizes, timings, base pass@1
@@ -243,24 +300,13 @@ def load(data_cfg: ToyArithConfig):
     return DatasetDict({split: Dataset.from_dict({"prompt": prompts(data_cfg, split)}) for split in SPLITS})
 
 
-def _embedded_model(cfg) -> Path:
-    return build_base_model(cfg.dataset, cfg.model)
-
-
-def _entry():
-    from alignctl.config import ToyArithConfig
-    from alignctl.data.base import DatasetEntry
-
-    return DatasetEntry(
-        name="toy_arith",
-        schema=ToyArithConfig,
-        description="embedded arithmetic task: worked solutions, exact answers, an out-of-distribution split",
-        rows="prompts",
-        load=load,
-        rewards=("exact_match", "function"),
-        embedded_model=_embedded_model,
-        extra_splits=("ood",),
-    )
-
-
-ENTRY = _entry()
+ENTRY = DatasetEntry(
+    name="toy_arith",
+    schema=ToyArithConfig,
+    description="embedded arithmetic task: worked solutions, exact answers, an out-of-distribution split",
+    rows="prompts",
+    load=load,
+    rewards=("exact_match", "function"),
+    embedded_model=lambda cfg: build_base_model(cfg.dataset, cfg.model),
+    extra_splits=("ood",),
+)
