@@ -29,6 +29,8 @@ from filelock import FileLock
 CODE_VERSION = "1"
 ENV_VAR = "ALIGNCTL_CACHE_DIR"
 RECIPE_FILE = "recipe.json"
+INFO_FILE = "build_info.json"  # written by a builder beside its artifact: sizes, timings, statistics, versions
+BUILD_LIBRARIES = ("torch", "transformers", "trl", "tokenizers", "datasets")
 
 
 def cache_root() -> Path:
@@ -86,3 +88,12 @@ def cached(kind: str, recipe: dict[str, Any], build: Callable[[Path], None]) -> 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return final
+
+
+def write_info(path: Path, info: dict[str, Any]) -> None:
+    """An artifact's build_info.json: `info` plus the versions of the libraries that built it."""
+    from importlib import metadata
+
+    versions = {name: metadata.version(name) for name in BUILD_LIBRARIES}
+    text = json.dumps({**info, "versions": versions}, indent=2, sort_keys=True)
+    (path / INFO_FILE).write_text(text + "\n", encoding="utf-8")

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignctl.data.cache import cached, cached_path, canonical_json, recipe_hash
+from alignctl.data.cache import INFO_FILE, cached, cached_path, canonical_json, recipe_hash, write_info
 from alignctl.data.tasks import tiny_lm
 from alignctl.errors import UsageError
 
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 VERSION = 1  # bump when sampling, validity, layouts or row selection change (every sampled key changes)
 ROUNDS = 3  # sampling rounds for a prompt (all its samples tie, or too few are valid) before it is skipped
-INFO_FILE = "build_info.json"  # written beside the artifact's files: counts, statistics, timings, versions
 DTYPES = ("float32", "bfloat16", "float16")
 Reward = Callable[[list[str], list[str]], list[float]]  # (prompts, completions) -> one score per completion
 Sample = tuple[str, float]  # (completion, reward)
@@ -527,7 +526,7 @@ def _cached_splits(
         )
         with tiny_lm.quiet():
             dd.save_to_disk(str(out))
-        _write_json(out / INFO_FILE, {**info, "seconds": time.perf_counter() - start, "versions": _versions()})
+        write_info(out, {**info, "seconds": time.perf_counter() - start})
 
     path = cached(kind, recipe, build)
     if built:
@@ -692,13 +691,3 @@ def _reward_stats(rows: list[dict[str, Any]], sample_rewards: list[float], layou
         "rejected_mean": sum(rejected) / len(rejected),
         "gap_mean": sum(c - r for c, r in zip(chosen, rejected)) / len(rows),
     }
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    return {pkg: md.version(pkg) for pkg in ("torch", "transformers", "tokenizers", "datasets")}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -8,10 +8,11 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignctl.config import ConfigError, TinyModelConfig
-from alignctl.data.tasks.toy_arith import ToyArithConfig
+from alignctl.data import cache
 from alignctl.data.cache import RECIPE_FILE, recipe_hash
 from alignctl.data.tasks import arith_problems, tiny_lm, toy_arith
 from alignctl.data.tasks.arith_problems import Problem
+from alignctl.data.tasks.toy_arith import ToyArithConfig
 from alignctl.rewards.exact_match import exact_match
 
 from .conftest import one_thread
@@ -173,7 +174,7 @@ def test_base_model_loads_with_from_pretrained(tiny_base):
     assert type(model).__name__ == "LlamaForCausalLM"
     assert (model.config.hidden_size, model.config.num_hidden_layers) == (32, 1)
     assert model.config.vocab_size == len(tok) <= TINY_MODEL["vocab_size"]
-    info = json.loads((path / toy_arith.INFO_FILE).read_text())
+    info = json.loads((path / cache.INFO_FILE).read_text())
     assert info["params"] == tiny_lm.param_count(model)
     assert info["pretrain_steps"] == TINY_DATA["pretrain_steps"]  # the task's budget, not model.pretrain_steps
     assert set(info["pass_at_1"]) == {"test", "ood"} and all(0 <= v <= 1 for v in info["pass_at_1"].values())
@@ -225,7 +226,7 @@ def test_default_base_model_is_partly_right(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp, one_thread():
         mp.setenv("ALIGNCTL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
         path = toy_arith.build_base_model(data_cfg, model_cfg)
-    info = json.loads((path / toy_arith.INFO_FILE).read_text())
+    info = json.loads((path / cache.INFO_FILE).read_text())
     acc = info["pass_at_1"]
     print(f"\ntoy_arith base pass@1 (T=1, {info['pass_at_1_samples_per_prompt']} samples x "
           f"{info['pass_at_1_prompts']} questions): test {acc['test']:.3f}, ood {acc['ood']:.3f}; "

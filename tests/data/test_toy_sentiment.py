@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignctl.data import sampled
+from alignctl.data import cache, sampled
 from alignctl.data.cache import RECIPE_FILE, recipe_hash
 from alignctl.data.tasks import tiny_lm, toy_sentiment
 from alignctl.rewards.sentiment import sentiment
@@ -33,7 +33,7 @@ def test_base_model_loads_with_from_pretrained(tiny_build):
     assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (
         tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     )  # fmt: skip
-    info = json.loads((path / toy_sentiment.INFO_FILE).read_text())
+    info = json.loads((path / cache.INFO_FILE).read_text())
     assert info["params"] == tiny_lm.param_count(model)
     enc = tok(["The plot was"], return_tensors="pt")
     torch.manual_seed(0)

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 console = Console(stderr=True)
-INFO_FILE = "build_info.json"  # written beside each built artifact: versions, sizes, timings, statistics
 
 
 @contextlib.contextmanager
@@ -290,7 +289,7 @@ def save_hf_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
 def cached_base_model(kind: str, recipe: dict[str, Any], build: Any, summary: Any) -> Path:
     """The cached HF directory built by ``build(out)`` (caller's RNG states preserved); when this call built it,
     print ``summary(info, path)`` from its build_info.json."""
-    from alignctl.data.cache import cached
+    from alignctl.data.cache import INFO_FILE, cached
 
     built = False
 

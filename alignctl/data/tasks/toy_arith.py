@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from alignctl.config import NOT_IN_RECIPE, ConfigError, check_ranges
 from alignctl.data.base import DatasetEntry
+from alignctl.data.cache import write_info
 from alignctl.data.tasks import arith_problems, tiny_lm
 from alignctl.data.tasks.arith_problems import Problem
 
@@ -112,7 +112,6 @@ class ToyArithConfig:
 
 
 BASE_MODEL_KIND = "toy_arith_base"
-INFO_FILE = "build_info.json"  # written beside the model's files: versions, sizes, timings, base pass@1
 SPLITS = ("train", "test", "ood")
 # Batches drawn at random: grouped by length (toy_sentiment's choice), a batch holds only questions with the same
 # carries, and the model learned to copy operand digits far more slowly (not within 600 steps when measured).
@@ -268,9 +267,8 @@ def _build_base_model(out: Path, data_cfg: ToyArithConfig, model_cfg: TinyModelC
         },
         "build_seconds": build_s,  # corpus + tokenizer + pretraining
         "total_seconds": time.perf_counter() - start,
-        "versions": _versions(),
     }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_info(out, info)
 
 
 def pass_rate(model, tokenizer, data_cfg: ToyArithConfig, split: str, num_samples: int, seed: int = 0) -> float:
@@ -285,11 +283,6 @@ def pass_rate(model, tokenizer, data_cfg: ToyArithConfig, split: str, num_sample
     rewards = exact_match([q for q, cs in zip(qs, conts) for _ in cs], [c for cs in conts for c in cs])
     return sum(rewards) / max(len(rewards), 1)
 
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    return {pkg: md.version(pkg) for pkg in ("torch", "transformers", "trl", "tokenizers")}
 
 
 # --- registry entry -------------------------------------------------------------------------------------------

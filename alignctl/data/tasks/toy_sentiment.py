@@ -28,7 +28,6 @@ Ties (every valid sample with the same reward) give no pair: such prompts are re
 from __future__ import annotations
 
 import functools
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from alignctl.config import NOT_IN_RECIPE, check_ranges
 from alignctl.data import sampled
 from alignctl.data.base import GENERAL_REWARDS, DatasetEntry
-from alignctl.data.cache import recipe_hash
+from alignctl.data.cache import recipe_hash, write_info
 from alignctl.data.tasks import review_grammar, tiny_lm
 from alignctl.rewards.sentiment import sentiment
 
@@ -71,7 +70,6 @@ BASE_MODEL_KIND = "toy_sentiment_base"
 PAIRS_KIND = "toy_sentiment_pairs"  # the cache kinds of alignctl.data.sampled for the source named "toy_sentiment"
 CANDIDATES_KIND = "toy_sentiment_candidates"
 NEGATIVES_KIND = "toy_sentiment_negatives"
-INFO_FILE = "build_info.json"  # written beside the artifact's files: versions, sizes, timings, statistics
 
 
 # --- recipes --------------------------------------------------------------------------------------------------
@@ -166,9 +164,8 @@ def _build_base_model(out: Path, data_cfg: ToySentimentConfig, model_cfg: TinyMo
         "final_train_loss": stats["loss"],
         "seconds": {"corpus_and_tokenizer": prep_s, "pretrain": stats["seconds"]},
         "total_seconds": time.perf_counter() - start,
-        "versions": _versions(),
     }
-    _write_json(out / INFO_FILE, info)
+    write_info(out, info)
 
 
 def load_base_model(path: Path):
@@ -286,14 +283,6 @@ def build_negatives(data_cfg: ToySentimentConfig, model_cfg: TinyModelConfig) ->
     return sampled.build_negatives(sampled_source(data_cfg, model_cfg))
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    return {pkg: md.version(pkg) for pkg in ("torch", "transformers", "trl", "tokenizers", "vaderSentiment")}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # --- registry entry -------------------------------------------------------------------------------------------
