@@ -96,7 +96,7 @@ def prompt_groups(cfg: RunConfig, tokenizer, model_dir: str):
     """A train split of distinct prompts to sample groups for (online objectives)."""
     from datasets import Dataset, DatasetDict
 
-    return DatasetDict({"train": Dataset.from_dict({"prompt": _distinct(rows(cfg, tokenizer)["train"]["prompt"])})})
+    return DatasetDict({"train": Dataset.from_dict({"prompt": prompts(cfg, tokenizer, "train")})})
 
 
 def sft_texts(cfg: RunConfig, tokenizer, model_dir: str):
@@ -130,9 +130,8 @@ def sampled_source(cfg: RunConfig, tokenizer, model_dir: str):
     sampling settings."""
     from alignctl.data import sampled
 
-    entry, data = dataset_entry(cfg), rows(cfg, tokenizer)
-    d = cfg.dataset
-    train_prompts, test_prompts = _distinct(data["train"]["prompt"]), _distinct(data["test"]["prompt"])
+    entry, d = dataset_entry(cfg), cfg.dataset
+    train_prompts, test_prompts = prompts(cfg, tokenizer, "train"), prompts(cfg, tokenizer, "test")
     stream = (lambda: entry.prompt_stream(d)) if entry.prompt_stream is not None else train_prompts
     return sampled.SampledSource(
         name=cfg.dataset.name,
@@ -166,8 +165,14 @@ def _pairs_as_candidates(pairs):
     return pairs.map(as_set, remove_columns=columns, keep_in_memory=True, desc="Pairs as candidate sets")
 
 
-def _distinct(values: list[str]) -> list[str]:
-    return list(dict.fromkeys(values))
+def prompts(cfg: RunConfig, tokenizer, split: str) -> list[str]:
+    """The prompts of a split: a prompt dataset's list as it is (repeats are the dataset's choice), a preference
+    dataset's prompts once each (several pairs may compare completions of one prompt, as in TL;DR)."""
+    data = rows(cfg, tokenizer)
+    if split not in data:
+        raise ValueError(f"dataset={cfg.dataset.name} has no {split!r} split")
+    values = data[split]["prompt"]
+    return list(dict.fromkeys(values)) if dataset_entry(cfg).rows == "preferences" else list(values)
 
 
 def flip_labels(dataset, share: float, seed: int):
@@ -193,11 +198,8 @@ def flip_labels(dataset, share: float, seed: int):
 
 # --- held-out prompts -------------------------------------------------------------------------------------------
 def eval_prompts(cfg: RunConfig, tokenizer, split: str = "test") -> list[str]:
-    """Distinct held-out prompts of `split`: "test", or one of the dataset's extra splits (toy_arith: "ood")."""
-    data = rows(cfg, tokenizer)
-    if split not in data:
-        raise ValueError(f"dataset={cfg.dataset.name} has no {split!r} split")
-    return _distinct(data[split]["prompt"])
+    """Held-out prompts of `split`: "test", or one of the dataset's extra splits (toy_arith: "ood")."""
+    return prompts(cfg, tokenizer, split)
 
 
 def extra_eval_splits(cfg: RunConfig) -> tuple[str, ...]:

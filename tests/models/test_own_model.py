@@ -296,3 +296,38 @@ def test_exact_match_scores_gsm8k_answers_from_the_loader(tmp_path):
     assert reward([prompt] * 3, [" 1000 + 2000 = 3000\n#### 3000", " #### 3,000", " The answer is 2999."]) == [
         1.0, 1.0, 0.0,
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_dtype_checkpointing_and_attention_options_reach_the_model(family_model_dirs, pairs_file, tmp_path):
+    run_dir, metrics = train(
+        tmp_path, "model=hf", f"model.path={family_model_dirs['gpt2']}", "dataset=preference_file",
+        f"dataset.path={pairs_file}", "model.dtype=bfloat16", "model.gradient_checkpointing=true",
+        "model.attn_implementation=eager", *FAST,
+    )  # fmt: skip
+    saved = load_file(run_dir / "model" / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in logged if "loss" in row)
+    assert torch.isfinite(torch.tensor(metrics["kl_to_reference"]))
+
+
+@pytest.mark.slow
+def test_cli_trains_and_re_evaluates_a_hub_format_model(family_model_dirs, pairs_file, tmp_path):
+    """The same through the command line (Hydra composes the paths as given), then `alignctl eval run_dir=`."""
+    import os
+    import subprocess
+    import sys
+
+    def alignctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "alignctl.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)  # fmt: skip
+
+    run_dir = tmp_path / "run"
+    out = alignctl("train", "model=hf", f"model.path={family_model_dirs['qwen2']}", "dataset=preference_file",
+                   f"dataset.path={pairs_file}", "train.num_threads=1", *FAST, f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    first = json.loads((run_dir / "eval.json").read_text())
+    again = alignctl("eval", f"run_dir={run_dir}", f"out_dir={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "again" / "eval.json").read_text()) == first
