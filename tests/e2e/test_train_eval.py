@@ -95,7 +95,7 @@ def test_eval_of_a_model_dir_writes_outside_it(run_dir, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     model = root / "model"
     before = sorted(p.name for p in model.iterdir())
-    args = ["eval", f"model_dir={model}", f"eval.reference={model}", *TINY[:4]]  # the run's dataset sizes
+    args = ["eval", f"model_dir={model}", f"eval.reference={model}", *TINY[:12]]  # the run's data and model sizes
     assert cli.main(args) == 0
     (default,) = (tmp_path / "evals").iterdir()
     assert default.name.startswith("model-") and EVAL_KEYS <= json.loads((default / "eval.json").read_text()).keys()
