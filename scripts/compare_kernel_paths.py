@@ -37,18 +37,18 @@ def train(kernel: str, run_dir: Path, extra: list[str]) -> dict:
 
 def step_peak_bytes(kernel: str, extra: list[str]) -> int:
     """Peak extra memory of one TDPO scoring forward + backward on a batch of training pairs."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     from alignctl import build, compose, runtime
+    from alignctl.models import loading
     from alignctl.scoring import sequence_stats
 
     cfg = compose.compose_one(["objective=tdpo2", f"model.kernel={kernel}", *extra])
     runtime.prepare(cfg)
-    base = build.base_model_dir(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    policy, reference = (AutoModelForCausalLM.from_pretrained(base) for _ in range(2))
-    pairs = build.preference_pairs(cfg)["train"].select(range(cfg.train.batch_size))
+    base = loading.policy_source(cfg)
+    tokenizer = loading.load_tokenizer(cfg, base)
+    policy, reference = (loading.load_causal_lm(cfg, base) for _ in range(2))
+    pairs = build.preference_pairs(cfg, tokenizer, base)["train"].select(range(cfg.train.batch_size))
     rows = []
     for row in pairs:
         prompt = tokenizer(row["prompt"])["input_ids"]
