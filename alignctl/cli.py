@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 USAGE = """\
-usage: alignctl <command> [overrides...]
+usage: alignctl <command> [overrides...]     (alignctl <command> --help: the command's keys and defaults)
 
 commands:
   train [-m] [group=option] [key=value ...]   train (and evaluate) one run, or a sweep with -m
@@ -23,19 +23,56 @@ examples:
 
 from alignctl.errors import UsageError, fail
 
+HELP = ("-h", "--help")
+COMMAND_HELP = {
+    "train": "usage: alignctl train [-m] [group=option ...] [key=value ...]\n"
+    "Trains (and evaluates) one run into runs/<time>-<objective>-<divergence>/, or with -m one run per combination\n"
+    "of comma-separated values. Groups and their options: alignctl ls [group]. Every key and its default for the\n"
+    "options given (here: {options}):\n",
+    "eval": "usage: alignctl eval run_dir=<run dir> [out_dir=<dir>] [eval.key=value ...]\n"
+    "       alignctl eval model_dir=<HF model dir> [out_dir=<dir>] [group=option ...] [eval.reference=<dir>]\n"
+    "Evaluates a run's final model (into the run dir unless out_dir=), or any model directory against the\n"
+    "reference of the config given (evals/<model>-<time>/ unless out_dir=). The eval keys and their defaults:\n",
+    "ls": "usage: alignctl ls [group]\nLists the config groups, or the options of one group with their descriptions.\n",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in (*HELP, "help"):
         print(USAGE, end="")
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(f"alignctl {version('alignctl')}")
         return 0
     command, rest = argv[0], argv[1:]
     commands = {"train": _train, "eval": _eval, "ls": _ls}
     if command not in commands:
         fail(f"unknown command {command!r}; choose one of: {', '.join(commands)}")
     try:
+        if any(a in HELP for a in rest):
+            return _help(command, [a for a in rest if a not in HELP])
         return commands[command](rest) or 0
     except UsageError as e:
         fail(str(e))
+    return 0
+
+
+def _help(command: str, overrides: list[str]) -> int:
+    """A command's usage, and the keys it reads with their defaults (for the options the overrides choose)."""
+    from omegaconf import OmegaConf
+
+    from alignctl import compose
+
+    text = COMMAND_HELP[command].format(options=" ".join(overrides) or "the defaults")
+    print(text, end="")
+    if command == "ls":
+        return 0
+    own = ("run_dir=", "model_dir=", "out_dir=")  # eval's own arguments, not config overrides
+    cfg = OmegaConf.structured(compose.compose_one([o for o in overrides if "=" in o and not o.startswith(own)]))
+    print(OmegaConf.to_yaml(cfg.eval if command == "eval" else cfg), end="")
     return 0
 
 

@@ -34,11 +34,48 @@ OmegaConf.register_new_resolver(
 
 
 def to_run_config(cfg: DictConfig) -> config.RunConfig:
-    """Composed DictConfig -> RunConfig dataclass (runs every __post_init__ value rule)."""
+    """Composed DictConfig -> RunConfig dataclass (runs every __post_init__ value rule). Keys the schema does not
+    declare are an error also when added with `+`/`++` (Hydra adds them; to_object would drop them silently)."""
+    _check_declared(cfg, "")
     try:
         return OmegaConf.to_object(cfg)
     except (config.ConfigError, OmegaConfBaseException) as e:
         raise UsageError(explain(e)) from None
+
+
+def _check_declared(node: Any, prefix: str) -> None:
+    """Every key of a structured node is a field of its dataclass, recursively."""
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        declared = [f.name for f in dataclasses.fields(schema)]
+        for key in node.keys():
+            if key not in declared and not (prefix == "" and key == "hydra"):
+                where = f" of {prefix.rstrip('.')}" if prefix else ""
+                suggestion = _suggest(str(key)) if not prefix else ""
+                raise UsageError(f"unknown key {prefix}{key}{suggestion}; valid keys{where}: {', '.join(declared)}")
+    for key in node.keys():
+        if key != "hydra":
+            _check_declared(node._get_node(key), f"{prefix}{key}.")
+
+
+def _suggest(key: str) -> str:
+    """' (did you mean group.key?)' for a bare key that is a field of a group's schema, e.g. beta=0.1."""
+    from alignctl.data import registry as data_registry
+    from alignctl.rewards import registry as reward_registry
+
+    schemas = {
+        "objective": [config.objective_schema(e) for e in objectives.REGISTRY.values()],
+        "divergence": [config.DivergenceConfig],
+        "reward": [e.schema for e in reward_registry.REGISTRY.values()],
+        "dataset": [e.schema for e in data_registry.REGISTRY.values()],
+        "model": [*config.EMBEDDED_MODELS.values(), config.HFModelConfig],
+        "train": [config.TrainConfig],
+        "eval": [config.EvalConfig],
+    }
+    groups = [g for g, classes in schemas.items() if any(key in {f.name for f in dataclasses.fields(c)} for c in classes)]
+    return f" (did you mean {' or '.join(f'{g}.{key}' for g in groups)}?)" if groups else ""
 
 
 def compose_one(overrides: list[str]) -> config.RunConfig:
@@ -108,17 +145,30 @@ def save_resolved(run_cfg: config.RunConfig, run_dir: Path) -> None:
     (run_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.structured(run_cfg)))
 
 
+# What `alignctl eval run_dir=...` may change: how to evaluate, never what was trained.
+EVAL_OVERRIDES = ("eval.", "model.kernel=", "tracking=")
+
+
 def load_run(run_dir: Path, overrides: list[str]) -> config.RunConfig:
-    """The config a run directory was trained with, plus `key=value` overrides (e.g. eval.num_prompts=8)."""
+    """The config a run directory was trained with, plus eval-only `key=value` overrides (e.g. eval.num_prompts=8)."""
     path = run_dir / RESOLVED_CONFIG
     if not path.is_file():
         raise UsageError(f"run_dir={run_dir} is not an alignctl run directory (no {RESOLVED_CONFIG})")
+    for override in overrides:
+        if not override.startswith(EVAL_OVERRIDES):
+            raise UsageError(
+                f"{override} would change what run_dir={run_dir} was trained with; eval of a run takes only eval.*, "
+                "model.kernel and tracking overrides (train another run to change the rest)"
+            )
     try:
         saved = OmegaConf.load(path)
-        typed = _typed_skeleton(saved)
-        merged = OmegaConf.merge(typed, saved, OmegaConf.from_dotlist(overrides))
+        merged = OmegaConf.merge(_typed_skeleton(saved), saved)
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"run_dir={run_dir}: {RESOLVED_CONFIG} is unreadable or corrupt ({explain(e)})") from None
+    try:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as e:
+        raise UsageError(explain(e)) from None
     return to_run_config(merged)
 
 
@@ -158,7 +208,8 @@ def explain(e: BaseException) -> str:
         parent, _, _ = key.rpartition(".")
         valid = _valid_keys(e)
         where = f" of {parent}" if parent else ""
-        return f"unknown key {key}; valid keys{where}: {', '.join(valid)}" if valid else f"unknown key {key}"
+        hint = "" if parent else _suggest(key)
+        return f"unknown key {key}{hint}; valid keys{where}: {', '.join(valid)}" if valid else f"unknown key {key}{hint}"
     if isinstance(e, MissingMandatoryValue) and getattr(e, "full_key", None):
         return f"{e.full_key} is required here and has no value; set {e.full_key}=<value>"
     if isinstance(e, ValidationError) and getattr(e, "full_key", None):

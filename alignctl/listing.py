@@ -31,8 +31,8 @@ def show(group: str | None) -> None:
         table = Table("group", "options")
         for g in GROUPS:
             table.add_row(g, ", ".join(options(g)))
-        table.add_row("train", "train.max_steps, train.batch_size, train.learning_rate, train.seed, ... (alignctl train --cfg)")
-        table.add_row("eval", "eval.enabled, eval.num_prompts, eval.samples_per_prompt, eval.seed, ...")
+        table.add_row("train", "train.max_steps, train.batch_size, train.learning_rate, train.seed, ... (alignctl train --help)")
+        table.add_row("eval", "eval.enabled, eval.num_prompts, eval.samples_per_prompt, eval.seed, ... (alignctl eval --help)")
         console.print(table)
         return
     if group not in GROUPS:

@@ -54,6 +54,14 @@ def run_cli(capsys, *argv):
         (["train", "reward=classifier", "reward.path=x", "reward.mode=prob"], ["reward.mode=prob", "pos_minus_neg"]),
         (["train", "reward=function", "reward.function=nocolon"], ["reward.function=nocolon", ":"]),
         (["train", "objective.beta=inf"], ["objective.beta=inf", "finite"]),
+        (["train", "objective.beta=nan"], ["objective.beta=nan", "finite"]),
+        (["train", "train.learning_rate=-inf"], ["train.learning_rate=-inf"]),
+        (["train", "+objective.bta=0.5"], ["objective.bta", "beta"]),
+        (["train", "+unknown.key=1"], ["unknown", "objective"]),
+        (["train", "++unknown=1"], ["unknown", "train"]),
+        (["train", "+train.max_stepz=3"], ["train.max_stepz", "max_steps"]),
+        (["train", "beta=0.1"], ["beta", "did you mean objective.beta?"]),
+        (["train", "model.chat_template={% if x %}"], ["model.chat_template", "quote"]),
         (["train", "objective=grpo", "model.reference=/x"], ["model.reference=/x", "objective=grpo"]),
         (["train", "objective=grpo", "dataset=toy_arith"], ["reward=sentiment", "dataset=toy_arith", "exact_match"]),
         (["train", "objective=grpo", "reward=exact_match"], ["reward=exact_match", "toy_sentiment", "sentiment"]),
@@ -101,3 +109,28 @@ def test_help_and_ls(capsys):
     out = capsys.readouterr().out
     for name in ("dpo", "fdpo", "ipo", "reverse_kl", "pairs"):
         assert name in out
+
+
+def test_eval_of_a_run_takes_only_eval_overrides(capsys, tmp_path):
+    from alignctl import compose
+
+    compose.save_resolved(compose.compose_one([]), tmp_path)
+    code, err = run_cli(capsys, "eval", f"run_dir={tmp_path}", "objective.beta=5")
+    assert code == 2 and "objective.beta=5" in err and "eval.*" in err
+    code, err = run_cli(capsys, "eval", f"run_dir={tmp_path}", "eval.num_prompt=8")
+    assert code == 2 and "unknown key eval.num_prompt" in err and "num_prompts" in err and "corrupt" not in err
+
+
+def test_version_and_help_of_every_command(capsys):
+    from importlib.metadata import version
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"alignctl {version('alignctl')}"
+    assert cli.main(["train", "--help", "objective=ipo"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: alignctl train" in out and "tau: 0.1" in out and "max_steps: 200" in out
+    assert cli.main(["eval", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: alignctl eval" in out and "num_prompts: 64" in out
+    assert cli.main(["ls", "--help"]) == 0
+    assert "usage: alignctl ls" in capsys.readouterr().out
