@@ -98,12 +98,18 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: str) -> tuple[dict[
 
 
 def _check_vocabularies(policy, reference, model_dir, reference_dir) -> None:
-    """Both models must share one vocabulary: KL and win rates compare their token distributions on one text."""
+    """Both models must share one tokenizer: KL and win rates compare their token distributions on one text."""
+    from transformers import AutoTokenizer
+
     v_policy, v_reference = policy.get_output_embeddings().weight.shape[0], reference.get_output_embeddings().weight.shape[0]
-    if v_policy != v_reference:
+    same = v_policy == v_reference
+    if same:  # equal sizes can still be different vocabularies: compare the tokens themselves
+        same = AutoTokenizer.from_pretrained(model_dir).get_vocab() == AutoTokenizer.from_pretrained(reference_dir).get_vocab()
+    if not same:
         raise UsageError(
-            f"the model at {model_dir} has a vocabulary of {v_policy} tokens and the reference at {reference_dir} one "
-            f"of {v_reference}; evaluate against a reference of the same tokenizer (eval.reference=<dir>)"
+            f"the model at {model_dir} and the reference at {reference_dir} have different tokenizers "
+            f"({v_policy} and {v_reference} output tokens); evaluate against a reference with the same tokenizer "
+            "(eval.reference=<dir>)"
         )
 
 

@@ -331,3 +331,14 @@ def test_cli_trains_and_re_evaluates_a_hub_format_model(family_model_dirs, pairs
     again = alignctl("eval", f"run_dir={run_dir}", f"out_dir={tmp_path / 'again'}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "again" / "eval.json").read_text()) == first
+
+
+def test_eval_against_a_reference_with_another_tokenizer_is_one_line(family_model_dirs, pairs_file, capsys, tmp_path):
+    from alignctl import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", f"model_dir={family_model_dirs['qwen2']}", f"eval.reference={family_model_dirs['llama']}",
+                  "model=hf", f"model.path={family_model_dirs['qwen2']}", "dataset=preference_file",
+                  f"dataset.path={pairs_file}", f"out_dir={tmp_path}"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "different tokenizers" in err
