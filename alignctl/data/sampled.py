@@ -506,7 +506,10 @@ def _cached_splits(
     summary: Callable[[dict[str, Any]], str],
 ) -> datasets.DatasetDict:
     """The cached DatasetDict of ``make() -> ({split: rows}, build info)``; built (and summarised) on first use.
-    Building leaves the caller's RNG states as they were."""
+    Building leaves the caller's RNG states as they were.
+
+    Loaded into memory: a memory-mapped split would make every later ``.map``/``.filter`` (ours, TRL's) write
+    ``cache-*.arrow`` files into the cache entry, which must not change once built (and may be read-only)."""
     import datasets
 
     built = False
@@ -533,7 +536,7 @@ def _cached_splits(
         info = json.loads((path / INFO_FILE).read_text())
         tiny_lm.console.print(f"{summary(info)} -> {path}", soft_wrap=True, highlight=False)
     with tiny_lm.quiet():
-        return datasets.load_from_disk(str(path))
+        return datasets.load_from_disk(str(path), keep_in_memory=True)
 
 
 def _sampled_splits(source: SampledSource, kind: str, recipe: dict[str, Any], layout: _Layout, features):

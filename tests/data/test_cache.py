@@ -64,7 +64,7 @@ def test_half_built_dir_is_never_visible(root):
 
     path = cache.cached("thing", {"k": 1}, build)
     assert seen == {"final_exists_during_build": False}
-    assert sorted(p.name for p in path.iterdir()) == ["f", cache.RECIPE_FILE]
+    assert sorted(p.name for p in path.iterdir()) == ["f", cache.MANIFEST_FILE, cache.RECIPE_FILE]
     leftovers = [p.name for p in path.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
