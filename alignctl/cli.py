@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ COMMAND_HELP = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not sys.stdout.isatty():  # piped to a file: rich would wrap every table and line at 80 columns
+        os.environ.setdefault("COLUMNS", "200")
     if not argv or argv[0] in (*HELP, "help"):
         print(USAGE, end="")
         return 0
