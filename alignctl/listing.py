@@ -54,11 +54,26 @@ def show(group: str | None) -> None:
         table = Table(group, "description")
         table.add_column("path (hub id or local)", overflow="fold")
         for name, description in options(group).items():
-            path = OmegaConf.load(resources.files("alignctl.conf") / group / f"{name}.yaml").get("path", "")
-            table.add_row(name, description, "(built locally)" if not path else "(model.path=...)" if path == "???"
-                          else str(path))  # fmt: skip
+            table.add_row(name, description, _default_path(group, name))
     else:
         table = Table(group, "description")
         for name, description in options(group).items():
             table.add_row(name, description)
     console.print(table)
+
+
+def _default_path(group: str, name: str) -> str:
+    """Where a model or dataset option reads from by default: a hub id, "(built locally)", or what to set."""
+    from alignctl import config
+    from alignctl.data import registry
+
+    if group == "model":
+        if name in config.EMBEDDED_MODELS:
+            return "(built locally)"
+        path = OmegaConf.load(resources.files("alignctl.conf") / "model" / f"{name}.yaml").get("path")
+        return str(path) if path else "(model.path=...)"
+    entry = registry.get(name)
+    if entry.embedded_model is not None:
+        return "(built locally)"
+    path = entry.schema.__dataclass_fields__["path"].default
+    return str(path) if path not in (None, "???") else "(dataset.path=...)"
