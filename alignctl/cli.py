@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return commands[command](rest) or 0
     except UsageError as e:
         fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C before a run started (a run handles its own signals): nothing to save
+        print("alignctl: interrupted before the run started", file=sys.stderr)
+        raise SystemExit(130) from None
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,16 +17,22 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError,
 )
 
-from alignctl import config, objectives
+from alignctl import config, objectives, rundir
 from alignctl.errors import UsageError, fail
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: run directories are claimed (O_EXCL) but not locked against concurrent resumes
+    fcntl = None
+
 CONFIG_MODULE = "alignctl.conf"
-RESOLVED_CONFIG = "config.yaml"  # the composed, validated config, written at the top of each run directory
+RESOLVED_CONFIG = rundir.RESOLVED_CONFIG
 
 config.register()
 # Run directories name the divergence actually used, also when the config says divergence=auto.
@@ -121,9 +129,15 @@ def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
     return [compose_one(list(job)) for job in jobs]
 
 
+# Hydra writes .hydra/ into the job's directory before the job runs, i.e. before alignctl has claimed it (two runs
+# started in the same second get the same ${now:} name); the claimed directory gets it from _hydra_entry instead.
+NO_HYDRA_SUBDIR = "hydra.output_subdir=null"
+
+
 def run_hydra(overrides: list[str], multirun: bool) -> None:
     """Hand the run (or sweep) to Hydra, which makes one directory per job and calls `_job` in each."""
-    argv = ["alignctl", *(["--multirun"] if multirun else []), *overrides]
+    ours = [] if any(o.lstrip("+").startswith("hydra.output_subdir=") for o in overrides) else [NO_HYDRA_SUBDIR]
+    argv = ["alignctl", *(["--multirun"] if multirun else []), *ours, *overrides]
     saved, sys.argv = sys.argv, argv
     try:
         _hydra_entry()
@@ -133,12 +147,90 @@ def run_hydra(overrides: list[str], multirun: bool) -> None:
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base=None)
 def _hydra_entry(cfg: DictConfig) -> None:
-    from alignctl.train import train_and_evaluate
-
+    """One job: claim its run directory, then train in it (or say why not: one line, exit 2)."""
+    hydra_cfg = HydraConfig.get()
+    planned = Path(hydra_cfg.runtime.output_dir)
+    previous = rundir.stop_on_signals()
     try:
-        train_and_evaluate(to_run_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+        _job(cfg, hydra_cfg, planned)
+    except rundir.Interrupted as e:  # before training (train_and_evaluate handles its own): nothing to save
+        print(f"alignctl: stopped by {e} before the run started", file=sys.stderr, flush=True)
+        raise SystemExit(128 + e.signum) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
+    try:
+        run_cfg = to_run_config(cfg)
+        dir_key = "hydra.sweep.dir" if hydra_cfg.mode == RunMode.MULTIRUN else "hydra.run.dir"
+        claim = rundir.claim_run_dir(planned, run_cfg.train, auto_named=_auto_named(hydra_cfg), dir_key=dir_key)
+    except UsageError as e:
+        fail(str(e))
+    started = False
+    try:
+        plan = rundir.plan_run(run_cfg, claim.path)
+        if plan.action == "finished":
+            print(f"run {claim.path} already finished at step {plan.step}; nothing to do", file=sys.stderr)
+            return
+        if claim.path != planned:  # an automatic name another run had claimed: continue in <name>-2, -3, ...
+            rundir.move_log_files(planned, claim.path)
+            if Path.cwd() == planned.resolve():  # hydra.job.chdir=true
+                os.chdir(claim.path)
+        if not claim.fresh and plan.action == "fresh":
+            removed = rundir.clear_run_dir(claim.path)
+            why = ("train.overwrite=true: removed the previous run" if run_cfg.train.overwrite else
+                   "train.resume=auto: no checkpoint to resume; starting afresh, removed the earlier attempt")
+            print(f"{why} from {claim.path} ({removed} entries)", file=sys.stderr)
+        claim.describe()
+        if NO_HYDRA_SUBDIR in hydra_cfg.overrides.hydra:
+            _write_hydra_files(cfg, claim.path)
+        started = True
+        from alignctl.train import train_and_evaluate
+
+        train_and_evaluate(run_cfg, claim.path, command=_rerun_command(hydra_cfg), plan=plan)
     except UsageError as e:  # a bad value found once the run started (e.g. nothing to resume): one line, exit 2
         fail(str(e))
+    finally:
+        claim.release(keep=started)
+
+
+def _auto_named(hydra_cfg: DictConfig) -> bool:
+    """Whether the job's directory is named by Hydra's ${now:} template (not by the user)."""
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        template = _raw(hydra_cfg.sweep, "dir") + "/" + _raw(hydra_cfg.sweep, "subdir")
+    else:
+        template = _raw(hydra_cfg.run, "dir")
+    return "${now:" in template
+
+
+def _raw(node: DictConfig, key: str) -> str:
+    return str(OmegaConf.to_container(node, resolve=False)[key])
+
+
+def _write_hydra_files(task_cfg: DictConfig, run_dir: Path) -> None:
+    """.hydra/{config,hydra,overrides}.yaml, as Hydra writes them, into the directory this job claimed."""
+    hydra_root = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False, enum_to_str=True))
+    hydra_root.hydra.runtime.output_dir = str(run_dir.resolve())
+    hydra_root.hydra.output_subdir = ".hydra"
+    hydra_root.hydra.overrides.hydra = [o for o in hydra_root.hydra.overrides.hydra if o != NO_HYDRA_SUBDIR]
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(task_cfg))
+    (out / "hydra.yaml").write_text(OmegaConf.to_yaml(hydra_root))
+    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_root.hydra.overrides.task))
+
+
+def _rerun_command(hydra_cfg: DictConfig) -> list[str]:
+    """The command that started this job, without its run-directory and resume choices (a sweep job: its own
+    values, as a single run)."""
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        overrides = [*hydra_cfg.overrides.task]
+    else:
+        overrides = [a for a in sys.argv[1:] if a not in ("-m", "--multirun", NO_HYDRA_SUBDIR)]
+    own = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=", "train.resume=", "train.overwrite=")
+    return ["alignctl", "train", *(o for o in overrides if not o.lstrip("+").startswith(own))]
 
 
 def save_resolved(run_cfg: config.RunConfig, run_dir: Path) -> None:

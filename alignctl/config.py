@@ -159,7 +159,11 @@ class TrainConfig:
     # torch CPU threads; 0 = torch's default. The tiny models train ~15x faster on 1 thread than on 2 on the
     # 2-core machine (40 DPO steps: 5 s vs 75 s): their matmuls are too small to split.
     num_threads: int = 1
-    resume: bool = False  # continue the run directory's last checkpoint
+    # false: a new run (its directory must not hold another run); true: continue the run directory's last
+    # checkpoint (same config, but for train.max_steps, train.num_threads, eval.* and tracking); auto: resume when the
+    # directory has a checkpoint, else start it (a scheduler can re-launch the same command). YAML true/false work.
+    resume: str = "false"
+    overwrite: bool = False  # clear a previous run's results from the run directory, then start afresh
     # Online objectives only (objective data "groups", e.g. grpo); offline objectives ignore them. Here rather than
     # in the objective's config because they shape the run, not the loss (its schema is its loss signature), and
     # they are integers (an objective's data_options are floats). batch_size counts completions for them (TRL's
@@ -176,6 +180,19 @@ class TrainConfig:
     # Upper clip of the GRPO ratio, 1 + clip_high (DAPO's clip-higher, DPH-RL's setting); the ratio is 1 at the
     # first update on a batch, so clipping acts only with num_iterations > 1.
     clip_high: float = 0.28
+
+    def __post_init__(self) -> None:
+        self.resume = str(self.resume).lower()  # true/false from the command line or a saved YAML are booleans
+        if self.resume not in RESUME_MODES:
+            raise ConfigError(f"train.resume={self.resume!r} is not valid; choose one of: {', '.join(RESUME_MODES)}")
+        if self.overwrite and self.resume != "false":
+            raise ConfigError(
+                f"train.overwrite=true and train.resume={self.resume} contradict each other: overwrite clears the run "
+                "directory, resume continues it; set only one"
+            )
+
+
+RESUME_MODES = ("false", "true", "auto")
 
 
 @dataclass

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import platform
+import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -16,11 +21,10 @@ import torch
 from rich.console import Console
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import RichProgressCallback
 
-from alignctl import build, compose, config, runtime, scoring, tracking
+from alignctl import build, compose, config, rundir, runtime, scoring, tracking
 from alignctl.errors import UsageError
 from alignctl.models import loading
 from alignctl.trainers.candidates import CandidateTrainer
@@ -36,22 +40,166 @@ TRACKED_LIBRARIES = (
 
 
 class MetricsFile(TrainerCallback):
-    """Appends every logged step to metrics.jsonl, one JSON object per line."""
+    """metrics.jsonl: one JSON object per logged step, every step once (a resumed run first drops the rows after its
+    checkpoint), then Trainer's end-of-training summary once, as {"summary": true, "final_step": N, ...} (no "step":
+    it is not a step; not written when a signal stops the run early). Its train_loss is the whole run's mean, also
+    when resumed: Trainer's own value covers the steps this process trained, so the steps before its checkpoint come
+    from their logged rows, each row's loss weighted by its step window. Every checkpoint's step is logged, so the
+    rows cover exactly the steps up to the checkpoint; recomputing from them (rather than carrying a running total
+    in the checkpoint) needs no second copy of Trainer's private loss accumulator and no extra checkpoint file, and
+    the rows are already cut at the checkpoint. The summary's speed metrics (train_runtime, ...) are this process's.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.session_start = 0  # the global step this process started training from (a resumed checkpoint's)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.session_start = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save or state.global_step >= state.max_steps:
+            control.should_log = True  # a checkpoint's step (and the last) is logged: a resume loses no step's loss
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            with self.path.open("a") as f:
-                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+        if not (state.is_world_process_zero and logs):
+            return
+        if not tracking.is_final_summary(logs):
+            self._append({"step": state.global_step, "epoch": state.epoch, **logs})
+        elif state.global_step >= state.max_steps:
+            # in place: later callbacks (W&B, the progress display) report the whole run's value too
+            logs["train_loss"] = self.whole_run_loss(logs["train_loss"], state.global_step)
+            self._append({"summary": True, "final_step": state.global_step, **logs})
+
+    def write_summary(self, state) -> dict[str, Any]:
+        """The summary of a run resumed from its last step's checkpoint (Trainer trains nothing, logs nothing)."""
+        row = {"train_loss": self.whole_run_loss(0.0, state.global_step)}
+        self._append({"summary": True, "final_step": state.global_step, "epoch": state.epoch, **row})
+        return row
+
+    def whole_run_loss(self, session_loss: float, final_step: int) -> float:
+        """Mean loss over steps 1..final_step: the logged rows up to session_start, then `session_loss` (Trainer's
+        mean over the steps after it)."""
+        start = self.session_start
+        if start == 0:
+            return session_loss
+        total = last = 0
+        for row in sorted(read_rows(self.path), key=lambda r: r["step"]):
+            if "loss" in row and last < row["step"] <= start:
+                total += row["loss"] * (row["step"] - last)
+                last = row["step"]
+        if 0 < last < start:  # a checkpoint from before checkpoints were always logged: its unlogged steps
+            total *= start / last  # are given the mean of the logged ones
+        return (total + session_loss * (final_step - start)) / final_step
+
+    def _append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's step rows (not the summary); a line cut short by a killed process is skipped."""
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else ():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict) or row.get("summary") or tracking.is_final_summary(row):
+            continue  # (runs before {"summary": true} wrote it as one more row for the last step)
+        if isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGINT/SIGTERM (Ctrl-C, a scheduler's pre-emption): inside the training loop the current step finishes, is
+    checkpointed and logged, and training stops; outside it (loading, evaluating) rundir.Interrupted is raised at once.
+    A second signal exits at once (exit 128 + signal number). install()/restore() put the handlers in place and
+    back (main thread only: elsewhere signals are not Python's to handle)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_training = False
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            os.write(2, f"alignctl: second {signal.Signals(signum).name}: exiting now, nothing saved\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        if not self.in_training:
+            raise rundir.Interrupted(signum)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.in_training = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signum is not None:
+            control.should_save = control.should_log = control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.in_training = False
+
+
+class _AlreadyTrained(Exception):
+    """The checkpoint a run resumes from is at max_steps: nothing is left to train."""
+
+
+class NoStepPastEnd(TrainerCallback):
+    """Trainer resumed from a checkpoint at max_steps trains one more step when max_steps falls inside an epoch (it
+    re-enters the epoch and checks max_steps only after a step), else logs train_loss 0. When training begins it
+    has loaded the checkpoint's weights: stop there."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            raise _AlreadyTrained
+
+
+class RunRecord:
+    """run.json: the provenance of the run's first start, one entry per resume, the W&B run id, and where the run
+    stands: status running | interrupted | trained (final model saved) | finished, at `step`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / rundir.RUN_RECORD
+        self.data = rundir.read_run_record(run_dir)
+
+    @classmethod
+    def open(cls, cfg: config.RunConfig, run_dir: Path, plan: rundir.RunPlan) -> RunRecord:
+        record = cls(run_dir)
+        entry = provenance(cfg)
+        if plan.action == "fresh" or not record.data:
+            record.data = {**entry, "status": "running", "step": 0, "wandb_run_id": None, "resumes": []}
+        else:
+            resumed = {"command": entry["command"], "git_commit": entry["git_commit"], "from_step": plan.step,
+                       "time": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+            record.data.setdefault("resumes", []).append(resumed)
+        record.update(status="running" if plan.action != "evaluate" else "trained")
+        return record
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps(self.data, indent=2) + "\n")
+        os.replace(partial, self.path)  # never a half-written run.json
 
 
 def provenance(cfg: config.RunConfig) -> dict[str, Any]:
     """What a reader needs to reproduce a number: seed, code version, libraries, machine."""
     return {
         "seed": cfg.train.seed,
-        "command": sys.argv,
+        "command": [a for a in sys.argv if a != compose.NO_HYDRA_SUBDIR],
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -181,21 +329,23 @@ def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, object
     )
 
 
-def resume_point(cfg: config.RunConfig, run_dir: Path) -> str | None:
-    """The last checkpoint to resume from (train.resume=true); metrics logged after it are dropped."""
+def resume_point(cfg: config.RunConfig, run_dir: Path, resume: bool) -> str | None:
+    """The checkpoint to resume from (the newest complete one) or None for a fresh start; metrics logged after the
+    checkpoint (and an earlier summary row) are dropped, so metrics.jsonl holds every step once."""
     metrics = run_dir / "metrics.jsonl"
-    if not cfg.train.resume:
+    if not resume:
         metrics.unlink(missing_ok=True)
         return None
-    checkpoint = get_last_checkpoint(str(run_dir / "checkpoints"))
-    if checkpoint is None:
-        raise UsageError(f"train.resume=true but {run_dir / 'checkpoints'} holds no checkpoint to resume from")
-    step = int(Path(checkpoint).name.split("-")[-1])
-    if metrics.is_file():
-        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= step]
-        metrics.write_text("".join(line + "\n" for line in kept))
-    console.print(f"resumed from {Path(checkpoint).name}")
-    return checkpoint
+    found = rundir.last_checkpoint(run_dir)
+    if found is None:
+        raise UsageError(
+            f"train.resume={cfg.train.resume} but {run_dir / 'checkpoints'} holds no checkpoint to resume from"
+        )
+    checkpoint, step = found
+    kept = [row for row in read_rows(metrics) if row["step"] <= step]
+    metrics.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    console.print(f"resumed from {checkpoint.name}")
+    return str(checkpoint)
 
 
 def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel):
@@ -226,18 +376,79 @@ def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objec
     )
 
 
-def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
+def train_and_evaluate(
+    cfg: config.RunConfig, run_dir: Path, command: list[str] | None = None, plan: rundir.RunPlan | None = None
+) -> dict[str, Any]:
+    """Train (or resume, see rundir.plan_run), save the final model, evaluate, all in run_dir (claimed by the
+    caller: compose._hydra_entry). command: the alignctl command line that started it, for the resume line printed
+    when a signal stops it (exit 128 + signal number)."""
     from alignctl.eval import run as eval_run
 
     runtime.prepare(cfg)
     check_rollout(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    compose.save_resolved(cfg, run_dir)
-    (run_dir / "run.json").write_text(json.dumps(provenance(cfg), indent=2) + "\n")
-    console.print(f"[bold]run[/] {run_dir}  objective={cfg.objective.name} divergence={cfg.divergence.name}")
+    plan = plan or rundir.plan_run(cfg, run_dir)
+    if plan.action == "finished":
+        console.print(f"run {run_dir} already finished at step {plan.step}; nothing to do", soft_wrap=True)
+        return {}
+    stop = StopOnSignal()
+    stop.install()
+    record = RunRecord(run_dir)
+    tracker: tracking.NullTracker = tracking.NullTracker()
+    try:
+        record = RunRecord.open(cfg, run_dir, plan)
+        compose.save_resolved(cfg, run_dir)
+        console.print(f"[bold]run[/] {run_dir}  objective={cfg.objective.name} divergence={cfg.divergence.name}")
+        reference_dir = loading.reference_source(cfg)
+        if plan.action == "evaluate":  # trained and saved; stopped before (or while) evaluating
+            console.print(f"trained to step {plan.step} already; evaluating")
+            tracker = _tracker(cfg, run_dir, record, resume_step=None)
+        else:
+            loaded = _load(cfg)
+            tracker = _tracker(cfg, run_dir, record, resume_step=plan.step if plan.action == "resume" else None)
+            step = _train(cfg, run_dir, plan, tracker, stop, *loaded)
+            if stop.signum is not None and step < cfg.train.max_steps:  # stopped by a signal, at a checkpoint
+                record.update(status="interrupted", step=step)
+                raise rundir.Interrupted(stop.signum)
+            record.update(status="trained", step=step)
+            if stop.signum is not None:  # the signal came with the last step
+                raise rundir.Interrupted(stop.signum)
+        metrics: dict[str, Any] = {}
+        if cfg.eval.enabled:
+            metrics = eval_run.evaluate_and_report(cfg, run_dir / "model", run_dir, reference_dir=reference_dir)
+            tracker.summary(metrics)
+        record.update(status="finished")
+        tracker.finish()
+    except rundir.Interrupted as e:
+        if record.data.get("status") == "running":  # stopped outside the training loop
+            found = rundir.last_checkpoint(run_dir)
+            record.update(status="interrupted", step=max(record.data.get("step", 0), found[1] if found else 0))
+        tracker.finish(exit_code=128 + e.signum)
+        print(_stopped_line(run_dir, record, e.signum, command), file=sys.stderr, flush=True)
+        raise SystemExit(128 + e.signum) from None
+    finally:
+        stop.restore()
+    console.print(f"[bold green]done[/] {run_dir}")
+    return metrics
 
+
+def _tracker(cfg: config.RunConfig, run_dir: Path, record: RunRecord, resume_step: int | None) -> tracking.NullTracker:
+    tracker = tracking.start(
+        cfg.tracking,
+        run_dir,
+        config=asdict(cfg),
+        tags=[cfg.objective.name, cfg.divergence.name, cfg.dataset.name, cfg.model.name],
+        run_id=record.data.get("wandb_run_id"),
+        resume_step=resume_step,
+    )
+    if tracker.run_id and not record.data.get("wandb_run_id"):
+        record.update(wandb_run_id=tracker.run_id)  # kept from the first start: a resume continues this W&B run
+    return tracker
+
+
+def _load(cfg: config.RunConfig) -> tuple:
+    """What the trainer needs, built from the config: objective, divergence, tokenizer, data, model, kernel."""
     model_dir = loading.policy_source(cfg)
-    reference_dir = loading.reference_source(cfg)
     objective, divergence = build.objective(cfg)
     tokenizer = loading.load_tokenizer(cfg, model_dir)
     if cfg.eval.enabled or objective.data == "groups":
@@ -246,25 +457,45 @@ def train_and_evaluate(cfg: config.RunConfig, run_dir: Path) -> dict[str, Any]:
     model = loading.load_causal_lm(cfg, model_dir)
     kernel = scoring.resolve_kernel(model, cfg.model.kernel)
     if cfg.model.reference is not None and objective.needs_reference and kernel == "fused":  # its own LM head
-        kernel = scoring.resolve_kernel(loading.load_causal_lm(cfg, reference_dir, trainable=False), kernel)
-    tracker = tracking.start(
-        cfg.tracking,
-        run_dir,
-        config=asdict(cfg),
-        tags=[cfg.objective.name, cfg.divergence.name, cfg.dataset.name, cfg.model.name],
-    )
+        reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
+        kernel = scoring.resolve_kernel(reference, kernel)
+    return objective, divergence, tokenizer, train_data, model, kernel
+
+
+def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, train_data, model, kernel) -> int:
+    """Train (from the plan's checkpoint) and save the final model, unless a signal stopped training early; the
+    global step reached."""
     make = online_trainer if objective.data == "groups" else offline_trainer
     trainer = make(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective, divergence, kernel)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgressCallback)
-    checkpoint = resume_point(cfg, run_dir)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    tracker.attach(trainer)
+    trainer.add_callback(stop)
+    checkpoint = resume_point(cfg, run_dir, resume=plan.action == "resume")
+    if plan.action == "resume" and plan.step >= cfg.train.max_steps:
+        trainer.add_callback(NoStepPastEnd)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except _AlreadyTrained:  # the checkpoint is the final step: its weights are the final model
+        metrics_file = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsFile))
+        tracker.summary(metrics_file.write_summary(trainer.state), prefix="")
+    if stop.signum is not None and trainer.state.global_step < cfg.train.max_steps:
+        return trainer.state.global_step
     loading.save_policy(trainer.model, tokenizer, run_dir / "model")
+    return trainer.state.global_step
 
-    metrics: dict[str, Any] = {}
-    if cfg.eval.enabled:
-        metrics = eval_run.evaluate_and_report(cfg, run_dir / "model", run_dir, reference_dir=reference_dir)
-        tracker.summary(metrics)
-    tracker.finish()
-    console.print(f"[bold green]done[/] {run_dir}")
-    return metrics
+
+def _stopped_line(run_dir: Path, record: RunRecord, signum: int, command: list[str] | None) -> str:
+    """The one line a signal leaves: what is saved and the exact command that continues the run."""
+    found = rundir.last_checkpoint(run_dir)
+    if record.data.get("status") == "trained":
+        where, resume = f"final model saved at step {record.data['step']}; evaluation left", "true"
+    elif found is not None and record.data.get("step") == found[1]:
+        where, resume = f"checkpoint-{found[1]} saved", "true"
+    elif found is not None:
+        where, resume = f"last checkpoint: {found[0].name}", "true"
+    else:
+        where, resume = "no checkpoint yet", "auto"
+    base = command or ["alignctl", "train", "<your overrides>"]
+    again = shlex.join([*base, f"hydra.run.dir={run_dir}", f"train.resume={resume}"])
+    return f"alignctl: stopped by {signal.Signals(signum).name} ({where}); resume with: {again}"
