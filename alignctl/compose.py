@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -168,7 +169,7 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
         claim = rundir.claim_run_dir(planned, run_cfg.train, auto_named=_auto_named(hydra_cfg), dir_key=dir_key)
     except UsageError as e:
         fail(str(e))
-    started = False
+    started = discard = False
     try:
         plan = rundir.plan_run(run_cfg, claim.path)
         if plan.action == "finished":
@@ -191,9 +192,13 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
 
         train_and_evaluate(run_cfg, claim.path, command=_rerun_command(hydra_cfg), plan=plan)
     except UsageError as e:  # a bad value found once the run started (e.g. nothing to resume): one line, exit 2
+        # bad input found before the first step of a new run (data, reward, model): leave no empty run dir behind
+        discard = started and claim.fresh and plan.action == "fresh" and not rundir.has_training_output(claim.path)
         fail(str(e))
     finally:
-        claim.release(keep=started)
+        claim.release(keep=started and not discard)
+        if discard:
+            shutil.rmtree(claim.path, ignore_errors=True)
 
 
 def _auto_named(hydra_cfg: DictConfig) -> bool:

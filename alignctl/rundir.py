@@ -149,6 +149,11 @@ def claim_run_dir(path: Path, train: config.TrainConfig, auto_named: bool, dir_k
         return claim
 
 
+def has_training_output(path: Path) -> bool:
+    """Whether a run has trained or evaluated anything in `path` (not only written its config and provenance)."""
+    return any((path / name).exists() for name in ("metrics.jsonl", CHECKPOINTS, "model", "eval.json"))
+
+
 def clear_run_dir(path: Path) -> int:
     """Remove everything a previous run left in `path` (its claim file stays: this process holds it)."""
     removed = 0

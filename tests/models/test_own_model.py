@@ -342,3 +342,16 @@ def test_eval_against_a_reference_with_another_tokenizer_is_one_line(family_mode
                   f"dataset.path={pairs_file}", f"out_dir={tmp_path}"])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "different tokenizers" in err
+
+
+def test_bad_data_found_at_load_leaves_no_run_directory(family_model_dirs, tmp_path, monkeypatch, capsys):
+    from alignctl import cli
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*PAIRS[:3], {"prompt": "x", "chosen": "", "rejected": " y"}, *PAIRS])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "model=hf", f"model.path={family_model_dirs['gpt2']}", "dataset=preference_file",
+                  f"dataset.path={bad}", "tracking=none"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "column 'chosen', row 3" in err
+    assert not any((tmp_path / "runs").iterdir())  # the claimed directory is gone: nothing ran in it
