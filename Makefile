@@ -27,6 +27,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_kernels.py
+	$(BIN)/python scripts/bench_dpo_step.py
 	$(BIN)/python scripts/bench_demo.py
 
 clean:
