@@ -138,8 +138,9 @@ def sampled_source(cfg: RunConfig, tokenizer, model_dir: str):
         model_dir=model_dir,
         train_prompts=stream,
         test_prompts=test_prompts,
-        # at most one row per train prompt; an endless stream (toy_sentiment) takes prompts until it has this many
-        num_train_rows=getattr(d, "num_train_prompts", None) or len(train_prompts),
+        # at most one row per train prompt; an endless stream (toy_sentiment) takes prompts until it has as many
+        # rows as its train split has prompts
+        num_train_rows=len(train_prompts),
         reward=reward(cfg),
         reward_recipe=rewards.get(cfg.reward.name).recipe(cfg.reward),
         # the prompts' text, not only the config: a user's edited file must not hit a stale cache entry

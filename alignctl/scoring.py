@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from transformers import PreTrainedModel
 
+from alignctl.config import KERNELS
 from alignctl.divergences import Divergence
 from alignctl.kernels import token_logprobs_and_divergence, token_logprobs_and_divergence_from_logits
 from alignctl.models.heads import (
@@ -33,8 +34,6 @@ from alignctl.models.heads import (
     positions_from_mask,
     verify_head,
 )
-
-KERNELS = ("fused", "naive")
 
 console = Console(stderr=True)
 

@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_kernels import OtherLoad  # noqa: E402
+from bench_kernels import OtherLoad, cpu_memory_window  # noqa: E402
 
 TRAINERS = ("alignctl", "trl")
 EOS = "<|endoftext|>"
@@ -234,26 +234,6 @@ def step(trainer, batch) -> float:
     return float(loss)
 
 
-def memory_window(fn) -> tuple[int, int]:
-    """(peak, net) bytes of CPU allocations minus frees while fn() runs: the torch profiler's memory events
-    (profile_memory=True), summed in time order as `peak_extra_bytes` of scripts/bench_kernels.py does; `net` is the
-    running total at the end (what fn() left allocated)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(
-        (e.start_ns(), e.nbytes())
-        for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
-    )
-    running = peak = 0
-    for _, nbytes in events:
-        running += nbytes
-        peak = max(peak, running)
-    return int(peak), int(running)
-
-
 def init_optimizer_state(trainer) -> None:
     """Allocate AdamW's state (exp_avg, exp_avg_sq) before the first measured step, with an all-zero gradient: the
     update is then exactly 0 (m = v = 0 and no weight decay), so the weights do not change."""
@@ -279,7 +259,7 @@ def warmup(trainers: dict, batch, memory: bool) -> tuple[dict, float, dict]:
 
     def run(fn):
         if memory:
-            return memory_window(fn)
+            return cpu_memory_window(fn)
         fn()
         return -1, 0
 

@@ -215,6 +215,12 @@ def peak_extra_bytes(fn, device: torch.device) -> int:
         fn()
         synchronize(device)
         return int(torch.cuda.max_memory_allocated(device) - base)
+    return cpu_memory_window(fn)[0]
+
+
+def cpu_memory_window(fn) -> tuple[int, int]:
+    """(peak, net) bytes of CPU allocations minus frees while fn() runs, from the torch profiler's memory events
+    summed in time order; net is what fn() left allocated."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -228,7 +234,7 @@ def peak_extra_bytes(fn, device: torch.device) -> int:
     for _, nbytes in events:
         running += nbytes
         peak = max(peak, running)
-    return int(peak)
+    return int(peak), int(running)
 
 
 def main(argv=None) -> list[dict]:
