@@ -27,9 +27,10 @@ from alignctl.errors import UsageError, fail
 HELP = ("-h", "--help")
 COMMAND_HELP = {
     "train": "usage: alignctl train [-m] [group=option ...] [key=value ...]\n"
-    "Trains (and evaluates) one run into runs/<time>-<objective>-<divergence>/, or with -m one run per combination\n"
-    "of comma-separated values. Groups and their options: alignctl ls [group]. Every key and its default for the\n"
-    "options given (here: {options}):\n",
+    "Trains (and evaluates) one run into runs/<time>-<objective>-<divergence>-<other overrides>/, or with -m one run\n"
+    "per combination of comma-separated values into runs/<time>-sweep/<n>-<objective>-<divergence>-<swept values>/.\n"
+    "Groups and their options: alignctl ls [group]. Every key and its default for the options given (here:\n"
+    "{options}):\n",
     "eval": "usage: alignctl eval run_dir=<run dir> [out_dir=<dir>] [eval.key=value ...]\n"
     "       alignctl eval model_dir=<HF model dir> [out_dir=<dir>] [group=option ...] [eval.reference=<dir>]\n"
     "Evaluates a run's final model (into the run dir unless out_dir=), or any model directory against the\n"
@@ -90,8 +91,8 @@ def _train(args: list[str]) -> int:
     flags = [a for a in overrides if a.startswith("-")]
     if flags:
         raise UsageError(f"unknown flag {flags[0]!r} for train; valid flags: -m/--multirun")
-    compose.validate(overrides, multirun=multirun)  # every job of a sweep, before anything loads
-    compose.run_hydra(overrides, multirun=multirun)
+    jobs = compose.validate(overrides, multirun=multirun)  # every job of a sweep, before anything loads
+    compose.run_hydra(overrides, jobs, multirun=multirun)
     return 0
 
 

@@ -24,7 +24,7 @@ from omegaconf.errors import (
     ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError,
 )
 
-from alignctl import config, objectives, rundir
+from alignctl import config, objectives, rundir, run_names
 from alignctl.errors import UsageError, fail
 
 try:
@@ -36,9 +36,14 @@ CONFIG_MODULE = "alignctl.conf"
 RESOLVED_CONFIG = rundir.RESOLVED_CONFIG
 
 config.register()
-# Run directories name the divergence actually used, also when the config says divergence=auto.
+# Run directories name the divergence actually used (also when the config says divergence=auto) and the overrides
+# that set the run apart (conf/config.yaml).
 OmegaConf.register_new_resolver(
-    "divergence_used", lambda objective, divergence: config.resolve_divergence(objective, divergence), replace=True
+    "run_name",
+    lambda objective, divergence, overrides, exclude: run_names.run_name(
+        objective, config.resolve_divergence(objective, divergence), overrides, exclude
+    ),
+    replace=True,
 )
 
 
@@ -135,15 +140,50 @@ def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
 NO_HYDRA_SUBDIR = "hydra.output_subdir=null"
 
 
-def run_hydra(overrides: list[str], multirun: bool) -> None:
-    """Hand the run (or sweep) to Hydra, which makes one directory per job and calls `_job` in each."""
-    ours = [] if any(o.lstrip("+").startswith("hydra.output_subdir=") for o in overrides) else [NO_HYDRA_SUBDIR]
+def run_hydra(overrides: list[str], jobs: list[config.RunConfig], multirun: bool) -> None:
+    """Hand the run (or sweep) to Hydra, which makes one directory per job and calls `_job` in each. jobs: the
+    validated configs of the run or of every job of the sweep."""
+    ours = [] if _given(overrides, "hydra.output_subdir") else [NO_HYDRA_SUBDIR]
+    if multirun:
+        ours += _sweep_overrides(overrides, jobs)
     argv = ["alignctl", *(["--multirun"] if multirun else []), *ours, *overrides]
     saved, sys.argv = sys.argv, argv
     try:
         _hydra_entry()
     finally:
         sys.argv = saved
+
+
+def _given(overrides: list[str], key: str) -> bool:
+    return any(o.lstrip("+~").startswith(f"{key}=") for o in overrides)
+
+
+def _sweep_overrides(overrides: list[str], jobs: list[config.RunConfig]) -> list[str]:
+    """A sweep's own directory, claimed now (two sweeps started in the same second would otherwise share it and
+    Hydra's multirun.yaml), and job directories named by the swept values only."""
+    extra = []
+    if not _given(overrides, "hydra.job.config.override_dirname.exclude_keys"):
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        fixed = sorted({o.get_key_element().lstrip("+~") for o in parsed if not o.is_sweep_override()})
+        extra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]")
+    if not _given(overrides, "hydra.sweep.dir"):
+        if any(job.train.resume == "true" for job in jobs):
+            raise UsageError("train.resume=true continues an existing sweep: name it with hydra.sweep.dir=<dir>")
+        with initialize_config_module(CONFIG_MODULE, version_base=None):
+            template = hydra_compose("config", overrides=_first_job(overrides), return_hydra_config=True)
+        claimed = rundir.claim_sweep_dir(Path(template.hydra.sweep.dir))
+        extra.append(f"hydra.sweep.dir={_quoted(str(claimed))}")
+    return extra
+
+
+def _first_job(overrides: list[str]) -> list[str]:
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return list(BasicSweeper.split_arguments(parsed, max_batch_size=None)[0][0])
+
+
+def _quoted(value: str) -> str:
+    """A value as Hydra's override grammar reads it back unchanged."""
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base=None)

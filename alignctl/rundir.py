@@ -149,6 +149,19 @@ def claim_run_dir(path: Path, train: config.TrainConfig, auto_named: bool, dir_k
         return claim
 
 
+def claim_sweep_dir(path: Path) -> Path:
+    """Create a sweep's directory `path`, or <path>-2, -3, ... if another sweep has it (mkdir is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.name}-{n}")
+
+
 def has_training_output(path: Path) -> bool:
     """Whether a run has trained or evaluated anything in `path` (not only written its config and provenance)."""
     return any((path / name).exists() for name in ("metrics.jsonl", CHECKPOINTS, "model", "eval.json"))

@@ -2,14 +2,16 @@
 prompt's group id, per-token log-probs, pi_0's log-probs and log Z — checked against plain recomputations."""
 
 import math
+import os
 
 import datasets
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerState
 from trl import GRPOConfig
 
 from alignctl.divergences import get
+from alignctl.errors import UsageError
 from alignctl.objectives import disco, fdpg
 from alignctl.objectives.base import GroupLogps
 from alignctl.trainers.groups import FdpgTrainer, GroupObjectiveTrainer, prompt_id
@@ -112,11 +114,33 @@ def test_fdpg_gets_pi0_logps_and_log_partition(model_dir, tmp_path):
     )
 
 
-def test_fdpg_partition_survives_a_checkpoint(model_dir, tmp_path):
+def test_fdpg_partition_survives_a_checkpoint(model_dir, tmp_path, monkeypatch):
     trainer, _, _ = make(FdpgTrainer, model_dir, tmp_path, fdpg.OBJECTIVE, {"beta": 0.5}, get("reverse_kl"),
                          save_strategy="steps", save_steps=1)  # fmt: skip
+    # the partition file is in the folder before trainer_state.json (what makes a checkpoint count as complete)
+    present_before_trainer_state = []
+    save_to_json = TrainerState.save_to_json
+
+    def spy(state, path):
+        present_before_trainer_state.append(os.path.exists(os.path.join(os.path.dirname(path), trainer.STATE_FILE)))
+        save_to_json(state, path)
+
+    monkeypatch.setattr(TrainerState, "save_to_json", spy)
     trainer.train()
+    assert present_before_trainer_state == [True]
     resumed, _, _ = make(FdpgTrainer, model_dir, tmp_path, fdpg.OBJECTIVE, {"beta": 0.5}, get("reverse_kl"))
     resumed.create_optimizer_and_scheduler(num_training_steps=1)
     resumed._load_optimizer_and_scheduler(str(tmp_path / "checkpoint-1"))
     assert resumed.partition.state_dict() == trainer.partition.state_dict() and trainer.partition.count
+
+
+def test_resuming_from_a_checkpoint_without_the_partition_is_an_error(model_dir, tmp_path):
+    """A checkpoint missing fdpg_partition.json would resume with an empty log Z estimate: refused, named."""
+    trainer, _, _ = make(FdpgTrainer, model_dir, tmp_path, fdpg.OBJECTIVE, {"beta": 0.5}, get("reverse_kl"),
+                         save_strategy="steps", save_steps=1)  # fmt: skip
+    trainer.train()
+    (tmp_path / "checkpoint-1" / FdpgTrainer.STATE_FILE).unlink()
+    resumed, _, _ = make(FdpgTrainer, model_dir, tmp_path, fdpg.OBJECTIVE, {"beta": 0.5}, get("reverse_kl"))
+    resumed.create_optimizer_and_scheduler(num_training_steps=1)
+    with pytest.raises(UsageError, match="checkpoint-1 lacks fdpg_partition.json"):
+        resumed._load_optimizer_and_scheduler(str(tmp_path / "checkpoint-1"))
