@@ -205,6 +205,11 @@ class EvalConfig:
     batch_size: int = 64
     seed: int = 0
     reference: str | None = None  # reference model dir for `alignctl eval model_dir=...`
+    # The reward-KL trajectory: every N training steps (0: never), reward and KL to the reference on the first
+    # curve_prompts held-out prompts (curve_samples_per_prompt each, eval.seed) -> curve.jsonl in the run dir.
+    every_steps: int = 0
+    curve_prompts: int = 16
+    curve_samples_per_prompt: int = 2
 
 
 @dataclass
@@ -300,11 +305,11 @@ _POSITIVE = {
     "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
     "pretrain_lr", "lam", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
     "num_generations", "reference_samples_per_prompt", "divergence_batch_size", "num_iterations", "delta", "clip_high",
-    "max_rows", "test_size", "max_length",
+    "max_rows", "test_size", "max_length", "curve_prompts", "curve_samples_per_prompt",
 }
 _NON_NEGATIVE = {
     "eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed", "divergence_coef",
-    "constraint_weight", "r",
+    "constraint_weight", "r", "every_steps",
 }
 _PROBABILITY_BELOW_HALF = {"label_noise"}
 

@@ -161,7 +161,7 @@ def _tokenize(tokenizer: PreTrainedTokenizerBase, rows: list[tuple[str, str]]) -
 
 def evaluate_and_report(cfg: RunConfig, model_dir: Path, out_dir: Path, reference_dir: str | None = None) -> dict[str, Any]:
     """Evaluate against `reference_dir`, else eval.reference, else the run's reference (model.reference or the
-    policy's starting weights); write eval.json, eval_samples.jsonl and reliability.png into out_dir."""
+    policy's starting weights); write eval.json, eval_samples.jsonl and reliability.{json,png} into out_dir."""
     if reference_dir is None:
         if cfg.eval.reference:
             reference_dir = loading.check_source("eval.reference", cfg.eval.reference)
@@ -173,7 +173,8 @@ def evaluate_and_report(cfg: RunConfig, model_dir: Path, out_dir: Path, referenc
     with (out_dir / "eval_samples.jsonl").open("w") as f:
         for row in samples:
             f.write(json.dumps(row) + "\n")
-    if diagram is not None:
+    if diagram is not None:  # its bins too, so `alignctl report` can draw runs' diagrams side by side
+        (out_dir / "reliability.json").write_text(json.dumps(diagram) + "\n")
         m.plot_reliability(diagram, out_dir / "reliability.png", title=f"{cfg.objective.name} / {cfg.divergence.name}")
     print_table(results, out_dir)
     return results
