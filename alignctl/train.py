@@ -26,6 +26,7 @@ from trl.trainer.callbacks import RichProgressCallback
 
 from alignctl import build, compose, config, rundir, runtime, scoring, tracking
 from alignctl.errors import UsageError
+from alignctl.eval.curve import CURVE_FILE, RewardKLCurve, curve_point
 from alignctl.models import loading
 from alignctl.trainers.candidates import CandidateTrainer
 from alignctl.trainers.groups import GROUP_TRAINERS
@@ -471,6 +472,8 @@ def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, 
     trainer.add_callback(RichProgressCallback)
     tracker.attach(trainer)
     trainer.add_callback(stop)
+    if cfg.eval.every_steps:
+        trainer.add_callback(_curve(cfg, run_dir, trainer, tokenizer, kernel))
     checkpoint = resume_point(cfg, run_dir, resume=plan.action == "resume")
     if plan.action == "resume" and plan.step >= cfg.train.max_steps:
         trainer.add_callback(NoStepPastEnd)
@@ -483,6 +486,23 @@ def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, 
         return trainer.state.global_step
     loading.save_policy(trainer.model, tokenizer, run_dir / "model")
     return trainer.state.global_step
+
+
+def _curve(cfg: config.RunConfig, run_dir: Path, trainer, tokenizer, kernel: str) -> RewardKLCurve:
+    """The reward-KL curve callback: the trainer's reference model where it keeps one, else its own copy."""
+    reference = getattr(trainer, "ref_model", None)
+    if reference is None:
+        reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
+    prompts = build.eval_prompts(cfg, tokenizer)[: cfg.eval.curve_prompts]
+    reward, e = build.reward(cfg), cfg.eval
+    max_new_tokens = cfg.dataset.max_new_tokens if build.is_binary_reward(cfg) else e.max_new_tokens  # as eval
+
+    def point(model) -> dict[str, float]:
+        return curve_point(model, reference, tokenizer, prompts, reward, samples_per_prompt=e.curve_samples_per_prompt,
+                           max_new_tokens=max_new_tokens, temperature=e.temperature, seed=e.seed,
+                           batch_size=e.batch_size, kernel=kernel)  # fmt: skip
+
+    return RewardKLCurve(run_dir / CURVE_FILE, cfg.eval.every_steps, point)
 
 
 def _stopped_line(run_dir: Path, record: RunRecord, signum: int, command: list[str] | None) -> str:

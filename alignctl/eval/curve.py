@@ -1,0 +1,93 @@
+"""The reward-KL trajectory of a run: every eval.every_steps training steps, the policy's mean reward and its KL to
+the reference on a small fixed set of held-out prompts -> curve.jsonl (one row per point, step 0 first). This is
+what the f-DPO and TDPO papers trace their reward-KL frontiers with; `alignctl report` draws it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+from alignctl.eval import metrics as m
+from alignctl.eval.sampling import sample, score
+
+CURVE_FILE = "curve.jsonl"
+
+
+def curve_point(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    reward: Callable[[list[str], list[str]], list[float]],
+    *,
+    samples_per_prompt: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+    kernel: str,
+) -> dict[str, float]:
+    """Mean reward, sequence KL(policy || reference) and entropy per token of the policy's samples on `prompts`.
+    Leaves the global RNG, the tokenizer's padding side and the policy's train/eval mode as they were, so training
+    with a curve takes the same steps as training without one."""
+    was_training, padding_side = policy.training, tokenizer.padding_side
+    policy.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):  # sample() seeds the global generator
+            got = sample(policy, tokenizer, prompts, n=samples_per_prompt, max_new_tokens=max_new_tokens,
+                         temperature=temperature, seed=seed, batch_size=batch_size)  # fmt: skip
+        stats = score(policy, reference, got.batch, batch_size, kernel=kernel)
+        rewards = reward(got.prompts, got.completions)
+    finally:
+        tokenizer.padding_side = padding_side
+        policy.train(was_training)
+    return {
+        "reward_mean": m.reward_stats(rewards)["mean"],
+        "kl_to_reference": m.sequence_kl(stats.logps, stats.ref_logps),
+        "entropy_per_token": (stats.entropy.sum() / stats.lengths.sum()).item(),
+    }
+
+
+class RewardKLCurve(TrainerCallback):
+    """Writes a curve point at step 0, every `every_steps` steps and at the last step to `<run_dir>/curve.jsonl`; a resumed run first
+    drops the points after its checkpoint, so each step appears once. `point(model)` computes one point."""
+
+    def __init__(self, path: Path, every_steps: int, point: Callable[[PreTrainedModel], dict[str, float]]) -> None:
+        self.path, self.every_steps, self.point = path, every_steps, point
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        start = state.global_step  # 0: a fresh start (an earlier attempt's rows go); else the resumed checkpoint
+        kept = [row for row in read_curve(self.path) if row["step"] <= start] if start else []
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        if state.global_step == 0:
+            self._append(0, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        last = state.global_step >= state.max_steps  # the trajectory ends where the final eval is taken
+        if state.is_world_process_zero and (state.global_step % self.every_steps == 0 or last):
+            self._append(state.global_step, model)
+
+    def _append(self, step: int, model: PreTrainedModel) -> None:
+        row = {"step": step, **self.point(model)}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_curve(path: Path) -> list[dict[str, Any]]:
+    """curve.jsonl's rows; a line cut short by a killed process is skipped."""
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else ():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows

@@ -1,0 +1,74 @@
+"""eval.every_steps: the reward-KL curve is written at the requested steps, its points are what the eval functions
+compute on the model at that step, and training with a curve takes exactly the steps it takes without one."""
+
+import json
+import shutil
+
+import pytest
+
+from alignctl import build, compose
+from alignctl.eval.curve import curve_point, read_curve
+from alignctl.models import loading
+from alignctl.train import train_and_evaluate
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "dataset.corpus_size=300", "dataset.num_train_prompts=8", "dataset.num_test_prompts=8",
+    "dataset.max_new_tokens=8", "model.vocab_size=512", "model.hidden_size=32", "model.num_layers=1",
+    "model.num_heads=2", "model.intermediate_size=64", "model.max_position_embeddings=64",
+    "model.pretrain_steps=20", "model.pretrain_batch_size=16", "model.pretrain_lr=0.01", "train.batch_size=4",
+    "train.max_steps=5", "train.num_threads=1", "eval.enabled=false", "tracking=none", "train.save_steps=2",
+    "eval.curve_prompts=4", "eval.max_new_tokens=8",
+]  # fmt: skip
+
+
+def losses(run_dir):
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("curve")
+    with_curve = compose.compose_one([*TINY, "eval.every_steps=2"])
+    train_and_evaluate(with_curve, root / "curve")
+    train_and_evaluate(compose.compose_one(TINY), root / "plain")
+    return with_curve, root
+
+
+def test_curve_rows_at_step_0_every_n_steps_and_the_last(runs):
+    _, root = runs
+    rows = read_curve(root / "curve" / "curve.jsonl")
+    assert [r["step"] for r in rows] == [0, 2, 4, 5]
+    assert rows[0]["kl_to_reference"] == 0.0  # the policy starts as the reference
+    assert all(set(r) == {"step", "reward_mean", "kl_to_reference", "entropy_per_token"} for r in rows)
+
+
+def test_the_last_point_is_the_final_model_measured_afresh(runs):
+    cfg, root = runs
+    tokenizer = loading.load_tokenizer(cfg, str(root / "curve" / "model"))
+    policy = loading.load_causal_lm(cfg, str(root / "curve" / "model"), trainable=False)
+    reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
+    e = cfg.eval
+    again = curve_point(policy, reference, tokenizer, build.eval_prompts(cfg, tokenizer)[: e.curve_prompts],
+                        build.reward(cfg), samples_per_prompt=e.curve_samples_per_prompt,
+                        max_new_tokens=e.max_new_tokens, temperature=e.temperature, seed=e.seed,
+                        batch_size=e.batch_size, kernel="fused")  # fmt: skip
+    last = read_curve(root / "curve" / "curve.jsonl")[-1]
+    assert last["reward_mean"] == pytest.approx(again["reward_mean"], abs=1e-6)
+    assert last["kl_to_reference"] == pytest.approx(again["kl_to_reference"], rel=1e-4, abs=1e-5)
+
+
+def test_a_curve_does_not_change_training(runs):
+    _, root = runs
+    assert losses(root / "curve") == losses(root / "plain")
+
+
+def test_a_resumed_run_keeps_each_point_once(runs, tmp_path):
+    cfg, root = runs
+    longer = compose.compose_one([*TINY, "eval.every_steps=2", "train.max_steps=7", "train.resume=true"])
+    shutil.copytree(root / "curve", tmp_path / "run")
+    train_and_evaluate(longer, tmp_path / "run")
+    # step 5 ended the first run (its last point, kept); the resumed run goes on from checkpoint-5
+    assert [r["step"] for r in read_curve(tmp_path / "run" / "curve.jsonl")] == [0, 2, 4, 5, 6, 7]
