@@ -11,16 +11,17 @@ from rich.table import Table
 from alignctl import objectives
 from alignctl.errors import UsageError
 
-GROUPS = ("objective", "divergence", "reward", "dataset", "model")
+GROUPS = ("objective", "divergence", "reward", "dataset", "model", "experiment")
 
 
 def options(group: str) -> dict[str, str]:
-    """Option name -> description (the first comment line of its YAML)."""
+    """Option name -> description (the first comment line of its YAML that is not a `# @package` header)."""
     folder = resources.files("alignctl.conf") / group
     found = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            first = entry.read_text().splitlines()[0]
+            lines = [line for line in entry.read_text().splitlines() if not line.startswith("# @")]
+            first = lines[0] if lines else ""
             found[entry.name[: -len(".yaml")]] = first.lstrip("# ").strip() if first.startswith("#") else ""
     return found
 
@@ -50,6 +51,13 @@ def show(group: str | None) -> None:
             defaults |= dict(entry.data_options)
             hyper = ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
             table.add_row(name, description, hyper, ", ".join(accepted), entry.data, reference)
+    elif group == "experiment":
+        table = Table("experiment", "what it compares (the paper it follows)", "swept (alignctl train -m +experiment=...)")
+        for name, description in options(group).items():
+            params = OmegaConf.load(resources.files("alignctl.conf") / group / f"{name}.yaml").hydra.sweeper.params
+            swept = "; ".join(f"{'arm' if key.lstrip('+').startswith('arm/') else key}: {value}"
+                              for key, value in params.items())  # fmt: skip
+            table.add_row(name, description, swept)
     elif group in ("model", "dataset"):
         table = Table(group, "description")
         table.add_column("path (hub id or local)", overflow="fold")
