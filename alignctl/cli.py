@@ -15,11 +15,13 @@ commands:
   eval run_dir=<dir> [out_dir=<dir>] [eval.key=value ...]   evaluate a run directory (default: into it)
   eval model_dir=<dir> [out_dir=<dir>] eval.reference=<dir>  evaluate an HF model dir (default: evals/<model>-<time>)
   ls [group]                                  list config groups, or the options of one group
+  report <dir> [<dir> ...] [out=<dir>] [wandb=false]   compare runs: seed groups, 95% intervals, table, figures
 
 examples:
   alignctl train
   alignctl train objective=fdpo divergence=js
   alignctl train -m objective=dpo,fdpo divergence=reverse_kl,js train.max_steps=20
+  alignctl report runs/20261123-101500-sweep
 """
 
 from alignctl.errors import UsageError, fail
@@ -36,6 +38,12 @@ COMMAND_HELP = {
     "Evaluates a run's final model (into the run dir unless out_dir=), or any model directory against the\n"
     "reference of the config given (evals/<model>-<time>/ unless out_dir=). The eval keys and their defaults:\n",
     "ls": "usage: alignctl ls [group]\nLists the config groups, or the options of one group with their descriptions.\n",
+    "report": "usage: alignctl report <path> [<path> ...] [out=<dir>] [wandb=false]\n"
+    "Reads every finished run directory (config.yaml, run.json, eval.json) at or under the paths; runs whose configs\n"
+    "differ only in train.seed form a group: mean and 95% t-interval over seeds per metric. Runs on different\n"
+    "datasets or models get separate sections. Prints the table and writes report.md, report.csv and\n"
+    "frontier/diversity/pass_at_k/reliability PNGs into out= (default: the one path given). The figures are also\n"
+    "logged to each run's W&B run (offline unless WANDB_MODE says otherwise) unless wandb=false.\n",
 }
 
 
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignctl {version('alignctl')}")
         return 0
     command, rest = argv[0], argv[1:]
-    commands = {"train": _train, "eval": _eval, "ls": _ls}
+    commands = {"train": _train, "eval": _eval, "ls": _ls, "report": _report}
     if command not in commands:
         fail(f"unknown command {command!r}; choose one of: {', '.join(commands)}")
     try:
@@ -75,7 +83,7 @@ def _help(command: str, overrides: list[str]) -> int:
 
     text = COMMAND_HELP[command].format(options=" ".join(overrides) or "the defaults")
     print(text, end="")
-    if command == "ls":
+    if command in ("ls", "report"):
         return 0
     own = ("run_dir=", "model_dir=", "out_dir=")  # eval's own arguments, not config overrides
     cfg = OmegaConf.structured(compose.compose_one([o for o in overrides if "=" in o and not o.startswith(own)]))
@@ -130,6 +138,32 @@ def _ls(args: list[str]) -> int:
     if len(args) > 1:
         raise UsageError("ls takes at most one group name")
     listing.show(args[0] if args else None)
+    return 0
+
+
+def _report(args: list[str]) -> int:
+    from alignctl import report
+
+    own = ("out", "wandb")
+    keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in own)
+    paths = [Path(a) for a in args if a.split("=", 1)[0] not in own]
+    flags = [str(p) for p in paths if str(p).startswith("-")]
+    if flags:
+        raise UsageError(f"unknown flag {flags[0]!r} for report; it takes paths and out=<dir>, wandb=false")
+    unknown = [str(p) for p in paths if "=" in str(p) and not p.exists()]
+    if unknown:
+        raise UsageError(f"unknown report option {unknown[0]!r}; valid: out=<dir>, wandb=true|false")
+    if not paths:
+        raise UsageError("report needs at least one run directory or folder of runs: alignctl report <path> ...")
+    switch = keyed.get("wandb", "true").lower()
+    if switch not in ("true", "false", "1", "0", "yes", "no"):
+        raise UsageError(f"wandb={keyed['wandb']!r} for report; valid: true, false")
+    if "out" in keyed and not keyed["out"]:
+        raise UsageError("out= needs a directory: out=<dir>")
+    if "out" not in keyed and len(paths) > 1:
+        raise UsageError(f"report of {len(paths)} paths needs out=<dir> to say where report.md goes")
+    out_dir = Path(keyed.get("out") or paths[0])
+    report.report(paths, out_dir, wandb=switch in ("true", "1", "yes"))
     return 0
 
 
