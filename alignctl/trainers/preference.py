@@ -2,7 +2,9 @@
 
 TRL keeps data collation, the reference model, optimisation, logging and checkpointing; this subclass only
 turns a batch into sequence statistics (PreferenceLogps, through alignctl's kernels rather than TRL's fused
-LM head, since TDPO needs full-vocabulary divergences) and calls the objective's pure loss function.
+LM head, since TDPO needs full-vocabulary divergences) and calls the objective's pure loss function. Objectives that
+read only the reference's sequence log-probs get them precomputed once and shared across jobs
+(alignctl.reference_cache) instead of a reference forward at every step.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
-from alignctl import batches
+from alignctl import batches, reference_cache
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps
 from alignctl.scoring import SequenceStats, sequence_stats
@@ -34,35 +36,89 @@ class PreferenceTrainer(DPOTrainer):
         self.objective = objective
         self.hyperparameters = hyperparameters
         self.divergence = divergence
-        if not objective.needs_reference:
-            # With precompute on and no ref_model, DPOTrainer keeps no reference model (see _precompute_ref_logps).
-            kwargs["args"].precompute_ref_log_probs = True
+        training_args = kwargs["args"]
+        if objective.needs_token_divergence and training_args.precompute_ref_log_probs:
+            raise ValueError(f"{objective.name} reads the reference's full distributions at every step; "
+                             "set precompute_ref_log_probs=False")  # fmt: skip
+        # Pairs objectives that read only the reference's sequence log-probs get them precomputed (shared through
+        # alignctl.reference_cache); reference-free ones need none: with precompute on and no ref_model,
+        # DPOTrainer keeps no reference model. TDPO keeps it (full-vocabulary divergences at every step).
+        self.caches_reference = (
+            objective.data == "pairs" and objective.needs_reference and not objective.needs_token_divergence
+        )
+        if self.caches_reference or not objective.needs_reference:
+            training_args.precompute_ref_log_probs = True
+        self._reference_freed = False
         super().__init__(*args, **kwargs)
+        if self.caches_reference and self.ref_model is not None:
+            # Every batch now carries the reference log-probs: drop the reference model, which TRL keeps when given
+            # one (accelerate's own hold on it goes when train() starts: Trainer calls accelerator.free_memory()).
+            self.ref_model, self._reference_freed = None, True
 
+    def _reference(self) -> tuple[torch.nn.Module | None, Any]:
+        """The reference model and a context to score it in: a separate model, or with LoRA and none, the policy
+        with its adapter off (TRL's convention: no second copy in memory)."""
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            return unwrapped, unwrapped.disable_adapter
+        return self.ref_model, contextlib.nullcontext
+
+    # Overrides DPOTrainer's private hook, which it calls from __init__ (train and eval datasets) and from evaluate()
+    # (a dataset passed to it) when args.precompute_ref_log_probs: it returns the dataset with float columns
+    # ref_chosen_logps / ref_rejected_logps, which DataCollatorForPreference copies into every batch.
+    # TRL's version scores with its own fused LM head and caches per datasets fingerprint; ours scores through
+    # alignctl's kernel (the numbers the on-the-fly path gives) and shares them across jobs (alignctl.reference_cache).
     def _precompute_ref_logps(self, dataset, name, batch_size):
-        # Reference-free objectives (SimPO, ASFT) read no reference log-probs: skip TRL's pass over the data.
-        if not self.objective.needs_reference:
+        if not self.objective.needs_reference:  # SimPO, ASFT read no reference log-probs: no pass over the data
             return dataset
-        return super()._precompute_ref_logps(dataset, name, batch_size)
+        if self._reference_freed:
+            raise ValueError("the reference model was freed once its log-probs were cached; pass every evaluation "
+                             "dataset to the trainer at construction")  # fmt: skip
+        reference, context = self._reference()
+        if reference is None:  # no ref_model and no adapter: before training, the policy is the reference
+            reference = self.model
+        return reference_cache.with_reference_logps(
+            dataset, reference, collate=self.data_collator, batch_size=batch_size, kernel=self.kernel,
+            device=self.accelerator.device, tokenizer=self._tokenizer, name=name,
+            context=self._scoring_context(reference, context), skip=getattr(reference, "peft_config", {}).keys(),
+            settings={"max_length": self.args.max_length, "truncation_mode": self.args.truncation_mode,
+                      "mixed_precision": self.accelerator.mixed_precision},
+        )  # fmt: skip
+
+    def _scoring_context(self, reference: torch.nn.Module, context: Any) -> Any:
+        """`context`, plus accelerate's autocast where the reference's forward will have it on the fly but does not
+        yet: accelerate wraps a model's forward in autocast when it prepares it (TRL prepares a ref_model in
+        __init__, Trainer the policy only in train()), and the naive kernel path calls that forward."""
+        if not (self.kernel == "naive" and self.accelerator.native_amp and not hasattr(reference, "_original_forward")):
+            return context
+
+        @contextlib.contextmanager
+        def both():
+            with context(), self.accelerator.autocast():
+                yield
+
+        return both
 
     def sequence_stats(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> SequenceStats:
         """Statistics of every sequence of a collated batch, with the reference (and the per-token divergence)
-        only where the objective reads them. With LoRA and no separate reference model, the reference is the
-        policy with its adapter off (TRL's convention: no second copy in memory)."""
-        reference, reference_context = self.ref_model, None
-        if self.objective.needs_reference and reference is None and is_peft_model(self.model):
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            reference, reference_context = unwrapped, unwrapped.disable_adapter
-        return sequence_stats(
+        only where the objective reads them; the reference's log-probs from the batch where they were precomputed
+        (see _precompute_ref_logps), so no reference forward runs."""
+        precomputed = self.caches_reference and "ref_chosen_logps" in inputs
+        reference, reference_context = self._reference()
+        stats = sequence_stats(
             model,
             inputs["input_ids"],
             inputs["attention_mask"],
             inputs["completion_mask"],
-            reference=reference if self.objective.needs_reference else None,
+            reference=reference if self.objective.needs_reference and not precomputed else None,
             divergence=self.divergence if self.objective.needs_token_divergence else None,
             kernel=self.kernel,
-            reference_context=reference_context or contextlib.nullcontext,
+            reference_context=reference_context,
         )
+        if precomputed:
+            ref = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]])
+            stats.ref_logps = ref.to(device=stats.logps.device, dtype=stats.logps.dtype)
+        return stats
 
     def preference_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[PreferenceLogps, torch.Tensor]:
         """Chosen/rejected sequence statistics of a batch (TRL's collator puts chosen first, then rejected)."""
