@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from alignctl.eval.curve import CURVE_FILE, read_curve
 from alignctl.errors import UsageError
 
 CI_NAME = "95% t-interval over seeds"
@@ -124,20 +125,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise SkippedRun(f"{what} is not valid JSON ({e})") from None
 
 
-def read_curve(path: Path) -> list[dict[str, Any]]:
-    """curve.jsonl's rows that have a step, in step order (a cut-off or corrupt line is left out)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
-                rows.append(row)
-    return sorted(rows, key=lambda row: row["step"])
-
-
 def read_reliability(path: Path) -> dict[str, Any] | None:
     """reliability.json if it has the bins a pooled diagram needs, else None."""
     try:
@@ -170,7 +157,7 @@ def load_run(path: Path) -> Run:
         metrics=metric_values(results),
         wandb_run_id=record.get("wandb_run_id"),
         step=record["step"] if isinstance(record.get("step"), int) and not isinstance(record["step"], bool) else None,
-        curve=read_curve(path / "curve.jsonl"),
+        curve=sorted(read_curve(path / CURVE_FILE), key=lambda row: row["step"]),
         reliability=read_reliability(path / "reliability.json"),
     )
 
