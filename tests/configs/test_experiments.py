@@ -1,0 +1,67 @@
+"""Experiment presets (+experiment=<name>): every arm of every preset composes into a valid run, `alignctl ls
+experiment` names the paper each follows, and an unknown name lists the valid ones."""
+
+import itertools
+from importlib import resources
+
+import pytest
+from omegaconf import OmegaConf
+
+from alignctl import cli, compose, listing
+
+EXPERIMENTS = sorted(listing.options("experiment"))
+
+
+def sweep_params(name):
+    return OmegaConf.load(resources.files("alignctl.conf") / "experiment" / f"{name}.yaml").hydra.sweeper.params
+
+
+def test_the_presets_the_papers_need_are_there():
+    assert {"fdpo_divergences", "tdpo", "dph_rl", "disco_vs_grpo"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_arm_and_seed_composes(name):
+    params = sweep_params(name)
+    values = [[f"{key}={v}" for v in str(choices).split(",")] for key, choices in params.items()]
+    jobs = [compose.compose_one([f"+experiment={name}", *job]) for job in itertools.product(*values)]
+    assert len(jobs) == len(list(itertools.product(*values))) and len(jobs) >= 6
+    assert sorted({job.train.seed for job in jobs}) == [0, 1, 2]
+    arms = {(job.objective.name, job.divergence.name, job.divergence.alpha, getattr(job.objective, "alpha", None))
+            for job in jobs}  # fmt: skip
+    assert len(arms) == len(jobs) // 3  # every arm is a different run
+
+
+@pytest.mark.parametrize(("name", "arm", "expected"), [
+    ("fdpo_divergences", "alpha0.3", ("fdpo", "alpha", 0.3)),
+    ("fdpo_divergences", "js", ("fdpo", "js", None)),
+    ("tdpo", "tdpo2_alpha0.1", ("tdpo2", "forward_kl", None)),
+    ("dph_rl", "forward_kl", ("grpo", "forward_kl", None)),
+    ("disco_vs_grpo", "grpo", ("grpo", "none", None)),
+])  # fmt: skip
+def test_arms_set_what_their_names_say(name, arm, expected):
+    cfg = compose.compose_one([f"+experiment={name}", f"+arm/{name}={arm}"])
+    assert (cfg.objective.name, cfg.divergence.name, cfg.divergence.alpha) == expected
+
+
+def test_online_presets_report_pass_at_k_up_to_32_on_hard_questions():
+    for name in ("dph_rl", "disco_vs_grpo"):
+        cfg = compose.compose_one([f"+experiment={name}"])
+        assert cfg.eval.samples_per_prompt >= 32 and cfg.dataset.name == "toy_arith"
+        assert cfg.dataset.hard_slip_rate is not None
+
+
+def test_ls_experiment_names_each_paper(capsys):
+    assert cli.main(["ls", "experiment"]) == 0
+    out = capsys.readouterr().out
+    for name, paper in [("fdpo_divergences", "2309.16240"), ("tdpo", "2404.11999"), ("dph_rl", "2509.07430"),
+                        ("disco_vs_grpo", "2505.12366")]:  # fmt: skip
+        assert name in out and paper in out
+
+
+def test_an_unknown_experiment_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "+experiment=fdpo_divergence"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "experiment=fdpo_divergence is not a valid option" in err and "fdpo_divergences" in err
