@@ -44,8 +44,16 @@ def check_source(field: str, value: str) -> str:
             raise UsageError(f"{field}={value} is not a Hugging Face model directory (no config.json there)")
         return str(path)
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    if isinstance(try_to_load_from_cache(value, "config.json"), str):
+    try:
+        cached = try_to_load_from_cache(value, "config.json")
+    except HFValidationError:  # not a directory here, and not spelled like a hub id either
+        raise UsageError(
+            f"{field}={value} is not a local directory, nor a hub id (<owner>/<name> of letters, digits, '-', '_', "
+            "'.'); give an existing model directory or a hub id"
+        ) from None
+    if isinstance(cached, str):
         return value
     if _offline():
         raise UsageError(
@@ -103,15 +111,26 @@ def load_causal_lm(cfg: RunConfig, source: str, trainable: bool = True):
     kwargs: dict[str, Any] = {"dtype": TORCH_DTYPES[cfg.model.dtype], "trust_remote_code": cfg.model.trust_remote_code}
     if cfg.model.attn_implementation is not None:
         kwargs["attn_implementation"] = cfg.model.attn_implementation
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except ValueError as e:  # e.g. a config whose architecture is not a causal LM, or remote code not trusted
-        raise UsageError(f"model {source} cannot load as a causal LM: {str(e).strip().splitlines()[0]}") from None
+        raise UsageError(f"model {source} cannot load as a causal LM: {_first_line(e)}") from None
+    except (SafetensorError, EOFError) as e:  # a truncated or corrupt weights file
+        raise UsageError(f"model {source} cannot be read ({type(e).__name__}: {_first_line(e)}); its weights "
+                         "file is truncated or corrupt: restore it, or retrain") from None  # fmt: skip
+    except (OSError, RuntimeError) as e:  # a file missing or unreadable, weights that do not fit the config
+        raise UsageError(f"model {source} cannot be read ({type(e).__name__}: {_first_line(e)})") from None
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = model.generation_config.eos_token_id
     if not trainable:
         model.eval().requires_grad_(False)
     return model
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def lora_config(cfg: RunConfig):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -86,6 +87,20 @@ def test_eval_is_reproducible(run_dir, monkeypatch, capsys):
     again = json.loads((root / "eval.json").read_text())
     for key in EVAL_KEYS:
         assert again[key] == pytest.approx(first[key], rel=1e-5, abs=1e-6), key
+
+
+def test_eval_of_a_run_with_truncated_weights_is_one_line(run_dir, monkeypatch, tmp_path, capsys):
+    root, cache = run_dir
+    monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(cache))
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    with (broken / "model" / "model.safetensors").open("r+b") as f:
+        f.truncate(100)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", f"run_dir={broken}", f"out_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert f"model {broken / 'model'} cannot be read" in err and "truncated or corrupt" in err
 
 
 def test_eval_of_a_model_dir_writes_outside_it(run_dir, monkeypatch, tmp_path):
