@@ -125,32 +125,6 @@ def test_corpus_slips_at_the_configured_rate():
     assert exact_match(prompts, [t[len(p) :] for t, p in zip(clean, prompts)]) == [1.0] * len(texts)
 
 
-def test_hard_questions_slip_at_their_own_rate_in_their_last_column():
-    """hard_slip_rate: questions whose every column carries slip at that rate, in the last column; the others and
-    the whole corpus without it are as before (the same draws)."""
-    cfg = ToyArithConfig(hard_slip_rate=0.9)
-    texts, before = toy_arith.corpus(cfg), toy_arith.corpus(ToyArithConfig())
-    docs = [arith_problems.parse_question(t) for t in texts]
-    hard = [i for i, p in enumerate(docs) if p.every_column_carries]
-    assert 0.2 < len(hard) / len(docs) < 0.45
-    assert [texts[i] for i in range(len(docs)) if i not in set(hard)] == [
-        before[i] for i in range(len(docs)) if i not in set(hard)
-    ]
-    wrong = [i for i in hard if arith_problems.parse_answer(texts[i]) != docs[i].answer]
-    assert abs(len(wrong) / len(hard) - 0.9) < 0.03
-    for i in wrong:  # every column but the last as in the correct solution
-        right, slipped = docs[i].solution().split("; "), texts[i].split("A:", 1)[1].split("; ")
-        assert slipped[:-1] == right[:-1] and slipped[-1] != right[-1]
-
-
-@pytest.mark.parametrize(
-    ("question", "hard"),
-    [("58+67", True), ("58+61", False), ("19+81", True), ("52-38", True), ("58-21", False), ("7+5", False)],
-)
-def test_every_column_carries(question, hard):
-    assert arith_problems.parse_question(f"Q: {question}=? A:").every_column_carries is hard
-
-
 def test_too_few_questions_is_a_clear_error():
     with pytest.raises(ValueError, match="only .* questions on the test side"):
         toy_arith.prompts(ToyArithConfig(num_test_prompts=5000), "test")
@@ -166,7 +140,6 @@ def test_too_few_questions_is_a_clear_error():
         (dict(digits=0), "digits"),
         (dict(ood_digits=19), "ood_digits"),
         (dict(slip_rate=1.0), "slip_rate"),
-        (dict(hard_slip_rate=1.5), "hard_slip_rate"),
         (dict(ood_corpus_share=-0.1), "ood_corpus_share"),
         (dict(num_ood_prompts=0), "num_ood_prompts"),
         (dict(pretrain_steps=0), "pretrain_steps"),
@@ -229,7 +202,7 @@ def test_recipe_tracks_what_shapes_the_model():
     data_cfg, model_cfg = tiny_cfgs()
     key = recipe_hash(toy_arith.base_model_recipe(data_cfg, model_cfg))
     for change in (dict(slip_rate=0.2), dict(ood_corpus_share=0.1), dict(seed=1), dict(pretrain_steps=41),
-                   dict(corpus_size=601), dict(operations="+-", ood_digits=3), dict(hard_slip_rate=0.9)):  # fmt: skip
+                   dict(corpus_size=601), dict(operations="+-", ood_digits=3)):  # fmt: skip
         assert recipe_hash(toy_arith.base_model_recipe(dataclasses.replace(data_cfg, **change), model_cfg)) != key
     # model.pretrain_steps is replaced by the task's own budget
     other_steps = dataclasses.replace(model_cfg, pretrain_steps=999)

@@ -54,14 +54,6 @@ class Problem:
         """Columns of the worked solution (digits of the longer operand)."""
         return max(len(str(self.a)), len(str(self.b)))
 
-    @property
-    def every_column_carries(self) -> bool:
-        """Whether each column carries (addition; the last one into the answer's leading digit) or each column but
-        the last borrows (subtraction: the top column cannot): the task's hardest questions."""
-        steps = (_add_steps if self.op == "+" else _sub_steps)(self.a, self.b, self.width, None)[0]
-        written = steps.count("carry 1") + (self.answer >= 10**self.width) if self.op == "+" else steps.count("borrow 1")
-        return written == (self.width if self.op == "+" else self.width - 1) and self.width > 1
-
     def solution(self, slip: tuple[int, int] | None = None) -> str:
         """The worked solution: the completion to the prompt, starting with a space.
 

@@ -74,10 +74,6 @@ class ToyArithConfig:
     # consistent with it): the base model learns to slip about as often, so its temperature-1 pass@1 sits near
     # 1 - slip_rate while the right answer stays its most likely one (what RL can sharpen and pass@k sees).
     slip_rate: float = 0.5
-    # With a value: the questions whose every column carries (or borrows) slip at this rate instead, always in their
-    # last column: a consistent misconception the model learns, so it rarely samples those answers right and its
-    # pass@k stays well below 1 at large k (what DPH-RL's pass@k comparison needs). None: no such questions.
-    hard_slip_rate: float | None = None
     # This task's pretraining budget, replacing model.pretrain_steps (tuned for toy_sentiment's corpus): the
     # default tiny model learns the column arithmetic within it (~60 s on one CPU thread).
     pretrain_steps: int = 500
@@ -104,8 +100,8 @@ class ToyArithConfig:
                 raise ConfigError(
                     f"dataset.{key}={getattr(self, key)} is out of range; it must be <= {MAX_OPERAND_DIGITS}"
                 )
-        for key in ("ood_corpus_share", "slip_rate", "hard_slip_rate"):
-            if getattr(self, key) is not None and not 0.0 <= getattr(self, key) < 1.0:
+        for key in ("ood_corpus_share", "slip_rate"):
+            if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"dataset.{key}={getattr(self, key)} is out of range; it must lie in [0, 1)")
         if self.ood_digits == self.digits and set(self.ood_operations) & set(self.operations):
             raise ConfigError(
@@ -144,8 +140,6 @@ def base_model_recipe(data_cfg: ToyArithConfig, model_cfg: TinyModelConfig) -> d
             "ood_operations": data_cfg.ood_operations,
             "ood_share": data_cfg.ood_corpus_share,
             "slip_rate": data_cfg.slip_rate,
-            # only when set: the default task's recipe (and cached model) stay as they were
-            **({"hard_slip_rate": data_cfg.hard_slip_rate} if data_cfg.hard_slip_rate is not None else {}),
             "problems_version": arith_problems.PROBLEMS_VERSION,
             "test_share": arith_problems.TEST_SHARE,
         },
@@ -202,8 +196,7 @@ def expected_answer(prompt: str) -> str | None:
 def corpus(data_cfg: ToyArithConfig) -> list[str]:
     """The pretraining corpus (also the tokenizer's training text): worked solutions of ``corpus_size`` train-side
     questions, ``ood_corpus_share`` of them ood-kind (after the in-distribution ones), ``slip_rate`` of them
-    careless (one column's result off by one, the rest consistent with it: see :meth:`Problem.solution`); with
-    ``hard_slip_rate``, the questions whose every column carries slip at that rate, in their last column."""
+    careless (one column's result off by one, the rest consistent with it: see :meth:`Problem.solution`)."""
     c = data_cfg
     n_ood = round(c.corpus_size * c.ood_corpus_share)
     docs = _problems(c.seed, c.digits, c.operations, c.corpus_size - n_ood, "train")
@@ -212,10 +205,7 @@ def corpus(data_cfg: ToyArithConfig) -> list[str]:
     rng = random.Random(f"alignctl-arith-slips:{arith_problems.PROBLEMS_VERSION}:{c.seed}")
     texts = []
     for p in docs:
-        draw, column, delta = rng.random(), rng.randrange(p.width), rng.choice((-1, 1))
-        careless = draw < c.slip_rate
-        if c.hard_slip_rate is not None and p.every_column_carries:  # the same draws: the default corpus unchanged
-            careless, column = draw < c.hard_slip_rate, p.width - 1
+        careless, column, delta = rng.random() < c.slip_rate, rng.randrange(p.width), rng.choice((-1, 1))
         texts.append(p.text((column, delta) if careless else None))
     return texts
 
