@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -25,7 +28,7 @@ from omegaconf.errors import (
 )
 
 from alignctl import config, objectives, rundir, run_names
-from alignctl.errors import UsageError, fail
+from alignctl.errors import EXIT_USAGE, UsageError, fail
 
 try:
     import fcntl
@@ -87,6 +90,7 @@ def _suggest(key: str) -> str:
         "model": [*config.EMBEDDED_MODELS.values(), config.HFModelConfig],
         "train": [config.TrainConfig],
         "eval": [config.EvalConfig],
+        "launcher": [config.LauncherConfig],
     }
     groups = [g for g, classes in schemas.items() if any(key in {f.name for f in dataclasses.fields(c)} for c in classes)]
     return f" (did you mean {' or '.join(f'{g}.{key}' for g in groups)}?)" if groups else ""
@@ -107,6 +111,16 @@ PATH_OPTIONS = {
     "model": "model=hf model.path={}",
     "reward": "reward=classifier reward.path={}",
 }
+
+
+# launcher option -> (a module its Hydra plugin needs, the pip package that provides it)
+LAUNCHER_PLUGINS = {
+    "local": [("hydra_plugins.hydra_joblib_launcher.joblib_launcher", "hydra-joblib-launcher"),
+              ("joblib", "hydra-joblib-launcher")],
+    "slurm": [("hydra_plugins.hydra_submitit_launcher.submitit_launcher", "hydra-submitit-launcher"),
+              ("submitit", "hydra-submitit-launcher")],
+}  # fmt: skip
+LAUNCHER_PLUGINS["submitit_local"] = LAUNCHER_PLUGINS["slurm"]
 
 
 def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
@@ -131,8 +145,30 @@ def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
     if sweeps and not multirun:
         key = sweeps[0].get_key_element()
         raise UsageError(f"{key} lists several values; pass -m to sweep over them")
+    _check_launcher(parsed, multirun)
     jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0] if multirun else [overrides]
     return [compose_one(list(job)) for job in jobs]
+
+
+def _check_launcher(parsed: list, multirun: bool) -> None:
+    """launcher=/launcher.* only with -m, one value each, and the chosen launcher's plugin importable (Hydra would
+    otherwise say only that hydra/launcher has no such option)."""
+    launcher = "basic"
+    for o in parsed:
+        key = o.get_key_element().lstrip("+~")
+        if key != "launcher" and not key.startswith("launcher."):
+            continue
+        if not multirun:
+            raise UsageError(f"{o.input_line} chooses how a sweep's jobs run, and this is a single run; pass -m to sweep")
+        if o.is_sweep_override():
+            raise UsageError(f"{key} lists several values; all jobs of a sweep run with one launcher: give one")
+        if key == "launcher":
+            launcher = o.value()
+    for module, package in LAUNCHER_PLUGINS.get(launcher, []):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageError(f"launcher={launcher} needs Hydra's launcher plugin {package}: pip install {package}") from None
 
 
 # Hydra writes .hydra/ into the job's directory before the job runs, i.e. before alignctl has claimed it (two runs
@@ -150,8 +186,23 @@ def run_hydra(overrides: list[str], jobs: list[config.RunConfig], multirun: bool
     saved, sys.argv = sys.argv, argv
     try:
         _hydra_entry()
+    except KeyboardInterrupt:  # Ctrl-C while a parallel launcher waits for its jobs
+        if not multirun or jobs[0].launcher.name == "basic":
+            raise
+        print(_sweep_stopped(jobs[0].launcher.name, argv), file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         sys.argv = saved
+
+
+def _sweep_stopped(launcher: str, argv: list[str]) -> str:
+    """The line Ctrl-C leaves while a parallel launcher waits: where the sweep stands and how to continue it."""
+    sweep_dir = [o.split("=", 1)[1].strip("'") for o in argv if o.lstrip("+").startswith("hydra.sweep.dir=")][-1]
+    again = f"run it again with hydra.sweep.dir={sweep_dir}"
+    if launcher == "slurm":  # submitit leaves the array to SLURM
+        return (f"alignctl: stopped waiting for the sweep; its SLURM jobs go on (scancel stops them); once they have "
+                f"ended, {again} to finish any left unfinished")  # fmt: skip
+    return f"alignctl: sweep stopped by SIGINT; {again} to resume its jobs"  # each job stopped at a checkpoint
 
 
 def _given(overrides: list[str], key: str) -> bool:
@@ -160,19 +211,25 @@ def _given(overrides: list[str], key: str) -> bool:
 
 def _sweep_overrides(overrides: list[str], jobs: list[config.RunConfig]) -> list[str]:
     """A sweep's own directory, claimed now (two sweeps started in the same second would otherwise share it and
-    Hydra's multirun.yaml), and job directories named by the swept values only."""
+    Hydra's multirun.yaml), or the one the user named, continued (train.resume=auto); job directories named by the
+    swept values only."""
     extra = []
-    if not _given(overrides, "hydra.job.config.override_dirname.exclude_keys"):
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        fixed = sorted({o.get_key_element().lstrip("+~") for o in parsed if not o.is_sweep_override()})
-        extra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]")
-    if not _given(overrides, "hydra.sweep.dir"):
+    if _given(overrides, "hydra.sweep.dir"):
+        # the same sweep run again into its directory: finished jobs say so, unfinished ones resume
+        if not _given(overrides, "train.resume") and not any(job.train.overwrite for job in jobs):
+            extra.append("train.resume=auto")
+    else:
         if any(job.train.resume == "true" for job in jobs):
             raise UsageError("train.resume=true continues an existing sweep: name it with hydra.sweep.dir=<dir>")
         with initialize_config_module(CONFIG_MODULE, version_base=None):
             template = hydra_compose("config", overrides=_first_job(overrides), return_hydra_config=True)
         claimed = rundir.claim_sweep_dir(Path(template.hydra.sweep.dir))
         extra.append(f"hydra.sweep.dir={_quoted(str(claimed))}")
+    if not _given(overrides, "hydra.job.config.override_dirname.exclude_keys"):
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        fixed = {o.get_key_element().lstrip("+~") for o in parsed if not o.is_sweep_override()}
+        fixed |= {o.split("=", 1)[0] for o in extra if not o.startswith("hydra.")}  # train.resume=auto
+        extra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(sorted(fixed))}]")
     return extra
 
 
@@ -188,27 +245,40 @@ def _quoted(value: str) -> str:
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base=None)
 def _hydra_entry(cfg: DictConfig) -> None:
-    """One job: claim its run directory, then train in it (or say why not: one line, exit 2)."""
+    """One job: claim its run directory, then train in it (or say why not: one line, exit 2). Under a parallel
+    launcher the job runs in another process (a loky worker, a submitit job): its line goes to FailedJobs."""
     hydra_cfg = HydraConfig.get()
     planned = Path(hydra_cfg.runtime.output_dir)
     previous = rundir.stop_on_signals()
+    parallel = cfg.launcher.name != "basic"
     try:
         _job(cfg, hydra_cfg, planned)
+    except UsageError as e:
+        if not parallel:
+            fail(str(e))
+        FailedJobs.record(hydra_cfg, EXIT_USAGE, str(e))
     except rundir.Interrupted as e:  # before training (train_and_evaluate handles its own): nothing to save
+        if parallel:
+            FailedJobs.record(hydra_cfg, 128 + e.signum, f"stopped by {e} before the run started")
+            return
         print(f"alignctl: stopped by {e} before the run started", file=sys.stderr, flush=True)
         raise SystemExit(128 + e.signum) from None
+    except SystemExit as e:  # train_and_evaluate stopped by a signal, at a checkpoint (it printed its line)
+        if not parallel or not isinstance(e.code, int) or e.code <= 128:
+            raise
+        name = signal.Signals(e.code - 128).name
+        FailedJobs.record(hydra_cfg, e.code, f"stopped by {name}; run the sweep again with hydra.sweep.dir="
+                                             f"{hydra_cfg.sweep.dir} to resume it")  # fmt: skip
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
 def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
-    try:
-        run_cfg = to_run_config(cfg)
-        dir_key = "hydra.sweep.dir" if hydra_cfg.mode == RunMode.MULTIRUN else "hydra.run.dir"
-        claim = rundir.claim_run_dir(planned, run_cfg.train, auto_named=_auto_named(hydra_cfg), dir_key=dir_key)
-    except UsageError as e:
-        fail(str(e))
+    """Claim, plan and train one job; bad input raises UsageError once the directory is released."""
+    run_cfg = to_run_config(cfg)
+    dir_key = "hydra.sweep.dir" if hydra_cfg.mode == RunMode.MULTIRUN else "hydra.run.dir"
+    claim = rundir.claim_run_dir(planned, run_cfg.train, auto_named=_auto_named(hydra_cfg), dir_key=dir_key)
     started = discard = False
     try:
         plan = rundir.plan_run(run_cfg, claim.path)
@@ -231,14 +301,45 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
         from alignctl.train import train_and_evaluate
 
         train_and_evaluate(run_cfg, claim.path, command=_rerun_command(hydra_cfg), plan=plan)
-    except UsageError as e:  # a bad value found once the run started (e.g. nothing to resume): one line, exit 2
+    except UsageError:  # a bad value found once the run started (e.g. nothing to resume): one line, exit 2
         # bad input found before the first step of a new run (data, reward, model): leave no empty run dir behind
         discard = started and claim.fresh and plan.action == "fresh" and not rundir.has_training_output(claim.path)
-        fail(str(e))
+        raise
     finally:
         claim.release(keep=started and not discard)
         if discard:
             shutil.rmtree(claim.path, ignore_errors=True)
+
+
+class FailedJobs(Callback):
+    """How the jobs of a parallel launcher end when not done (conf/launcher/*.yaml register this callback). Such a
+    job runs in another process, where exiting would not reach the user: joblib SIGKILLs its other jobs, submitit
+    turns it into a traceback. So the job leaves its exit code and one line in the sweep directory and ends
+    normally; once every job has ended, the sweep prints each line and exits with the highest code (2: bad input,
+    128 + N: stopped by signal N)."""
+
+    FOLDER = ".alignctl-failed"
+
+    @classmethod
+    def record(cls, hydra_cfg: DictConfig, code: int, message: str) -> None:
+        folder = Path(hydra_cfg.sweep.dir) / cls.FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        what = f" ({hydra_cfg.job.override_dirname})" if hydra_cfg.job.override_dirname else ""
+        line = f"alignctl: {'error: ' if code == EXIT_USAGE else ''}job {hydra_cfg.job.num}{what}: {message}"
+        (folder / str(hydra_cfg.job.num)).write_text(json.dumps({"code": code, "line": line}))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        shutil.rmtree(Path(config.hydra.sweep.dir) / self.FOLDER, ignore_errors=True)  # lines of an earlier launch
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.hydra.sweep.dir) / self.FOLDER
+        paths = sorted(folder.iterdir(), key=lambda p: int(p.name)) if folder.is_dir() else []
+        ended = [json.loads(p.read_text()) for p in paths]
+        for job in ended:
+            print(job["line"], file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+        if ended:
+            raise SystemExit(max(job["code"] for job in ended))
 
 
 def _auto_named(hydra_cfg: DictConfig) -> bool:
@@ -274,7 +375,8 @@ def _rerun_command(hydra_cfg: DictConfig) -> list[str]:
         overrides = [*hydra_cfg.overrides.task]
     else:
         overrides = [a for a in sys.argv[1:] if a not in ("-m", "--multirun", NO_HYDRA_SUBDIR)]
-    own = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=", "train.resume=", "train.overwrite=")
+    own = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=", "train.resume=", "train.overwrite=",
+           "launcher=", "launcher.")  # a single run has no launcher
     return ["alignctl", "train", *(o for o in overrides if not o.lstrip("+").startswith(own))]
 
 

@@ -212,6 +212,51 @@ class EvalConfig:
     curve_samples_per_prompt: int = 2
 
 
+LAUNCHERS = ("basic", "local", "slurm", "submitit_local")
+# The fields each launcher reads (submitit_local takes slurm's, so a SLURM sweep can be tried locally unchanged): a
+# value set for another launcher is an error, e.g. launcher.n_jobs=4 without launcher=local would run one at a time.
+LAUNCHER_FIELDS = {
+    "basic": (),
+    "local": ("n_jobs",),
+    "slurm": ("partition", "account", "qos", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min",
+              "array_parallelism", "nodes"),
+}  # fmt: skip
+LAUNCHER_FIELDS["submitit_local"] = LAUNCHER_FIELDS["slurm"]
+
+
+@dataclass
+class LauncherConfig:
+    """How a sweep (-m) runs its jobs; never part of what a run trains (not in run names, changeable on resume). The
+    option's YAML (conf/launcher/) selects Hydra's launcher plugin and hands it these values."""
+
+    name: str = "basic"  # basic: one after another | local: joblib, in parallel | slurm | submitit_local
+    n_jobs: int = 2  # local: jobs at once (each job trains on train.num_threads torch threads)
+    partition: str | None = None  # slurm: null = the cluster's default partition
+    account: str | None = None  # slurm: the account charged, where the cluster asks for one
+    qos: str | None = None  # slurm: quality of service
+    gpus_per_node: int = 1  # slurm/submitit_local: GPUs per job (0: a CPU job)
+    cpus_per_task: int = 4  # slurm: CPUs per job
+    mem_gb: int | None = None  # slurm: memory per job; null = the partition's default
+    timeout_min: int = 60  # slurm/submitit_local: a job's time limit in minutes
+    array_parallelism: int = 256  # slurm: jobs of the sweep's array running at once
+    nodes: int = 1  # slurm: a job trains on one node
+
+    def __post_init__(self) -> None:
+        if self.name not in LAUNCHERS:
+            raise ConfigError(f"launcher.name={self.name!r} is not valid; choose one of: {', '.join(LAUNCHERS)}")
+        check_ranges("launcher", self)
+        if self.nodes != 1:
+            raise ConfigError(f"launcher.nodes={self.nodes} is out of range; a job trains on one node: it must be 1")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "name" and f.name not in LAUNCHER_FIELDS[self.name] and value != f.default:
+                users = [n for n, used in LAUNCHER_FIELDS.items() if f.name in used]
+                raise ConfigError(
+                    f"launcher.{f.name}={value} is not used by launcher={self.name}; it is read by "
+                    f"launcher={' or launcher='.join(users)}"
+                )
+
+
 @dataclass
 class RunConfig:
     objective: Any = None
@@ -222,6 +267,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: str = "wandb"  # wandb (offline unless WANDB_MODE says otherwise) | none
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)  # how a sweep runs its jobs (-m only)
 
     def __post_init__(self) -> None:
         if self.tracking not in ("wandb", "none"):
@@ -305,11 +351,12 @@ _POSITIVE = {
     "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
     "pretrain_lr", "lam", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
     "num_generations", "reference_samples_per_prompt", "divergence_batch_size", "num_iterations", "delta", "clip_high",
-    "max_rows", "test_size", "max_length", "curve_prompts", "curve_samples_per_prompt",
+    "max_rows", "test_size", "max_length", "curve_prompts", "curve_samples_per_prompt", "n_jobs", "cpus_per_task",
+    "mem_gb", "timeout_min", "array_parallelism", "nodes",
 }
 _NON_NEGATIVE = {
     "eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed", "divergence_coef",
-    "constraint_weight", "r", "every_steps",
+    "constraint_weight", "r", "every_steps", "gpus_per_node",
 }
 _PROBABILITY_BELOW_HALF = {"label_noise"}
 

@@ -9,8 +9,9 @@ from collections.abc import Iterable
 from pathlib import PurePath
 
 MAX_LENGTH = 120  # of the label after the timestamp; longer labels are cut and end in a hash of the whole
-# Keys that never tell two runs' results apart: how a run is resumed, threaded or tracked.
-NOT_DISTINGUISHING = ("train.resume", "train.overwrite", "train.num_threads", "tracking")
+# Keys that never tell two runs' results apart: how a run is resumed, threaded, tracked or launched (a key ending in
+# "." stands for every key under it).
+NOT_DISTINGUISHING = ("train.resume", "train.overwrite", "train.num_threads", "tracking", "launcher", "launcher.")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -22,7 +23,8 @@ def run_name(objective: str, divergence: str, overrides: Iterable[str], exclude:
     parts = [objective, divergence]
     for override in overrides:
         key, _, value = str(override).lstrip("+~").partition("=")
-        if key in skipped or key.startswith("hydra.") or key.startswith("hydra/"):
+        prefixes = ("hydra.", "hydra/", *(k for k in NOT_DISTINGUISHING if k.endswith(".")))
+        if key in skipped or key.startswith(prefixes):
             continue
         parts.append(_part(key, value))
     label = _safe("-".join(p for p in parts if p))
@@ -37,7 +39,7 @@ def _part(key: str, value: str) -> str:
     if "/" in value or "\\" in value:  # a path: its last component, without a file suffix
         path = PurePath(value.rstrip("/\\"))
         value = path.stem if path.suffix and len(path.suffix) <= 8 else path.name
-    if "." not in key and "/" not in key:  # a group's option
+    if "." not in key:  # a group's option (also a nested group's: +arm/fdpo_divergences=alpha0.3 -> alpha0.3)
         return value
     leaf = key.replace("/", ".").rsplit(".", 1)[-1]
     if value.lower() in ("true", "false"):  # eval.enabled=false -> no_enabled, model.gradient_checkpointing=true

@@ -57,8 +57,11 @@ CLAIM_FILE = ".alignctl-claim"  # created O_EXCL by the run that owns the direct
 CHECKPOINTS = "checkpoints"
 # What a run leaves in its directory; any of them (without a claim file: a run from before claims) means "taken".
 RESULTS = (RESOLVED_CONFIG, RUN_RECORD, "metrics.jsonl", CHECKPOINTS, "model", "eval.json")
-# Keys a resumed run may change: how long it trains, how many threads, how it is evaluated and tracked.
-CHANGEABLE_ON_RESUME = ("train.resume", "train.overwrite", "train.max_steps", "train.num_threads", "tracking")
+# Keys a resumed run may change: how long it trains, how many threads, how it is evaluated, tracked and launched (a
+# key ending in "." stands for every key under it).
+CHANGEABLE_ON_RESUME = (
+    "train.resume", "train.overwrite", "train.max_steps", "train.num_threads", "tracking", "eval.", "launcher.",
+)
 
 
 class RunClaim:
@@ -253,7 +256,8 @@ def _check_same_config(cfg: config.RunConfig, run_dir: Path) -> None:
         raise UsageError(f"{path} is unreadable or corrupt ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); cannot resume from it") from None
     current = _flatten(yaml.safe_load(OmegaConf.to_yaml(OmegaConf.structured(cfg))))
     unset = object()
-    keys = [k for k in dict.fromkeys([*current, *saved]) if not (k in CHANGEABLE_ON_RESUME or k.startswith("eval."))]
+    prefixes = tuple(k for k in CHANGEABLE_ON_RESUME if k.endswith("."))
+    keys = [k for k in dict.fromkeys([*current, *saved]) if not (k in CHANGEABLE_ON_RESUME or k.startswith(prefixes))]
     differ = [
         f"{key} ({_show(saved.get(key, unset), unset)} -> {_show(current.get(key, unset), unset)})"
         for key in keys

@@ -70,7 +70,13 @@ class WandbTracker(NullTracker):
     report_to = ["wandb"]
 
     def __init__(
-        self, run_dir: Path, config: dict[str, Any], tags: list[str], run_id: str | None, resume_step: int | None
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        tags: list[str],
+        run_id: str | None,
+        resume_step: int | None,
+        group: str | None = None,
     ) -> None:
         os.environ.setdefault("WANDB_MODE", "offline")  # never touch the network unless the user asks
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -88,6 +94,7 @@ class WandbTracker(NullTracker):
             name=run_dir.name,
             config=config,
             tags=tags,
+            group=group,  # a sweep's runs, together in W&B's UI
             reinit="finish_previous",  # a multirun sweep runs its jobs in one process
         )
         if run_id is None:
@@ -122,7 +129,19 @@ def start(
     tags: list[str],
     run_id: str | None = None,
     resume_step: int | None = None,
+    group: str | None = None,
 ) -> NullTracker:
     """The run's tracker. run_id: the W&B run this run directory started (continued, not replaced); resume_step: the
-    checkpoint's global step when resuming training from it."""
-    return WandbTracker(run_dir, config, tags, run_id, resume_step) if kind == "wandb" else NullTracker()
+    checkpoint's global step when resuming training from it; group: the W&B group (sweep_group)."""
+    return WandbTracker(run_dir, config, tags, run_id, resume_step, group) if kind == "wandb" else NullTracker()
+
+
+def sweep_group(run_dir: Path) -> str | None:
+    """The W&B group of a sweep's job: its sweep directory's name (the parent of its run directory); None for a
+    single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return run_dir.resolve().parent.name
+    return None

@@ -441,6 +441,7 @@ def _tracker(cfg: config.RunConfig, run_dir: Path, record: RunRecord, resume_ste
         tags=[cfg.objective.name, cfg.divergence.name, cfg.dataset.name, cfg.model.name],
         run_id=record.data.get("wandb_run_id"),
         resume_step=resume_step,
+        group=tracking.sweep_group(run_dir),
     )
     if tracker.run_id and not record.data.get("wandb_run_id"):
         record.update(wandb_run_id=tracker.run_id)  # kept from the first start: a resume continues this W&B run
