@@ -137,17 +137,34 @@ def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
         bad = next((o for o in overrides if _unparsable(o)), None)
         if bad is None:
             raise UsageError(_first_line(str(e))) from None
+        key, _, value = bad.partition("=")
+        non_ascii = "" if value.isascii() else " (it has non-ASCII characters, which an override takes only quoted)"
         raise UsageError(
-            f"cannot parse the override {bad}: {_first_line(str(e))}; quote a value with special characters, "
-            "e.g. 'key=\"value\"', or give a file path"
+            f"cannot parse the override {bad}{non_ascii}; quote the value, e.g. {key}='{value}' (in the shell: "
+            f"\"{key}='{value}'\"), or give a file path"
         ) from None
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not multirun:
         key = sweeps[0].get_key_element()
         raise UsageError(f"{key} lists several values; pass -m to sweep over them")
     _check_launcher(parsed, multirun)
-    jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0] if multirun else [overrides]
-    return [compose_one(list(job)) for job in jobs]
+    if not multirun:
+        return [compose_one(overrides)]
+    # As Hydra's basic sweeper does: the config's hydra.sweeper.params (an experiment preset's arms and seeds), then
+    # the command line's values, which replace a preset's for the same key
+    parsed = OverridesParser.create().parse_overrides([*_sweeper_params(overrides), *overrides])
+    return [compose_one(list(job)) for job in BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]]
+
+
+def _sweeper_params(overrides: list[str]) -> list[str]:
+    """hydra.sweeper.params of the config the overrides compose (e.g. +experiment=...), as key=value overrides."""
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base=None):
+            cfg = hydra_compose("config", overrides=_first_job(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UsageError(explain(e)) from None
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    return [f"{key}={value}" for key, value in params.items()]
 
 
 def _check_launcher(parsed: list, multirun: bool) -> None:
@@ -281,7 +298,7 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
     claim = rundir.claim_run_dir(planned, run_cfg.train, auto_named=_auto_named(hydra_cfg), dir_key=dir_key)
     started = discard = False
     try:
-        plan = rundir.plan_run(run_cfg, claim.path)
+        plan = rundir.plan_run(run_cfg, claim.path, dir_key)
         if plan.action == "finished":
             print(f"run {claim.path} already finished at step {plan.step}; nothing to do", file=sys.stderr)
             return

@@ -194,7 +194,7 @@ class RunPlan:
     step: int = 0
 
 
-def plan_run(cfg: config.RunConfig, run_dir: Path) -> RunPlan:
+def plan_run(cfg: config.RunConfig, run_dir: Path, dir_key: str = "hydra.run.dir") -> RunPlan:
     """The plan for `cfg` in `run_dir` (reads it, changes nothing). Resuming needs the config the directory was
     trained with, up to CHANGEABLE_ON_RESUME and eval.*."""
     mode = cfg.train.resume
@@ -204,7 +204,7 @@ def plan_run(cfg: config.RunConfig, run_dir: Path) -> RunPlan:
         if mode == "true":
             raise UsageError(f"train.resume=true but {run_dir} holds no run to resume (no {RESOLVED_CONFIG})")
         return RunPlan("fresh")
-    _check_same_config(cfg, run_dir)
+    _check_same_config(cfg, run_dir, dir_key)
     record = read_run_record(run_dir)
     status, step = record.get("status"), record.get("step")
     checkpoint = last_checkpoint(run_dir)
@@ -248,7 +248,7 @@ def last_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
     return path, step
 
 
-def _check_same_config(cfg: config.RunConfig, run_dir: Path) -> None:
+def _check_same_config(cfg: config.RunConfig, run_dir: Path, dir_key: str) -> None:
     path = run_dir / RESOLVED_CONFIG
     try:
         saved = _flatten(yaml.safe_load(path.read_text()) or {})
@@ -266,8 +266,8 @@ def _check_same_config(cfg: config.RunConfig, run_dir: Path) -> None:
     if differ:
         raise UsageError(
             f"train.resume={cfg.train.resume}: {run_dir} was trained with another config: {', '.join(differ)}; a "
-            "resumed run may change only train.max_steps, train.num_threads, eval.* and tracking (or use "
-            "train.overwrite=true, or another hydra.run.dir)"
+            "resumed run may change only train.max_steps, train.num_threads, eval.*, tracking and launcher.* (or "
+            f"use train.overwrite=true, or another {dir_key})"
         )
 
 

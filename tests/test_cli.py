@@ -62,6 +62,7 @@ def run_cli(capsys, *argv):
         (["train", "+train.max_stepz=3"], ["train.max_stepz", "max_steps"]),
         (["train", "beta=0.1"], ["beta", "did you mean objective.beta?"]),
         (["train", "model.chat_template={% if x %}"], ["model.chat_template", "quote"]),
+        (["train", "model=hf", "model.path=modèle"], ["model.path=modèle", "non-ASCII", "model.path='modèle'"]),
         (["train", "objective=grpo", "model.reference=/x"], ["model.reference=/x", "objective=grpo"]),
         (["train", "objective=grpo", "dataset=toy_arith"], ["reward=sentiment", "dataset=toy_arith", "exact_match"]),
         (["train", "objective=grpo", "reward=exact_match"], ["reward=exact_match", "toy_sentiment", "sentiment"]),
