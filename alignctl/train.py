@@ -24,7 +24,7 @@ from transformers.trainer_callback import ProgressCallback
 from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import RichProgressCallback
 
-from alignctl import build, compose, config, rundir, runtime, scoring, tracking
+from alignctl import build, compose, config, jsonl, rundir, runtime, scoring, tracking
 from alignctl.errors import UsageError
 from alignctl.eval.curve import CURVE_FILE, RewardKLCurve, curve_point
 from alignctl.models import loading
@@ -94,19 +94,14 @@ class MetricsFile(TrainerCallback):
         return (total + session_loss * (final_step - start)) / final_step
 
     def _append(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        jsonl.append(self.path, row)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl's step rows (not the summary); a line cut short by a killed process is skipped."""
     rows = []
-    for line in path.read_text().splitlines() if path.is_file() else ():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(row, dict) or row.get("summary") or tracking.is_final_summary(row):
+    for row in jsonl.read(path):
+        if row.get("summary") or tracking.is_final_summary(row):
             continue  # (runs before {"summary": true} wrote it as one more row for the last step)
         if isinstance(row.get("step"), int):
             rows.append(row)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
+from alignctl import jsonl
 from alignctl.eval import metrics as m
 from alignctl.eval.sampling import sample, score
 
@@ -75,19 +76,9 @@ class RewardKLCurve(TrainerCallback):
             self._append(state.global_step, model)
 
     def _append(self, step: int, model: PreTrainedModel) -> None:
-        row = {"step": step, **self.point(model)}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        jsonl.append(self.path, {"step": step, **self.point(model)})
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:
     """curve.jsonl's rows; a line cut short by a killed process is skipped."""
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else ():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
-    return rows
+    return [row for row in jsonl.read(path) if isinstance(row.get("step"), int)]
