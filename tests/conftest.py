@@ -17,3 +17,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Fails a test that loads a model or dataset: config checks must come first."""
+    from alignctl import build
+    from alignctl.models import loading
+
+    def forbidden(*a, **k):
+        raise AssertionError("a model or dataset was loaded before the config was validated")
+
+    monkeypatch.setattr(loading, "policy_source", forbidden)
+    monkeypatch.setattr(build, "rows", forbidden)

@@ -2,17 +2,9 @@
 
 import pytest
 
-from alignctl import build, cli
-from alignctl.models import loading
+from alignctl import cli
 
-
-@pytest.fixture(autouse=True)
-def _nothing_loads(monkeypatch):
-    def forbidden(*a, **k):
-        raise AssertionError("a model or dataset was loaded before the config was validated")
-
-    monkeypatch.setattr(loading, "policy_source", forbidden)
-    monkeypatch.setattr(build, "rows", forbidden)
+pytestmark = pytest.mark.usefixtures("nothing_loads")  # tests/conftest.py: bad input fails before any load
 
 
 def run_cli(capsys, *argv):

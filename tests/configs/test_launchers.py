@@ -15,19 +15,12 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from alignctl import build, cli, compose, config, rundir, run_names, tracking
-from alignctl.models import loading
+from alignctl import cli, compose, config, rundir, run_names, tracking
 
 LAUNCHER_DIR = Path(compose.__file__).parent / "conf" / "launcher"
 
 
-@pytest.fixture(autouse=True)
-def _nothing_loads(monkeypatch):
-    def forbidden(*a, **k):
-        raise AssertionError("a model or dataset was loaded before the config was validated")
-
-    monkeypatch.setattr(loading, "policy_source", forbidden)
-    monkeypatch.setattr(build, "rows", forbidden)
+pytestmark = pytest.mark.usefixtures("nothing_loads")  # tests/conftest.py: bad input fails before any load
 
 
 def hydra_launcher(overrides):
