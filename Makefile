@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_kernels.py
 	$(BIN)/python scripts/bench_dpo_step.py
 	$(BIN)/python scripts/bench_demo.py
+	$(BIN)/python scripts/bench_sweep.py train.max_steps=200
 
 clean:
 	rm -rf $(VENV) runs multirun outputs
