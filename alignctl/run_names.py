@@ -26,7 +26,9 @@ def run_name(objective: str, divergence: str, overrides: Iterable[str], exclude:
         prefixes = ("hydra.", "hydra/", *(k for k in NOT_DISTINGUISHING if k.endswith(".")))
         if key in skipped or key.startswith(prefixes):
             continue
-        parts.append(_part(key, value))
+        part = _part(key, value)
+        if part not in parts:  # e.g. an experiment arm named after the divergence it chooses
+            parts.append(part)
     label = _safe("-".join(p for p in parts if p))
     if len(label) <= MAX_LENGTH:
         return label

@@ -20,6 +20,7 @@ from alignctl.run_names import MAX_LENGTH, run_name
         (["dataset=toy_arith", "+model.lora.r=16"], "dpo-reverse_kl-toy_arith-r16"),
         (["dataset.path=/data/my pairs.jsonl", "model.path=runs/sft/model/"], "dpo-reverse_kl-my_pairs-model"),
         (["+experiment=tdpo", "+arm/tdpo=tdpo2_alpha0.1", "train.seed=1"], "dpo-reverse_kl-tdpo-tdpo2_alpha0.1-seed1"),
+        (["+arm/dph_rl=reverse_kl", "train.seed=1"], "dpo-reverse_kl-seed1"),  # no part twice
         (["eval.enabled=false", "model.gradient_checkpointing=true"], "dpo-reverse_kl-no_enabled-gradient_checkpointing"),
         (["model.lora.target_modules=[q_proj,v_proj]"], "dpo-reverse_kl-target_modules_q_proj_v_proj"),
         # how a run resumes, threads or is tracked never tells two results apart; hydra.* is not the run's
