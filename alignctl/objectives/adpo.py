@@ -14,7 +14,8 @@ Paper: Wang Zixian, "Anchored Direct Preference Optimization", arXiv 2510.18913 
   annotator agreement or an RM), else q = softmax(R / beta_r) of given scores R (optionally z-scored within the
   group first, as the verl port does; off by default because with two candidates z-scoring erases the margin),
   else the hard label on candidate 0.
-- beta_r: label temperature (0.5, the verl port's value); zscore: z-score R within each group first.
+- beta_r: label temperature (0.5, the verl port's value); zscore: z-score R within each group first, with the
+  group's unbiased (n - 1) standard deviation + 1e-6, as the port (torch.std) does.
 
 Reading: we return the cross-entropy, i.e. KL(q || p) without the constant sum_i q_i log q_i, so that the pairwise
 form is -q_w log sigmoid(z_w - z_l) - (1 - q_w) log sigmoid(z_l - z_w) and the spec's checks hold (hard labels equal
@@ -45,7 +46,8 @@ def target(c: CandidateLogps, mask: torch.Tensor, *, beta_r: float, zscore: bool
         if zscore:
             n = mask.sum(-1, keepdim=True).clamp(min=1)
             mean = (r * mask).sum(-1, keepdim=True) / n
-            std = (((r - mean) * mask) ** 2).sum(-1, keepdim=True).div(n).sqrt()
+            # the unbiased (n - 1) standard deviation, as the verl port's torch.std (one candidate: r - mean is 0)
+            std = (((r - mean) * mask) ** 2).sum(-1, keepdim=True).div((n - 1).clamp(min=1)).sqrt()
             r = (r - mean) / (std + 1e-6)
         return torch.softmax((r / beta_r).masked_fill(~mask, float("-inf")), dim=-1)
     q = torch.zeros_like(wide(c.policy_logps))

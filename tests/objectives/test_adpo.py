@@ -98,7 +98,7 @@ def test_scores_become_softmax_labels(zscore):
     out = adpo.loss(c, divergence=None, tau=1.0, beta_r=beta_r, zscore=zscore)
     r = scores.numpy()
     if zscore:
-        r = (r - r.mean(-1, keepdims=True)) / (r.std(-1, keepdims=True) + 1e-6)
+        r = (r - r.mean(-1, keepdims=True)) / (r.std(-1, ddof=1, keepdims=True) + 1e-6)  # the port's torch.std
     q = _np_softmax(r / beta_r)
     z = np_(leaves["policy_logps"]) - np_(leaves["anchor_logps"])
     np.testing.assert_allclose(np_(out.losses), -(q * np.log(_np_softmax(z))).sum(-1), rtol=1e-10)
