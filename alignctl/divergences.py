@@ -27,7 +27,7 @@ NAMES = ("reverse_kl", "forward_kl", "js", "alpha")
 
 # exp(80) ~ 5.5e34 stays finite in float32 and bfloat16 (same exponent range); beyond it the generator's
 # value is held constant, so losses and gradients stay finite for log-ratios of any size.
-_EXP_CLAMP = 80.0
+EXP_CLAMP = 80.0
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ class Divergence:
     # --- generator in terms of h = log u -------------------------------------------------------------
     def f(self, h: torch.Tensor) -> torch.Tensor:
         """Standardised generator f(e^h) (f(1) = f'(1) = 0), elementwise."""
-        h = _wide(h).clamp(-_EXP_CLAMP, _EXP_CLAMP)
+        h = _wide(h).clamp(-EXP_CLAMP, EXP_CLAMP)
         u = h.exp()
         if self.name == "reverse_kl":
             return u * h - u + 1.0
@@ -70,11 +70,11 @@ class Divergence:
         if self.name == "reverse_kl":
             return h
         if self.name == "forward_kl":
-            return 1.0 - torch.exp((-h).clamp(max=_EXP_CLAMP))
+            return 1.0 - torch.exp((-h).clamp(max=EXP_CLAMP))
         if self.name == "js":
             return math.log(2.0) + F.logsigmoid(h)
         a = self.alpha
-        return (1.0 - torch.exp((-a * h).clamp(max=_EXP_CLAMP))) / a
+        return (1.0 - torch.exp((-a * h).clamp(max=EXP_CLAMP))) / a
 
     # --- full-vocabulary form ------------------------------------------------------------------------
     def token(self, policy_logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,9 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from alignctl.divergences import NAMES, Divergence
+from alignctl.divergences import EXP_CLAMP, NAMES, Divergence
 from alignctl.objectives.base import GroupLogps, Objective, OnlineOutput, group_index, wide
 
 
@@ -72,6 +73,22 @@ def pseudo_rewards(divergence: Divergence, log_t: torch.Tensor) -> torch.Tensor:
     return -divergence.f_prime(log_t)
 
 
+def centered_pseudo_rewards(divergence: Divergence, log_t: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """R - B, B the group mean of R, computed from R's varying part: R less the constant the baseline removes
+    exactly (forward_kl: 1/t for 1/t - 1, js: -logsigmoid(log t) for -log 2 - logsigmoid(log t), alpha: t^-a / a for
+    (t^-a - 1) / a). In float32 the constant swamps that part where it is small (forward_kl at log t >= 10, where
+    1/t < 5e-5: R - B ~0.1% off, and all zero beyond log t ~ 17); without it R - B keeps its relative precision."""
+    if divergence.name == "forward_kl":
+        varying = torch.exp((-log_t).clamp(max=EXP_CLAMP))
+    elif divergence.name == "js":
+        varying = -F.logsigmoid(log_t)
+    elif divergence.name == "alpha":
+        varying = torch.exp((-divergence.alpha * log_t).clamp(max=EXP_CLAMP)) / divergence.alpha
+    else:  # reverse_kl: R = -log t has no constant
+        varying = pseudo_rewards(divergence, log_t)
+    return varying - group_mean(varying, group_ids)
+
+
 def group_mean(values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     """Each entry replaced by the mean over the entries of its group."""
     dense, num_groups = group_index(group_ids)
@@ -93,7 +110,7 @@ def loss(stats: TargetLogps, *, divergence: Divergence | None, beta: float = 0.1
     rewards = pseudo_rewards(divergence, log_t)
     with torch.no_grad():
         weights = torch.exp(policy_seq.detach() - sequence_logps(stats.old_logps, stats.mask))
-        advantages = weights * (rewards - group_mean(rewards, stats.group_ids))
+        advantages = weights * centered_pseudo_rewards(divergence, log_t, stats.group_ids)
         estimate = (weights * divergence.f(log_t) * torch.exp(-log_t.clamp(-80.0, 80.0))).mean()
     m = stats.mask.to(policy_seq.dtype)
     gradient_term = -(advantages * (policy_seq - policy_seq.detach())).sum() / m.sum().clamp(min=1.0)

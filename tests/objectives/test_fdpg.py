@@ -247,6 +247,22 @@ def test_extreme_log_probs_keep_loss_and_stats_finite(name, alpha, dtype, z_dtyp
     assert all(torch.isfinite(v) for v in out.stats.values()), out.stats
 
 
+@pytest.mark.parametrize("name, alpha", DIVERGENCES, ids=DIV_IDS)
+@pytest.mark.parametrize("centre", [10.0, 17.0, 25.0])
+def test_advantages_keep_their_precision_in_float32_where_pseudo_rewards_sit_on_their_constant(name, alpha, centre):
+    """Every sample of a group at log t ~ 10-25 (1/t << 1): forward_kl's 1/t - 1, js's -log 2 - logsigmoid and
+    alpha's (t^-a - 1)/a sit on their constants, which R - B must not go through in float32. Reference: R - B in
+    float64 from the pseudo-rewards themselves (exact enough there: float64 keeps 1/t beside 1 up to log t ~ 36)."""
+    log_t = centre + torch.tensor([0.0, 0.3, -0.2, 0.7, 0.1, -0.5], dtype=torch.float64)
+    ids = torch.tensor([0, 0, 0, 1, 1, 1])
+    d = div(name, alpha)
+    r = fdpg.pseudo_rewards(d, log_t)
+    expected = (r - fdpg.group_mean(r, ids)).numpy()
+    got = fdpg.centered_pseudo_rewards(d, log_t.float(), ids).double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3 * np.abs(expected).max())
+    assert np.abs(got).max() > 0
+
+
 def test_registry_entry():
     from alignctl.divergences import NAMES
 
