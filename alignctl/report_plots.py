@@ -143,7 +143,9 @@ def pass_at_k(groups: list[Any], path: Path) -> Path | None:
         if ref:
             ax.plot(list(ref), list(ref.values()), "--", color="black", lw=1.2, label="reference")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
+        ticks = [k for k in ks if k & (k - 1) == 0 or k == max(ks)]  # powers of 2 (and the largest k): readable
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
         ax.minorticks_off()
         ax.set_ylim(0.0, 1.02)
         ax.set_xlabel("k")
