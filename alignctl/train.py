@@ -195,7 +195,9 @@ def provenance(cfg: config.RunConfig) -> dict[str, Any]:
     """What a reader needs to reproduce a number: seed, code version, libraries, machine."""
     return {
         "seed": cfg.train.seed,
-        "command": [a for a in sys.argv if a != compose.NO_HYDRA_SUBDIR],
+        # as the user typed it: without the overrides alignctl adds for Hydra (its output dir, a sweep's job names)
+        "command": [a for a in sys.argv if a != compose.NO_HYDRA_SUBDIR
+                    and not a.startswith("hydra.job.config.override_dirname.exclude_keys=")],  # fmt: skip
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
