@@ -76,6 +76,20 @@ class Divergence:
         a = self.alpha
         return (1.0 - torch.exp((-a * h).clamp(max=EXP_CLAMP))) / a
 
+    def f_prime_varying(self, h: torch.Tensor) -> torch.Tensor:
+        """f'(e^h) less its constant (its ceiling: 0, 1, log 2, 1/alpha), elementwise: -e^-h, logsigmoid(h),
+        -e^(-a h)/a. Where f' sits near its ceiling, differences of these keep the relative precision that
+        differences of f' lose in float32 (the constant swamps the varying part)."""
+        h = _wide(h)
+        if self.name == "reverse_kl":
+            return h
+        if self.name == "forward_kl":
+            return -torch.exp((-h).clamp(max=EXP_CLAMP))
+        if self.name == "js":
+            return F.logsigmoid(h)
+        a = self.alpha
+        return -torch.exp((-a * h).clamp(max=EXP_CLAMP)) / a
+
     # --- full-vocabulary form ------------------------------------------------------------------------
     def token(self, policy_logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
         """D_f(p || q) per position from normalised log-probs [..., V] of p (policy) and q (reference) -> [...]."""

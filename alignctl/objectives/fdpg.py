@@ -35,9 +35,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from alignctl.divergences import EXP_CLAMP, NAMES, Divergence
+from alignctl.divergences import NAMES, Divergence
 from alignctl.objectives.base import GroupLogps, Objective, OnlineOutput, group_index, wide
 
 
@@ -78,14 +77,7 @@ def centered_pseudo_rewards(divergence: Divergence, log_t: torch.Tensor, group_i
     exactly (forward_kl: 1/t for 1/t - 1, js: -logsigmoid(log t) for -log 2 - logsigmoid(log t), alpha: t^-a / a for
     (t^-a - 1) / a). In float32 the constant swamps that part where it is small (forward_kl at log t >= 10, where
     1/t < 5e-5: R - B ~0.1% off, and all zero beyond log t ~ 17); without it R - B keeps its relative precision."""
-    if divergence.name == "forward_kl":
-        varying = torch.exp((-log_t).clamp(max=EXP_CLAMP))
-    elif divergence.name == "js":
-        varying = -F.logsigmoid(log_t)
-    elif divergence.name == "alpha":
-        varying = torch.exp((-divergence.alpha * log_t).clamp(max=EXP_CLAMP)) / divergence.alpha
-    else:  # reverse_kl: R = -log t has no constant
-        varying = pseudo_rewards(divergence, log_t)
+    varying = -divergence.f_prime_varying(log_t)  # R = -f'(t), less the constant the baseline removes
     return varying - group_mean(varying, group_ids)
 
 

@@ -272,3 +272,11 @@ def test_registry_entry():
         "fdpg", defaults={"beta": 0.1}, data="groups", needs_reference=True, divergences=set(NAMES),
         default_divergence="js",
     )
+
+
+@pytest.mark.parametrize("name, alpha", DIVERGENCES, ids=DIV_IDS)
+def test_f_prime_varying_is_f_prime_less_its_ceiling(name, alpha):
+    h = torch.linspace(-5.0, 5.0, 11, dtype=torch.float64)
+    d = div(name, alpha)
+    ceiling = {"reverse_kl": 0.0, "forward_kl": 1.0, "js": np.log(2.0), "alpha": 1.0 / (alpha or 1.0)}[name]
+    np.testing.assert_allclose((d.f_prime(h) - d.f_prime_varying(h)).numpy(), ceiling, rtol=1e-12, atol=1e-12)
