@@ -125,6 +125,43 @@ def test_corpus_slips_at_the_configured_rate():
     assert exact_match(prompts, [t[len(p) :] for t, p in zip(clean, prompts)]) == [1.0] * len(texts)
 
 
+def test_hard_facts_are_misremembered_consistently_at_their_rate():
+    cfg = ToyArithConfig(hard_fact_share=0.3, hard_fact_slip_rate=0.9, slip_rate=0.0, ood_corpus_share=0.0, corpus_size=4000)
+    facts = [(x, y, *[1] * c) for x in range(10) for y in range(10) for c in (0, 1)]
+    offsets = {f: toy_arith.hard_fact(cfg, "+", f) for f in facts}
+    hard = {f for f, d in offsets.items() if d}
+    assert abs(len(hard) / len(facts) - 0.3) < 0.08 and set(offsets.values()) == {-1, 0, 1}
+    assert offsets == {f: toy_arith.hard_fact(cfg, "+", f) for f in facts}  # a fixed property of (seed, fact)
+    assert {f: toy_arith.hard_fact(dataclasses.replace(cfg, seed=1), "+", f) for f in facts} != offsets
+    # Re-derive every column of every corpus document: a fact known is written right, a hard one either right or
+    # off by its own offset (the same way every time), the hard ones wrong at about hard_fact_slip_rate.
+    wrong = uses = 0
+    for text in toy_arith.corpus(cfg):
+        for step in text[text.index("A:") + 3 : text.index(". The")].split("; "):
+            lhs, written = step.split(",")[0].split("=")
+            terms = tuple(map(int, lhs.split("+")))
+            delta, own = int(written) - sum(terms), offsets[terms]
+            if own:  # turned around where it would leave the column's range (9+9+1 is never 20)
+                assert delta in (0, own if 0 <= sum(terms) + own <= 19 else -own)
+                uses += 1
+                wrong += delta != 0
+            else:
+                assert delta == 0
+    assert uses > 1000 and abs(wrong / uses - 0.9) < 0.03
+    # Without hard facts the corpus is exactly the one the share-free recipe always wrote.
+    assert toy_arith.corpus(dataclasses.replace(cfg, hard_fact_share=0.0)) == toy_arith.corpus(
+        ToyArithConfig(slip_rate=0.0, ood_corpus_share=0.0, corpus_size=4000)
+    )
+
+
+def test_a_careless_slip_never_undoes_a_misremembered_fact():
+    def always_plus_one(op, terms):
+        return 1
+
+    # units 3+8 is misremembered as 12; the careless -1 slip on that column would have made it right again
+    assert Problem(23, "+", 58).solution((0, -1), always_plus_one).startswith(" 3+8=12")
+
+
 def test_too_few_questions_is_a_clear_error():
     with pytest.raises(ValueError, match="only .* questions on the test side"):
         toy_arith.prompts(ToyArithConfig(num_test_prompts=5000), "test")
@@ -140,6 +177,8 @@ def test_too_few_questions_is_a_clear_error():
         (dict(digits=0), "digits"),
         (dict(ood_digits=19), "ood_digits"),
         (dict(slip_rate=1.0), "slip_rate"),
+        (dict(hard_fact_share=1.0), "hard_fact_share"),
+        (dict(hard_fact_slip_rate=1.5), "hard_fact_slip_rate"),
         (dict(ood_corpus_share=-0.1), "ood_corpus_share"),
         (dict(num_ood_prompts=0), "num_ood_prompts"),
         (dict(pretrain_steps=0), "pretrain_steps"),
@@ -202,7 +241,8 @@ def test_recipe_tracks_what_shapes_the_model():
     data_cfg, model_cfg = tiny_cfgs()
     key = recipe_hash(toy_arith.base_model_recipe(data_cfg, model_cfg))
     for change in (dict(slip_rate=0.2), dict(ood_corpus_share=0.1), dict(seed=1), dict(pretrain_steps=41),
-                   dict(corpus_size=601), dict(operations="+-", ood_digits=3)):  # fmt: skip
+                   dict(corpus_size=601), dict(operations="+-", ood_digits=3),
+                   dict(hard_fact_share=0.2), dict(hard_fact_share=0.2, hard_fact_slip_rate=0.5)):  # fmt: skip
         assert recipe_hash(toy_arith.base_model_recipe(dataclasses.replace(data_cfg, **change), model_cfg)) != key
     # model.pretrain_steps is replaced by the task's own budget
     other_steps = dataclasses.replace(model_cfg, pretrain_steps=999)

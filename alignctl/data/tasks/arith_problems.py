@@ -18,10 +18,11 @@ Determinism: ``random.Random`` seeded with a string (sha512-based) is stable acr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 PROBLEMS_VERSION = 1  # bump on any change to questions or worked solutions: it is part of every cache recipe
@@ -54,18 +55,24 @@ class Problem:
         """Columns of the worked solution (digits of the longer operand)."""
         return max(len(str(self.a)), len(str(self.b)))
 
-    def solution(self, slip: tuple[int, int] | None = None) -> str:
+    def solution(self, slip: tuple[int, int] | None = None, misfact: Misfact | None = None) -> str:
         """The worked solution: the completion to the prompt, starting with a space.
 
         ``slip=(column, delta)`` writes a careless one: the result of that column (0 = units) is off by ``delta``
         (turned around where it would leave the column's range), and everything after it, carries and the
-        final answer included, follows from the slip as written."""
-        steps, answer = (_add_steps if self.op == "+" else _sub_steps)(self.a, self.b, self.width, slip)
+        final answer included, follows from the slip as written. ``misfact(op, terms)`` is asked at every
+        column with the column's terms as written (two digits, then the carry or borrow) and returns the offset
+        with which that column's result is written (0: right): a writer with misremembered facts."""
+        fact = None if misfact is None else functools.partial(misfact, self.op)
+        steps, answer = (_add_steps if self.op == "+" else _sub_steps)(self.a, self.b, self.width, slip, fact)
         return f" {steps}. The answer is {answer}."
 
-    def text(self, slip: tuple[int, int] | None = None) -> str:
+    def text(self, slip: tuple[int, int] | None = None, misfact: Misfact | None = None) -> str:
         """Prompt + worked solution: one pretraining document."""
-        return self.prompt + self.solution(slip)
+        return self.prompt + self.solution(slip, misfact)
+
+
+Misfact = Callable[[str, tuple[int, ...]], int]
 
 
 def _digits(n: int, width: int) -> list[int]:
@@ -73,17 +80,24 @@ def _digits(n: int, width: int) -> list[int]:
     return [(n // 10**i) % 10 for i in range(width)]
 
 
-def _slipped(value: int, column: int, slip: tuple[int, int] | None, hi: int) -> int:
-    if slip is None or slip[0] != column:
-        return value
-    return value + slip[1] if 0 <= value + slip[1] <= hi else value - slip[1]
+def _offset(value: int, delta: int, hi: int) -> int:
+    return value + delta if 0 <= value + delta <= hi else value - delta
 
 
-def _add_steps(a: int, b: int, width: int, slip: tuple[int, int] | None) -> tuple[str, int]:
+def _slipped(value: int, column: int, terms: list[int], slip, misfact, hi: int) -> int:
+    misremembered = 0 if misfact is None else misfact(tuple(terms))
+    if misremembered:  # a careless slip on top could land back on the right result: one error per column
+        return _offset(value, misremembered, hi)
+    if slip is not None and slip[0] == column:
+        return _offset(value, slip[1], hi)
+    return value
+
+
+def _add_steps(a: int, b: int, width: int, slip: tuple[int, int] | None, misfact) -> tuple[str, int]:
     steps, carry, answer = [], 0, 0
     for i, (x, y) in enumerate(zip(_digits(a, width), _digits(b, width))):
         terms = [x, y] + [1] * carry
-        s = _slipped(sum(terms), i, slip, 19)
+        s = _slipped(sum(terms), i, terms, slip, misfact, 19)
         step = "+".join(map(str, terms)) + f"={s}"
         answer += (s % 10) * 10**i
         carry = int(s >= 10)
@@ -93,14 +107,14 @@ def _add_steps(a: int, b: int, width: int, slip: tuple[int, int] | None) -> tupl
     return "; ".join(steps), answer + carry * 10**width
 
 
-def _sub_steps(a: int, b: int, width: int, slip: tuple[int, int] | None) -> tuple[str, int]:
+def _sub_steps(a: int, b: int, width: int, slip: tuple[int, int] | None, misfact) -> tuple[str, int]:
     if a < b:
         raise ValueError(f"subtraction needs a >= b, got {a}-{b}")
     steps, borrow, answer = [], 0, 0
     for i, (x, y) in enumerate(zip(_digits(a, width), _digits(b, width))):
         top = x + 10 if x - borrow < y else x
         terms = [top, y] + [1] * borrow
-        d = _slipped(top - y - borrow, i, slip, 9)
+        d = _slipped(top - y - borrow, i, terms, slip, misfact, 9)
         step = "-".join(map(str, terms)) + f"={d}"
         answer += d * 10**i
         borrow = int(top != x)

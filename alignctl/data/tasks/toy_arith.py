@@ -19,7 +19,8 @@ and pass@k. Built locally with no downloads.
 2. corpus: the worked solutions of ``corpus_size`` train-side questions (the first ones of the "train" stream,
    so a superset of the "train" split), ``ood_corpus_share`` of them ood-kind (train side, never the "ood"
    split's questions) so that the base model starts with some of that skill, and ``slip_rate`` of them careless
-   (one column's result off by one, the rest consistent with it);
+   (one column's result off by one, the rest consistent with it); optionally (``hard_fact_share``) a writer who
+   misremembers some column facts, so that some questions are ones the base model rarely gets right;
 3. tokenizer: byte-level BPE with every digit its own token (merges never span digits);
 4. base model: tiny Llama pretrained on the corpus with TRL's SFTTrainer for ``pretrain_steps`` steps (this
    task's budget, replacing ``model.pretrain_steps``; batches drawn at random, not grouped by length), saved
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -74,6 +76,12 @@ class ToyArithConfig:
     # consistent with it): the base model learns to slip about as often, so its temperature-1 pass@1 sits near
     # 1 - slip_rate while the right answer stays its most likely one (what RL can sharpen and pass@k sees).
     slip_rate: float = 0.5
+    # Share of the column facts (a column's terms: two digits and the carry or borrow) that the corpus's writer
+    # misremembers: each is written off by one, the same way, in ``hard_fact_slip_rate`` of the columns that use
+    # it. Questions that need such a fact are ones the base model rarely gets right (per-sample success of a few
+    # percent): the headroom pass@k at large k measures, and what an RL objective can keep or lose (DPH-RL).
+    hard_fact_share: float = 0.0
+    hard_fact_slip_rate: float = 0.97
     # This task's pretraining budget, replacing model.pretrain_steps (tuned for toy_sentiment's corpus): the
     # default tiny model learns the column arithmetic within it (~60 s on one CPU thread).
     pretrain_steps: int = 500
@@ -100,9 +108,13 @@ class ToyArithConfig:
                 raise ConfigError(
                     f"dataset.{key}={getattr(self, key)} is out of range; it must be <= {MAX_OPERAND_DIGITS}"
                 )
-        for key in ("ood_corpus_share", "slip_rate"):
+        for key in ("ood_corpus_share", "slip_rate", "hard_fact_share"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"dataset.{key}={getattr(self, key)} is out of range; it must lie in [0, 1)")
+        if not 0.0 <= self.hard_fact_slip_rate <= 1.0:
+            raise ConfigError(
+                f"dataset.hard_fact_slip_rate={self.hard_fact_slip_rate} is out of range; it must lie in [0, 1]"
+            )
         if self.ood_digits == self.digits and set(self.ood_operations) & set(self.operations):
             raise ConfigError(
                 f"dataset.ood_operations={self.ood_operations!r} shares an operation with dataset.operations="
@@ -140,6 +152,8 @@ def base_model_recipe(data_cfg: ToyArithConfig, model_cfg: TinyModelConfig) -> d
             "ood_operations": data_cfg.ood_operations,
             "ood_share": data_cfg.ood_corpus_share,
             "slip_rate": data_cfg.slip_rate,
+            "hard_fact_share": data_cfg.hard_fact_share,
+            "hard_fact_slip_rate": data_cfg.hard_fact_slip_rate,
             "problems_version": arith_problems.PROBLEMS_VERSION,
             "test_share": arith_problems.TEST_SHARE,
         },
@@ -203,11 +217,36 @@ def corpus(data_cfg: ToyArithConfig) -> list[str]:
     if n_ood:
         docs += _problems(c.seed, c.ood_digits, c.ood_operations, n_ood, "train")
     rng = random.Random(f"alignctl-arith-slips:{arith_problems.PROBLEMS_VERSION}:{c.seed}")
+    misfact = _misremembered_facts(c) if c.hard_fact_share > 0 else None
     texts = []
     for p in docs:
         careless, column, delta = rng.random() < c.slip_rate, rng.randrange(p.width), rng.choice((-1, 1))
-        texts.append(p.text((column, delta) if careless else None))
+        texts.append(p.text((column, delta) if careless else None, misfact))
     return texts
+
+
+def hard_fact(data_cfg: ToyArithConfig, op: str, terms: tuple[int, ...]) -> int:
+    """The offset (+1 or -1) with which the corpus's writer misremembers the column fact ``terms`` of ``op``
+    (two digits, then the carry or borrow as written), or 0 for a fact it knows: a fixed property of (seed,
+    fact), about ``hard_fact_share`` of all facts."""
+    key = f"alignctl-arith-hard-fact:{data_cfg.seed}:{op}:{','.join(map(str, terms))}".encode()
+    h = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+    if h >= data_cfg.hard_fact_share * 2**64:
+        return 0
+    return 1 if h % 2 else -1
+
+
+def _misremembered_facts(data_cfg: ToyArithConfig):
+    """The corpus writer's ``misfact`` (see :meth:`Problem.solution`): a hard fact's offset in
+    ``hard_fact_slip_rate`` of the columns that use it, drawn from its own stream (the careless slips' draws,
+    and so the corpus without hard facts, stay as they were)."""
+    rng = random.Random(f"alignctl-arith-hard-facts:{arith_problems.PROBLEMS_VERSION}:{data_cfg.seed}")
+
+    def misfact(op: str, terms: tuple[int, ...]) -> int:
+        delta = hard_fact(data_cfg, op, terms)
+        return delta if delta and rng.random() < data_cfg.hard_fact_slip_rate else 0
+
+    return misfact
 
 
 # --- base model -----------------------------------------------------------------------------------------------
