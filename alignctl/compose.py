@@ -27,7 +27,7 @@ from omegaconf.errors import (
     ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError,
 )
 
-from alignctl import config, objectives, rundir, run_names
+from alignctl import config, distributed, objectives, rundir, run_names
 from alignctl.errors import EXIT_USAGE, UsageError, fail
 
 try:
@@ -91,6 +91,7 @@ def _suggest(key: str) -> str:
         "train": [config.TrainConfig],
         "eval": [config.EvalConfig],
         "launcher": [config.LauncherConfig],
+        "distributed": [config.DistributedConfig],
     }
     groups = [g for g, classes in schemas.items() if any(key in {f.name for f in dataclasses.fields(c)} for c in classes)]
     return f" (did you mean {' or '.join(f'{g}.{key}' for g in groups)}?)" if groups else ""
@@ -149,11 +150,16 @@ def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
         raise UsageError(f"{key} lists several values; pass -m to sweep over them")
     _check_launcher(parsed, multirun)
     if not multirun:
-        return [compose_one(overrides)]
-    # As Hydra's basic sweeper does: the config's hydra.sweeper.params (an experiment preset's arms and seeds), then
-    # the command line's values, which replace a preset's for the same key
-    parsed = OverridesParser.create().parse_overrides([*_sweeper_params(overrides), *overrides])
-    return [compose_one(list(job)) for job in BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]]
+        jobs = [compose_one(overrides)]
+    else:
+        # As Hydra's basic sweeper does: the config's hydra.sweeper.params (an experiment preset's arms and seeds),
+        # then the command line's values, which replace a preset's for the same key
+        parsed = OverridesParser.create().parse_overrides([*_sweeper_params(overrides), *overrides])
+        jobs = [compose_one(list(job)) for job in BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]]
+    if not distributed.in_ranks():  # in the ranks the parent checked it (or, plainly launched, _job checks the split)
+        for job in jobs:
+            distributed.check(job)
+    return jobs
 
 
 def _sweeper_params(overrides: list[str]) -> list[str]:
@@ -269,7 +275,10 @@ def _hydra_entry(cfg: DictConfig) -> None:
     previous = rundir.stop_on_signals()
     parallel = cfg.launcher.name != "basic"
     try:
-        _job(cfg, hydra_cfg, planned)
+        if cfg.distributed.name != "none" and not distributed.in_ranks():
+            _launch_ranks(cfg, hydra_cfg, planned, parallel)
+        else:
+            _job(cfg, hydra_cfg, planned)
     except UsageError as e:
         if not parallel:
             fail(str(e))
@@ -292,16 +301,29 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 
 def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
-    """Claim, plan and train one job; bad input raises UsageError once the directory is released."""
+    """Claim, plan and train one job; bad input raises UsageError once the directory is released. One rank of a
+    multi-process run: rank 0 claims and plans, and every rank trains in the directory it chose."""
+    from alignctl.train import train_and_evaluate
+
     run_cfg = to_run_config(cfg)
+    if not distributed.is_main():
+        run_dir, plan = distributed.agree(None)
+        if plan.action != "finished":
+            train_and_evaluate(run_cfg, run_dir, plan=plan)
+        return
     dir_key = "hydra.sweep.dir" if hydra_cfg.mode == RunMode.MULTIRUN else "hydra.run.dir"
-    claim = rundir.claim_run_dir(planned, run_cfg.train, auto_named=_auto_named(hydra_cfg), dir_key=dir_key)
+    claim: rundir.RunClaim | None = None
+    plan: rundir.RunPlan | None = None
     started = discard = False
-    try:
+
+    def claim_and_plan() -> tuple[Path, rundir.RunPlan]:
+        nonlocal claim, plan
+        if distributed.in_ranks():  # started by a plain `accelerate launch`: no parent checked the batch split
+            distributed.check_batch(run_cfg, distributed.world_size())
+        claim = rundir.claim_run_dir(planned, run_cfg.train, auto_named=_auto_named(hydra_cfg), dir_key=dir_key)
         plan = rundir.plan_run(run_cfg, claim.path, dir_key)
         if plan.action == "finished":
-            print(f"run {claim.path} already finished at step {plan.step}; nothing to do", file=sys.stderr)
-            return
+            return claim.path, plan
         if claim.path != planned:  # an automatic name another run had claimed: continue in <name>-2, -3, ...
             rundir.move_log_files(planned, claim.path)
             if Path.cwd() == planned.resolve():  # hydra.job.chdir=true
@@ -314,18 +336,40 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
         claim.describe()
         if NO_HYDRA_SUBDIR in hydra_cfg.overrides.hydra:
             _write_hydra_files(cfg, claim.path)
-        started = True
-        from alignctl.train import train_and_evaluate
+        return claim.path, plan
 
-        train_and_evaluate(run_cfg, claim.path, command=_rerun_command(hydra_cfg), plan=plan)
+    try:
+        run_dir, plan = distributed.agree(claim_and_plan) if distributed.in_ranks() else claim_and_plan()
+        if plan.action == "finished":
+            print(f"run {run_dir} already finished at step {plan.step}; nothing to do", file=sys.stderr)
+            return
+        started = True
+        train_and_evaluate(run_cfg, run_dir, command=_rerun_command(hydra_cfg), plan=plan)
     except UsageError:  # a bad value found once the run started (e.g. nothing to resume): one line, exit 2
         # bad input found before the first step of a new run (data, reward, model): leave no empty run dir behind
-        discard = started and claim.fresh and plan.action == "fresh" and not rundir.has_training_output(claim.path)
+        discard = (started and claim is not None and claim.fresh and plan.action == "fresh"
+                   and not rundir.has_training_output(claim.path))  # fmt: skip
         raise
     finally:
-        claim.release(keep=started and not discard)
-        if discard:
-            shutil.rmtree(claim.path, ignore_errors=True)
+        if claim is not None:
+            claim.release(keep=started and not discard)
+            if discard:
+                shutil.rmtree(claim.path, ignore_errors=True)
+
+
+def _launch_ranks(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path, parallel: bool) -> None:
+    """distributed=ddp|fsdp|...: this job's ranks under `accelerate launch`, in the directory Hydra planned."""
+    from alignctl.train import build_inputs
+
+    run_cfg = to_run_config(cfg)
+    build_inputs(run_cfg)
+    code = distributed.launch(run_cfg, list(hydra_cfg.overrides.task), planned)
+    if not code:
+        return
+    if not parallel:
+        raise SystemExit(code)
+    FailedJobs.record(hydra_cfg, code, f"its {run_cfg.distributed.num_processes} processes ended with exit code "
+                                       f"{code} (rank 0's line is above)")  # fmt: skip
 
 
 class FailedJobs(Callback):

@@ -257,6 +257,31 @@ class LauncherConfig:
                 )
 
 
+DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
+
+
+@dataclass
+class DistributedConfig:
+    """How one run trains: in this process (none) or under `accelerate launch` with num_processes ranks. Apart from
+    `launcher` (how a sweep's jobs start), so a sweep of multi-process jobs composes both. Never part of what a run
+    trains: train.batch_size is the global batch whatever the number of processes (see alignctl/distributed.py)."""
+
+    name: str = "none"  # none | ddp | fsdp | deepspeed_zero2 | deepspeed_zero3
+    num_processes: int = 1  # ranks on this node (GPUs; on a CPU-only machine, processes with the gloo backend)
+    config_file: str | None = None  # a user's own accelerate config (`accelerate config`); null: the shipped one
+    main_process_port: int | None = None  # rendezvous port; null: a free one
+
+    def __post_init__(self) -> None:
+        if self.name not in DISTRIBUTED:
+            raise ConfigError(f"distributed.name={self.name!r} is not valid; choose one of: {', '.join(DISTRIBUTED)}")
+        check_ranges("distributed", self)
+        if self.name == "none" and self.num_processes != 1:
+            raise ConfigError(
+                f"distributed.num_processes={self.num_processes} needs a distributed option; use distributed=ddp "
+                f"(or {', '.join(DISTRIBUTED[2:])})"
+            )
+
+
 @dataclass
 class RunConfig:
     objective: Any = None
@@ -268,6 +293,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: str = "wandb"  # wandb (offline unless WANDB_MODE says otherwise) | none
     launcher: LauncherConfig = field(default_factory=LauncherConfig)  # how a sweep runs its jobs (-m only)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)  # how one run trains: 1 or N ranks
 
     def __post_init__(self) -> None:
         if self.tracking not in ("wandb", "none"):
@@ -352,7 +378,7 @@ _POSITIVE = {
     "pretrain_lr", "lam", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
     "num_generations", "reference_samples_per_prompt", "divergence_batch_size", "num_iterations", "delta", "clip_high",
     "max_rows", "test_size", "max_length", "curve_prompts", "curve_samples_per_prompt", "n_jobs", "cpus_per_task",
-    "mem_gb", "timeout_min", "array_parallelism", "nodes",
+    "mem_gb", "timeout_min", "array_parallelism", "nodes", "num_processes", "main_process_port",
 }
 _NON_NEGATIVE = {
     "eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed", "divergence_coef",

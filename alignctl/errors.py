@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 EXIT_USAGE = 2
@@ -17,5 +18,6 @@ class DataError(UsageError):
 
 
 def fail(message: str) -> None:
-    print(f"alignctl: error: {message}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # one rank of a multi-process run: the user reads the line once
+        print(f"alignctl: error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)

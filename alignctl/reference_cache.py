@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from alignctl import distributed
 from alignctl.data.cache import cached, canonical_json, write_info
 from alignctl.scoring import sequence_stats
 
@@ -173,14 +174,16 @@ def with_reference_logps(
         seconds = time.perf_counter() - start
         write_info(out, {"split": name, "rows": len(chosen), "sequences": len(distinct), "seconds": seconds})
 
-    path = cached(KIND, recipe, build)
+    path = cached(KIND, recipe, build, ranks_may_build=True)  # a forward pass and save_file: any rank can
     stored = load_file(str(path / FILE))
     index = {bytes(d): i for i, d in enumerate(stored["digests"].numpy())}
     logps = stored["logps"].numpy()
-    if seconds is None:
-        print(f"reference log-probs: cache hit ({path})", file=sys.stderr, flush=True)
-    else:
-        print(f"reference log-probs: cache miss, computed in {seconds:.1f}s -> {path}", file=sys.stderr, flush=True)
+    if distributed.is_main():  # every rank reads the entry (the first to take its lock builds it); rank 0 says so
+        if seconds is None:
+            print(f"reference log-probs: cache hit ({path})", file=sys.stderr, flush=True)
+        else:
+            print(f"reference log-probs: cache miss, computed in {seconds:.1f}s -> {path}", file=sys.stderr,
+                  flush=True)  # fmt: skip
     for column, digests in zip(COLUMNS, (chosen, rejected)):
         dataset = dataset.add_column(column, logps[[index[d] for d in digests]])
     return dataset

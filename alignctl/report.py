@@ -24,7 +24,7 @@ CI_NAME = "95% t-interval over seeds"
 CONFIDENCE = 0.95
 # Config keys that never tell results apart: the seed (what a group averages over) and how a run was executed.
 IGNORED_KEYS = ("train.seed", "train.num_threads", "train.resume", "train.overwrite", "tracking", "eval.reference",
-                "launcher")  # fmt: skip
+                "launcher", "distributed")  # fmt: skip
 SECTION_PREFIXES = ("dataset.", "model.")  # runs that differ here are never compared in one table
 # ... except in how the same model is trained or scored: a LoRA-rank or kernel sweep is one comparison
 SAME_MODEL_KEYS = ("model.kernel", "model.lora.", "model.gradient_checkpointing", "model.attn_implementation",

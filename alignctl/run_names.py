@@ -11,7 +11,10 @@ from pathlib import PurePath
 MAX_LENGTH = 120  # of the label after the timestamp; longer labels are cut and end in a hash of the whole
 # Keys that never tell two runs' results apart: how a run is resumed, threaded, tracked or launched (a key ending in
 # "." stands for every key under it).
-NOT_DISTINGUISHING = ("train.resume", "train.overwrite", "train.num_threads", "tracking", "launcher", "launcher.")
+NOT_DISTINGUISHING = (
+    "train.resume", "train.overwrite", "train.num_threads", "tracking", "launcher", "launcher.", "distributed",
+    "distributed.",
+)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

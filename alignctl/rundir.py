@@ -61,6 +61,7 @@ RESULTS = (RESOLVED_CONFIG, RUN_RECORD, "metrics.jsonl", CHECKPOINTS, "model", "
 # key ending in "." stands for every key under it).
 CHANGEABLE_ON_RESUME = (
     "train.resume", "train.overwrite", "train.max_steps", "train.num_threads", "tracking", "eval.", "launcher.",
+    "distributed.",
 )
 
 
@@ -266,7 +267,7 @@ def _check_same_config(cfg: config.RunConfig, run_dir: Path, dir_key: str) -> No
     if differ:
         raise UsageError(
             f"train.resume={cfg.train.resume}: {run_dir} was trained with another config: {', '.join(differ)}; a "
-            "resumed run may change only train.max_steps, train.num_threads, eval.*, tracking and launcher.* (or "
+            "resumed run may change only train.max_steps, train.num_threads, eval.*, tracking, launcher.* and distributed.* (or "
             f"use train.overwrite=true, or another {dir_key})"
         )
 

@@ -24,7 +24,7 @@ from transformers.trainer_callback import ProgressCallback
 from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import RichProgressCallback
 
-from alignctl import build, compose, config, jsonl, rundir, runtime, scoring, tracking
+from alignctl import build, compose, config, distributed, jsonl, rundir, runtime, scoring, tracking
 from alignctl.errors import UsageError
 from alignctl.eval.curve import CURVE_FILE, RewardKLCurve, curve_point
 from alignctl.models import loading
@@ -142,7 +142,11 @@ class StopOnSignal(TrainerCallback):
         self.in_training = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.signum is not None:
+        stop = self.signum is not None
+        if distributed.in_ranks():  # all ranks stop after the same step (one training on would wait for the rest)
+            stop = distributed.any_rank(stop)
+            self.signum = self.signum or (signal.SIGTERM if stop else None)
+        if stop:
             control.should_save = control.should_log = control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -186,6 +190,8 @@ class RunRecord:
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
+        if not distributed.is_main():  # rank 0 keeps the record of a multi-process run
+            return
         partial = self.path.with_name(self.path.name + ".partial")
         partial.write_text(json.dumps(self.data, indent=2) + "\n")
         os.replace(partial, self.path)  # never a half-written run.json
@@ -232,7 +238,7 @@ def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> 
     return dict(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
+        per_device_train_batch_size=t.batch_size // distributed.world_size(),  # batch_size is the global batch
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         warmup_steps=t.warmup_steps,
@@ -251,6 +257,7 @@ def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> 
         bf16=cfg.model.dtype == "bfloat16" and torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable parameter gets a gradient; an extra graph walk otherwise
         disable_tqdm=False,
     )
 
@@ -384,6 +391,8 @@ def train_and_evaluate(
 
     runtime.prepare(cfg)
     check_rollout(cfg)
+    main = distributed.is_main()  # one rank of several: rank 0 alone prints, writes files, tracks and evaluates
+    console.quiet = not main
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or rundir.plan_run(cfg, run_dir)
     if plan.action == "finished":
@@ -395,15 +404,18 @@ def train_and_evaluate(
     tracker: tracking.NullTracker = tracking.NullTracker()
     try:
         record = RunRecord.open(cfg, run_dir, plan)
-        compose.save_resolved(cfg, run_dir)
+        if main:
+            compose.save_resolved(cfg, run_dir)
         console.print(f"[bold]run[/] {run_dir}  objective={cfg.objective.name} divergence={cfg.divergence.name}")
         reference_dir = loading.reference_source(cfg)
         if plan.action == "evaluate":  # trained and saved; stopped before (or while) evaluating
             console.print(f"trained to step {plan.step} already; evaluating")
-            tracker = _tracker(cfg, run_dir, record, resume_step=None)
+            if main:
+                tracker = _tracker(cfg, run_dir, record, resume_step=None)
         else:
             loaded = _load(cfg)
-            tracker = _tracker(cfg, run_dir, record, resume_step=plan.step if plan.action == "resume" else None)
+            if main:
+                tracker = _tracker(cfg, run_dir, record, resume_step=plan.step if plan.action == "resume" else None)
             step = _train(cfg, run_dir, plan, tracker, stop, *loaded)
             if stop.signum is not None and step < cfg.train.max_steps:  # stopped by a signal, at a checkpoint
                 record.update(status="interrupted", step=step)
@@ -412,6 +424,8 @@ def train_and_evaluate(
             if stop.signum is not None:  # the signal came with the last step
                 raise rundir.Interrupted(stop.signum)
         metrics: dict[str, Any] = {}
+        if not main:
+            return metrics
         if cfg.eval.enabled:
             metrics = eval_run.evaluate_and_report(cfg, run_dir / "model", run_dir, reference_dir=reference_dir)
             tracker.summary(metrics)
@@ -422,7 +436,8 @@ def train_and_evaluate(
             found = rundir.last_checkpoint(run_dir)
             record.update(status="interrupted", step=max(record.data.get("step", 0), found[1] if found else 0))
         tracker.finish(exit_code=128 + e.signum)
-        print(_stopped_line(run_dir, record, e.signum, command), file=sys.stderr, flush=True)
+        if main:
+            print(_stopped_line(run_dir, record, e.signum, command), file=sys.stderr, flush=True)
         raise SystemExit(128 + e.signum) from None
     finally:
         stop.restore()
@@ -443,6 +458,16 @@ def _tracker(cfg: config.RunConfig, run_dir: Path, record: RunRecord, resume_ste
     if tracker.run_id and not record.data.get("wandb_run_id"):
         record.update(wandb_run_id=tracker.run_id)  # kept from the first start: a resume continues this W&B run
     return tracker
+
+
+def build_inputs(cfg: config.RunConfig) -> None:
+    """Build what the run reads from the cache (an embedded task's base model, sampled training data), in this one
+    process: ranks of a multi-process run only read it (alignctl.data.cache.cached says why)."""
+    runtime.prepare(cfg)
+    loading.reference_source(cfg)  # where it is an embedded build of its own
+    model_dir = loading.policy_source(cfg)
+    objective, _ = build.objective(cfg)
+    build.training_data(cfg, objective, loading.load_tokenizer(cfg, model_dir), model_dir)
 
 
 def _load(cfg: config.RunConfig) -> tuple:
@@ -482,7 +507,8 @@ def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, 
         tracker.summary(metrics_file.write_summary(trainer.state), prefix="")
     if stop.signum is not None and trainer.state.global_step < cfg.train.max_steps:
         return trainer.state.global_step
-    loading.save_policy(trainer.model, tokenizer, run_dir / "model")
+    if distributed.is_main():
+        loading.save_policy(trainer.model, tokenizer, run_dir / "model")
     return trainer.state.global_step
 
 

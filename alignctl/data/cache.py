@@ -83,9 +83,14 @@ def cached_path(kind: str, recipe: dict[str, Any]) -> Path:
     return cache_root() / kind / recipe_hash(recipe)
 
 
-def cached(kind: str, recipe: dict[str, Any], build: Callable[[Path], None]) -> Path:
+def cached(kind: str, recipe: dict[str, Any], build: Callable[[Path], None], ranks_may_build: bool = False) -> Path:
     """Return the directory of the artifact described by ``recipe``, calling ``build(tmp_dir)`` if absent or
     corrupt.
+
+    In a rank of a multi-process run a missing entry is an error unless ``ranks_may_build``: a build that trains
+    or saves with transformers (a base model, sampled data) would start the ranks' process group from one rank
+    while the others wait for its lock (a deadlock), and save_pretrained writes nothing on a rank other than 0;
+    ``alignctl train distributed=...`` builds every such entry before it starts the ranks.
 
     ``build`` receives an empty directory and must write the whole artifact into it. It is called at most once
     per recipe across concurrent threads and processes sharing the cache root; if it raises, nothing is left
@@ -96,6 +101,12 @@ def cached(kind: str, recipe: dict[str, Any], build: Callable[[Path], None]) -> 
     problem = verify(final) if final.is_dir() else None
     if final.is_dir() and problem is None:
         return final
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not ranks_may_build:
+        raise UsageError(
+            f"the cache has no {kind} entry for this run yet ({final}), and the ranks of a multi-process run cannot "
+            "build it; start the run with alignctl train distributed=... (which builds it first), or train it once "
+            "on one process"
+        )
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         # thread_local=False: the lock object is per call anyway; flock conflicts across threads and processes.

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from alignctl.kernels import head_logits
 
@@ -99,12 +100,16 @@ _NEUTRAL = (None, 1, 1.0, False)
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
-    """The transformers causal LM itself: `model`, or the model a peft PeftModel wraps (its LoRA layers in place).
+    """The transformers causal LM itself: `model`, or the model a peft PeftModel or a DistributedDataParallel wraps
+    (its LoRA layers in place; read its head from it, but run a DDP model's forward through `decoder_hidden`).
 
-    Raises TypeError for anything else (e.g. a DistributedDataParallel wrapper, whose forward must not be bypassed)
-    and ValueError for prompt-learning adapters (their virtual tokens only exist in PeftModel.forward).
+    Raises TypeError for anything else and ValueError for prompt-learning adapters (their virtual tokens only exist
+    in PeftModel.forward).
     """
     from transformers import PreTrainedModel
+
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
 
     if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):  # peft.PeftModel, without importing peft
         if getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning:
@@ -139,9 +144,16 @@ def decoder_hidden(
     positions counted over real tokens. Runs the decoder submodule (`getattr(lm, lm.base_model_prefix)`), without a
     KV cache; autograd and gradient checkpointing work as in the model's own forward.
     """
-    lm = causal_lm(model)
     if position_ids is None:
         position_ids = positions_from_mask(attention_mask)
+    if isinstance(model, DistributedDataParallel):
+        # DDP averages the gradients of a forward through its wrapper only (a bypass would leave each rank with its
+        # own): run the whole model, with one position's logits, and take the decoder's output from its hidden states
+        # (the last is after the final norm, as tests/models checks)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                    output_hidden_states=True, logits_to_keep=1)  # fmt: skip
+        return out.hidden_states[-1]
+    lm = causal_lm(model)
     out = _decoder(lm)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 

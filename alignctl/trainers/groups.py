@@ -25,6 +25,7 @@ from alignctl.divergences import Divergence
 from alignctl.objectives.base import GroupLogps, Objective
 from alignctl.objectives.fdpg import TargetLogps, log_importance_partition
 from alignctl.trainers.checkpoint_state import CheckpointState
+from alignctl.trainers.sampling import RowSeededGeneration
 
 
 def prompt_id(prompt: str | list[dict[str, Any]]) -> int:
@@ -33,7 +34,7 @@ def prompt_id(prompt: str | list[dict[str, Any]]) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=7).digest(), "big")
 
 
-class GroupObjectiveTrainer(GRPOTrainer):
+class GroupObjectiveTrainer(RowSeededGeneration, GRPOTrainer):
     """GRPOTrainer whose loss is `objective.loss(GroupLogps, divergence=..., **hyperparameters)`."""
 
     def __init__(

@@ -32,6 +32,7 @@ from alignctl.objectives.base import Objective
 from alignctl.objectives.grpo import TokenLogps
 from alignctl.scoring import completion_token_logps
 from alignctl.trainers.checkpoint_state import CheckpointState
+from alignctl.trainers.sampling import RowSeededGeneration
 
 
 def trl_reward(reward: Callable[[list[str], list[str]], list[float]], name: str) -> Callable[..., list[float]]:
@@ -150,7 +151,7 @@ def dph_reference_store(
     return store, train_data
 
 
-class OnlineTrainer(CheckpointState, GRPOTrainer):
+class OnlineTrainer(CheckpointState, RowSeededGeneration, GRPOTrainer):
     def __init__(
         self,
         *args: Any,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -284,6 +285,9 @@ def save_hf_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
     with quiet():
         model.save_pretrained(path)  # safetensors is the only format in transformers 5
         tokenizer.save_pretrained(path)
+    if not (path / "config.json").is_file():  # transformers writes nothing on a rank other than 0 of a process group
+        raise RuntimeError(f"save_pretrained wrote no model into {path} (rank {os.environ.get('RANK')} of a started "
+                           "process group?); build before the group starts")
 
 
 def cached_base_model(kind: str, recipe: dict[str, Any], build: Any, summary: Any) -> Path:

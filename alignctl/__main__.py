@@ -1,0 +1,7 @@
+"""`python -m alignctl ...` (what `accelerate launch -m alignctl train ...` runs on every rank)."""
+
+import sys
+
+from alignctl.cli import main
+
+sys.exit(main())

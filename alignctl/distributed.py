@@ -1,0 +1,266 @@
+"""Multi-process training on accelerate (distributed=ddp|fsdp|deepspeed_zero2|deepspeed_zero3).
+
+`alignctl train distributed=ddp distributed.num_processes=N ...` validates the run and chooses its directory in
+this process, then starts `accelerate launch -m alignctl train <the same overrides> hydra.run.dir=<that dir>`
+with the option's accelerate config file (alignctl/launch_configs/, or distributed.config_file). Each rank runs
+the same job in the same directory; the plain `accelerate launch -m alignctl train ...` takes the same path.
+Inside the ranks, rank 0 claims the directory (a name from ${now:} may differ between ranks: rank 0's wins),
+plans the run and tells the others (`agree`); rank 0 alone writes files, prints, logs to W&B and evaluates.
+Config errors are printed once, by rank 0 (errors.fail).
+
+train.batch_size stays the global batch: each rank takes batch_size / N rows (and whole groups of
+train.num_generations completions where the objective reads its groups), so a run gives the same numbers on 1 or N
+processes; on a CPU-only machine the ranks are processes with the gloo backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import yaml
+
+from alignctl.errors import EXIT_USAGE, UsageError
+
+if TYPE_CHECKING:
+    from alignctl.config import RunConfig
+
+LAUNCH_CONFIGS = Path(__file__).parent / "launch_configs"
+SHIPPED = {
+    "ddp": "ddp.yaml",
+    "fsdp": "fsdp2.yaml",
+    "deepspeed_zero2": "deepspeed_zero2.yaml",
+    "deepspeed_zero3": "deepspeed_zero3.yaml",
+}
+AGREE_KEY = "alignctl/run-dir-and-plan"
+SHARDED = ("fsdp", "deepspeed_zero3")  # the parameters themselves are split across ranks
+NEEDS_GPU = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
+T = TypeVar("T")
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def in_ranks() -> bool:
+    """Whether this process is one rank of several (started by accelerate launch / torchrun)."""
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def config_file(cfg: RunConfig) -> Path:
+    d = cfg.distributed
+    return Path(d.config_file) if d.config_file else LAUNCH_CONFIGS / SHIPPED[d.name]
+
+
+def check(cfg: RunConfig) -> None:
+    """Everything that would stop a multi-process run, before any model loads: one line naming the field."""
+    d = cfg.distributed
+    if d.name == "none":
+        return
+    _check_config_file(config_file(cfg), given=d.config_file is not None)
+    if d.name.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise UsageError(f"distributed={d.name} needs the deepspeed package: pip install deepspeed")
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if d.name in NEEDS_GPU and not gpus:
+        raise UsageError(f"distributed={d.name} needs CUDA GPUs and this machine has none; on CPU use distributed=ddp")
+    allowed, what = (gpus, "GPUs") if gpus else (os.cpu_count() or 1, "CPU cores")
+    if d.num_processes > allowed:
+        raise UsageError(
+            f"distributed.num_processes={d.num_processes} is more than this machine allows: it has {allowed} {what}; "
+            f"use distributed.num_processes=1..{allowed}"
+        )
+    check_batch(cfg, d.num_processes)
+    if d.name in SHARDED and cfg.model.kernel != "naive":
+        raise UsageError(
+            f"model.kernel={cfg.model.kernel} reads the whole LM head, which distributed={d.name} shards across "
+            "ranks; use model.kernel=naive (or distributed=ddp / deepspeed_zero2)"
+        )
+    if d.name in SHARDED and cfg.eval.every_steps:
+        raise UsageError(
+            f"eval.every_steps={cfg.eval.every_steps} samples from rank 0's model during training, which "
+            f"distributed={d.name} shards across ranks; use eval.every_steps=0 (or distributed=ddp)"
+        )
+
+
+def check_batch(cfg: RunConfig, processes: int) -> None:
+    """train.batch_size (global) must split evenly over the ranks, in whole groups where the objective reads them."""
+    from alignctl import objectives
+
+    t, entry = cfg.train, objectives.REGISTRY[cfg.objective.name]
+    if t.batch_size % processes:
+        raise UsageError(
+            f"train.batch_size={t.batch_size} does not split evenly over distributed.num_processes={processes}; "
+            f"use a multiple of {processes}"
+        )
+    if entry.data == "groups" and entry.reads_groups and (t.batch_size // processes) % t.num_generations:
+        raise UsageError(
+            f"objective={entry.name} needs whole groups on each rank: train.batch_size={t.batch_size} / "
+            f"distributed.num_processes={processes} must be a multiple of train.num_generations={t.num_generations}"
+        )
+
+
+def _check_config_file(path: Path, given: bool) -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    field = "distributed.config_file" if given else "the shipped accelerate config"
+    if not path.is_file():
+        raise UsageError(f"{field}={path}: no such file; give an accelerate config file (accelerate config writes one)")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise UsageError(f"{field}={path} is not valid YAML{where}") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{field}={path} is not an accelerate config: expected key: value lines")
+    valid = [f.name for f in dataclasses.fields(ClusterConfig)]
+    unknown = sorted(set(loaded) - set(valid))
+    if unknown:
+        raise UsageError(f"{field}={path}: unknown key {unknown[0]}; valid keys: {', '.join(valid)}")
+    if "distributed_type" not in loaded:
+        raise UsageError(f"{field}={path} has no distributed_type (e.g. MULTI_GPU, FSDP, DEEPSPEED)")
+
+
+def launch_command(cfg: RunConfig, overrides: list[str], run_dir: Path) -> list[str]:
+    """`accelerate launch` of this run on distributed.num_processes ranks, all in run_dir."""
+    d = cfg.distributed
+    port = d.main_process_port or _free_port()
+    ours = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=", "launcher=", "launcher.")
+    job = [o for o in overrides if not o.lstrip("+").startswith(ours)]
+    return [
+        sys.executable, "-m", "alignctl.distributed", "--config_file", str(config_file(cfg)),
+        "--num_processes", str(d.num_processes), "--num_machines", "1", "--main_process_port", str(port),
+        "-m", "alignctl", "train", *job, f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+
+
+def launch(cfg: RunConfig, overrides: list[str], run_dir: Path) -> int:
+    """Run the job on its ranks and wait; the ranks' exit code (2: bad input, reported by rank 0; 128 + N: stopped
+    by signal N, checkpointed). The launcher runs in its own session, so a Ctrl-C reaches it once, as the SIGTERM
+    forwarded here, which accelerate's agent passes to every rank (a rank given two signals would exit unsaved)."""
+    # LOGLEVEL: torch elastic's agent logs each rank's exit and the signals it passes on; alignctl says what matters
+    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.train.num_threads or 1), LOGLEVEL="ERROR")
+    print(f"alignctl: training on {cfg.distributed.num_processes} processes ({cfg.distributed.name}) in {run_dir}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    proc = subprocess.Popen(launch_command(cfg, overrides, run_dir), env=env, start_new_session=True)
+    forwarded: list[int] = []
+
+    def forward(signum, frame) -> None:
+        if forwarded:  # a second signal: stop waiting for the checkpoint
+            proc.kill()
+        forwarded.append(signum)
+        proc.send_signal(signal.SIGTERM)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if forwarded and code in (0, 128 + signal.SIGTERM):  # report the signal the user sent
+        return 128 + forwarded[0] if code else 0
+    return code
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def agree(decide: Callable[[], T] | None) -> T:
+    """Rank 0's `decide()`, shared with every rank (the run directory, the plan); the other ranks pass None. A
+    UsageError there ends every rank with exit code 2; rank 0 alone raises it, so the user reads it once.
+
+    Exchanged through the launcher's key-value store (torchrun's, at MASTER_ADDR:MASTER_PORT), not the process
+    group: the group is left for the Trainer to start, after the run's models and data are loaded, because
+    transformers' save_pretrained writes nothing on a rank other than 0 of a started group (a cached model built
+    there would come out empty) and because a rank waiting in a collective cannot take a signal."""
+    store = _store()
+    if is_main():
+        try:
+            payload: tuple[str, Any] = ("ok", decide())
+        except UsageError as e:
+            payload = ("error", e)
+        store.set(AGREE_KEY, pickle.dumps(payload))
+    else:
+        payload = pickle.loads(store.get(AGREE_KEY))
+    kind, value = payload
+    if kind == "error":
+        if is_main():
+            raise value
+        raise SystemExit(EXIT_USAGE)
+    return value
+
+
+def _store():
+    from torch.distributed import TCPStore
+
+    return TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ["MASTER_PORT"]), world_size(),
+                    is_master=False, timeout=timedelta(minutes=10))  # fmt: skip
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether `flag` holds on any rank (every rank must call it at the same point)."""
+    import torch
+    import torch.distributed as dist
+
+    state = _process_group()
+    value = torch.tensor([int(flag)], device=state.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _process_group():
+    """The ranks' process group, as the Trainer's accelerator will find it (gloo on CPU): accelerate's state."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _accelerate_launch(argv: list[str]) -> int:
+    """`accelerate launch argv`, exiting with the failed rank's code and without torch elastic's report of it (a
+    traceback of the launcher itself): rank 0 has already printed the line that matters."""
+    import logging
+
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        launch_command(launch_command_parser().parse_args(argv))
+    except ChildFailedError as e:
+        code = e.get_first_failure()[1].exitcode
+        return 128 - code if code < 0 else code  # a rank killed by signal N: -N
+    except SignalException as e:
+        return 128 + int(e.sigval)
+    return 0
+
+
+if __name__ == "__main__":  # what `launch` runs: python -m alignctl.distributed <accelerate launch arguments>
+    sys.exit(_accelerate_launch(sys.argv[1:]))
