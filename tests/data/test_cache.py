@@ -9,6 +9,7 @@ import time
 import pytest
 
 from alignctl.data import cache
+from alignctl.errors import UsageError
 
 
 @pytest.fixture
@@ -47,6 +48,17 @@ def test_builds_once_per_recipe_and_rebuilds_on_change(root):
     assert c != a and build.calls == 2
     d = cache.cached("other", {"x": 1, "y": [1, 2]}, build)  # the kind is part of the path
     assert d.parent.name == "other" and build.calls == 3
+
+
+def test_a_rank_of_a_multi_process_run_reads_entries_but_builds_only_what_it_may(root, monkeypatch):
+    build = Builder()
+    built = cache.cached("thing", {"x": 1}, build)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cache.cached("thing", {"x": 1}, build) == built and build.calls == 1  # a built entry: read
+    with pytest.raises(UsageError, match="the cache has no thing entry for this run yet .* start the run with"):
+        cache.cached("thing", {"x": 2}, build)  # a base model's build would deadlock the ranks' process group
+    assert build.calls == 1 and not cache.cached_path("thing", {"x": 2}).exists()
+    assert cache.cached("thing", {"x": 2}, build, ranks_may_build=True).is_dir() and build.calls == 2
 
 
 def test_code_version_is_part_of_the_key(root, monkeypatch):

@@ -187,3 +187,34 @@ def test_lora_with_a_trained_copy_of_the_head(family_model_dirs):
                 fused[adapter], naive = (sequence_stats(model, *batch, kernel=k) for k in ("fused", "naive"))
             assert_stats_close(fused[adapter], naive)
     assert float((fused["on"].logps - fused["off"].logps).abs().max()) > 1e-2
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A one-process gloo group: enough for DistributedDataParallel to wrap a model and run its hooks."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fused_path_through_a_ddp_wrapper_matches_the_bare_model(family_models, family, one_rank_group):
+    """Under DDP the fused path runs the wrapper's forward (gradients are averaged only for such a forward) and
+    takes the decoder's output from the hidden states: the same values and gradients as the bare model's."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    policy, reference, batch = family_models[family]
+    wrapped = DistributedDataParallel(policy)
+    divergence = get_divergence("js", None)
+    with torch.no_grad():
+        assert_stats_close(
+            sequence_stats(wrapped, *batch, reference=reference, divergence=divergence, kernel="fused"),
+            sequence_stats(policy, *batch, reference=reference, divergence=divergence, kernel="fused"),
+        )
+    for got, want in zip(_policy_grads(wrapped, reference, batch, "fused", divergence),
+                         _policy_grads(policy, reference, batch, "fused", divergence)):  # fmt: skip
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, **VALUE_TOL)

@@ -1,0 +1,99 @@
+"""Multi-process training, end to end: the same run on 1 process and on 2 (DDP, gloo on CPU) gives the same per-step
+losses and final weights (float32 tolerance) for dpo, tdpo2 and grpo, and the same eval, computed once by rank 0.
+The 2-process runs start through `distributed=ddp` and through a plain `accelerate launch -m alignctl train`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignctl import distributed
+from tests.e2e.test_faults import ALIGNCTL, SMALL, env, rows
+
+pytestmark = pytest.mark.slow
+
+STEPS = 4
+COMMON = [o for o in SMALL if not o.startswith(("train.max_steps", "eval.enabled"))] + [
+    f"train.max_steps={STEPS}", "train.logging_steps=1", "train.warmup_steps=0", "train.learning_rate=1e-3",
+]  # fmt: skip
+ONLINE = ["objective=grpo", "divergence=reverse_kl", "train.batch_size=8", "train.num_generations=4",
+          "dataset.num_train_prompts=16", "eval.enabled=false"]  # fmt: skip
+EVAL = ["eval.num_prompts=4", "eval.samples_per_prompt=2", "eval.max_new_tokens=8"]
+LOSS_TOL = dict(rtol=1e-5, atol=1e-6)
+WEIGHT_TOL = dict(rtol=0, atol=1e-4)  # Adam divides tiny gradient differences by tiny second moments
+
+
+def run(cache: Path, run_dir: Path, *args: str, launch: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = [*(launch or ALIGNCTL), "train", *COMMON, *args, f"hydra.run.dir={run_dir}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=run_dir.parent, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out
+
+
+def step_rows(run_dir: Path) -> list[dict]:
+    return [r for r in rows(run_dir) if "step" in r]
+
+
+def assert_same_run(one: Path, two: Path) -> None:
+    a, b = step_rows(one), step_rows(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, STEPS + 1))  # every step once
+    for key in ("loss", "grad_norm"):
+        torch.testing.assert_close(torch.tensor([r[key] for r in b]), torch.tensor([r[key] for r in a]), **LOSS_TOL)
+    assert any(r["grad_norm"] > 0 for r in a)  # the runs trained
+    wa, wb = (load_file(str(d / "model" / "model.safetensors")) for d in (one, two))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], **WEIGHT_TOL, msg=lambda m: f"{name}: {m}")
+    assert json.loads((two / "run.json").read_text())["status"] == "finished"
+    assert not list(two.parent.glob(two.name + "-*"))  # one directory, shared by both ranks
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "cache"  # the session cache of tests/conftest.py
+
+
+@pytest.mark.parametrize("objective", ["dpo", "tdpo2"])
+def test_two_processes_train_and_evaluate_as_one(cache, tmp_path, objective):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(cache, one, f"objective={objective}", *EVAL)
+    out = run(cache, two, f"objective={objective}", *EVAL, "distributed=ddp")
+    assert "training on 2 processes (ddp)" in out.stderr
+    assert_same_run(one, two)
+    eval_one, eval_two = (json.loads((d / "eval.json").read_text()) for d in (one, two))
+    assert eval_two.keys() == eval_one.keys()
+    numbers = [k for k, v in eval_one.items() if isinstance(v, float)]
+    rest = [k for k in eval_one if k not in numbers and k != "model_dir"]
+    assert len(numbers) > 5 and {k: eval_two[k] for k in rest} == {k: eval_one[k] for k in rest}
+    torch.testing.assert_close([eval_two[k] for k in numbers], [eval_one[k] for k in numbers], **LOSS_TOL)
+    assert out.stderr.count("eval: ") <= 1 and (two / "eval_samples.jsonl").is_file()  # rank 0's eval, once
+
+
+def test_grpo_on_two_processes_samples_and_trains_as_one(cache, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(cache, one, *ONLINE)
+    run(cache, two, *ONLINE, "distributed=ddp")
+    assert_same_run(one, two)
+    for a, b in zip(step_rows(one), step_rows(two)):  # the same completions: same rewards and lengths
+        assert (a["reward"], a["completions/mean_length"]) == (b["reward"], b["completions/mean_length"])
+    assert any(r["reward"] != 0 for r in step_rows(one))
+
+
+def test_a_plain_accelerate_launch_runs_the_same(cache, tmp_path):
+    """`accelerate launch --config_file <alignctl's ddp.yaml> -m alignctl train ...`, as the README shows: the
+    ranks agree on one directory (here named by ${now:}, which each rank resolves on its own)."""
+    one = tmp_path / "one"
+    run(cache, one, "objective=dpo")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(distributed.LAUNCH_CONFIGS / "ddp.yaml"), "--num_processes", "2", "-m", "alignctl"]  # fmt: skip
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    cmd = [*launch, "train", *COMMON, "objective=dpo"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=plain, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    (two,) = [d for d in (plain / "runs").iterdir() if d.is_dir()]
+    assert_same_run(one, two)
