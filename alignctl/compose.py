@@ -362,6 +362,7 @@ def _launch_ranks(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path, paralle
     from alignctl.train import build_inputs
 
     run_cfg = to_run_config(cfg)
+    distributed.check_machine(run_cfg)  # where the job runs (for launcher=slurm, the first place it can be checked)
     build_inputs(run_cfg)
     code = distributed.launch(run_cfg, list(hydra_cfg.overrides.task), planned)
     if not code:

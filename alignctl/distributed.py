@@ -71,25 +71,20 @@ def config_file(cfg: RunConfig) -> Path:
     return Path(d.config_file) if d.config_file else LAUNCH_CONFIGS / SHIPPED[d.name]
 
 
+REMOTE_LAUNCHERS = ("slurm",)  # a job runs on another machine: check_machine runs there, in the job
+
+
 def check(cfg: RunConfig) -> None:
-    """Everything that would stop a multi-process run, before any model loads: one line naming the field."""
+    """Everything that would stop a multi-process run, before any model loads: one line naming the field. What
+    depends on the machine is checked here unless the job runs elsewhere (launcher=slurm: then in the job)."""
     d = cfg.distributed
     if d.name == "none":
         return
     _check_config_file(config_file(cfg), given=d.config_file is not None)
     if d.name.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         raise UsageError(f"distributed={d.name} needs the deepspeed package: pip install deepspeed")
-    import torch
-
-    gpus = torch.cuda.device_count()
-    if d.name in NEEDS_GPU and not gpus:
-        raise UsageError(f"distributed={d.name} needs CUDA GPUs and this machine has none; on CPU use distributed=ddp")
-    allowed, what = (gpus, "GPUs") if gpus else (os.cpu_count() or 1, "CPU cores")
-    if d.num_processes > allowed:
-        raise UsageError(
-            f"distributed.num_processes={d.num_processes} is more than this machine allows: it has {allowed} {what}; "
-            f"use distributed.num_processes=1..{allowed}"
-        )
+    if cfg.launcher.name not in REMOTE_LAUNCHERS:
+        check_machine(cfg)
     check_batch(cfg, d.num_processes)
     if d.name in SHARDED and cfg.model.kernel != "naive":
         raise UsageError(
@@ -100,6 +95,28 @@ def check(cfg: RunConfig) -> None:
         raise UsageError(
             f"eval.every_steps={cfg.eval.every_steps} samples from rank 0's model during training, which "
             f"distributed={d.name} shards across ranks; use eval.every_steps=0 (or distributed=ddp)"
+        )
+    gpus_per_job = cfg.launcher.gpus_per_node
+    if cfg.launcher.name in ("slurm", "submitit_local") and gpus_per_job and d.num_processes != gpus_per_job:
+        raise UsageError(
+            f"distributed.num_processes={d.num_processes} must equal launcher.gpus_per_node={gpus_per_job}: each "
+            "rank of a job trains on one of the GPUs the job is given"
+        )
+
+
+def check_machine(cfg: RunConfig) -> None:
+    """The ranks fit this machine: GPUs where the option needs them, no more processes than GPUs (or cores)."""
+    import torch
+
+    d = cfg.distributed
+    gpus = torch.cuda.device_count()
+    if d.name in NEEDS_GPU and not gpus:
+        raise UsageError(f"distributed={d.name} needs CUDA GPUs and this machine has none; on CPU use distributed=ddp")
+    allowed, what = (gpus, "GPUs") if gpus else (os.cpu_count() or 1, "CPU cores")
+    if d.num_processes > allowed:
+        raise UsageError(
+            f"distributed.num_processes={d.num_processes} is more than this machine allows: it has {allowed} {what}; "
+            f"use distributed.num_processes=1..{allowed}"
         )
 
 

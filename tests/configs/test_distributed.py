@@ -134,3 +134,15 @@ def test_only_rank_0_prints_a_usage_error(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stopped:
         fail("bad")
     assert stopped.value.code == 2 and capsys.readouterr().err == ""
+
+
+def test_a_slurm_sweep_checks_the_machine_in_the_job_and_gpus_against_processes(cpu_machine):
+    # composed on a login node without GPUs: the GPUs are the job's, checked where it runs (_launch_ranks)
+    jobs = compose.validate(["distributed=fsdp", "model.kernel=naive", "launcher=slurm", "launcher.gpus_per_node=2",
+                             "objective=dpo,ipo"], multirun=True)  # fmt: skip
+    assert [j.distributed.name for j in jobs] == ["fsdp", "fsdp"]
+    with pytest.raises(UsageError, match="distributed=fsdp needs CUDA GPUs"):
+        distributed.check_machine(jobs[0])
+    with pytest.raises(UsageError, match="distributed.num_processes=2 must equal launcher.gpus_per_node=4: each rank"):
+        compose.validate(["distributed=ddp", "launcher=slurm", "launcher.gpus_per_node=4", "objective=dpo,ipo"],
+                         multirun=True)  # fmt: skip

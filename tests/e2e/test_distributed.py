@@ -97,3 +97,18 @@ def test_a_plain_accelerate_launch_runs_the_same(cache, tmp_path):
     assert out.returncode == 0, out.stderr[-4000:]
     (two,) = [d for d in (plain / "runs").iterdir() if d.is_dir()]
     assert_same_run(one, two)
+
+
+def test_a_submitit_sweep_of_two_process_jobs(cache, tmp_path):
+    """launcher= starts the sweep's jobs, distributed= the ranks inside each (a SLURM sweep of multi-GPU jobs,
+    here through submitit's local executor): every job's directory complete, trained by its ranks."""
+    sweep_dir = tmp_path / "sweep"
+    cmd = [*ALIGNCTL, "train", "-m", *COMMON, "objective=dpo,ipo", "eval.enabled=false", "distributed=ddp",
+           "launcher=submitit_local", "launcher.gpus_per_node=0", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=tmp_path, timeout=600)
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.err"))
+    assert out.returncode == 0, out.stderr[-3000:] + logs[-3000:]
+    for job in ("0-dpo-reverse_kl", "1-ipo-reverse_kl"):
+        assert f"training on 2 processes (ddp) in {sweep_dir / job}" in logs
+        assert json.loads((sweep_dir / job / "run.json").read_text())["status"] == "finished"
+        assert [r["step"] for r in step_rows(sweep_dir / job)] == list(range(1, STEPS + 1))
