@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_dpo_step.py
 	$(BIN)/python scripts/bench_demo.py
 	$(BIN)/python scripts/bench_sweep.py train.max_steps=200
+	$(BIN)/python scripts/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) runs multirun outputs
