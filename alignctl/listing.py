@@ -11,7 +11,7 @@ from rich.table import Table
 from alignctl import objectives
 from alignctl.errors import UsageError
 
-GROUPS = ("objective", "divergence", "reward", "dataset", "model", "experiment", "launcher")
+GROUPS = ("objective", "divergence", "reward", "dataset", "model", "experiment", "launcher", "distributed")
 
 
 def options(group: str) -> dict[str, str]:
