@@ -310,6 +310,10 @@ class RunConfig:
             )
         for group in ("train", "eval"):
             check_ranges(group, getattr(self, group))
+        if entry.check is not None:
+            problem = entry.check(hyperparameters(self.objective), self.divergence.name)
+            if problem:
+                raise ConfigError(problem)
         self._check_data_and_reward(entry)
 
     def _check_data_and_reward(self, entry: objectives.Objective) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -60,6 +60,9 @@ class Objective:
     # Divergences with which the trainer loads a reference model although the loss itself needs none (grpo: TRL's
     # k3 reverse KL scores the policy's samples under pi_0).
     reference_with: tuple[str, ...] = ()
+    # Hyperparameter values that only some divergences accept: (hyperparameters, divergence name) -> the one-line
+    # reason they do not go together, or None. Checked when the config is composed, before anything loads.
+    check: Callable[[dict[str, Any], str], str | None] | None = None
 
     @property
     def default_divergence(self) -> str:

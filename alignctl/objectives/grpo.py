@@ -19,6 +19,12 @@ stays in TRL's GRPOTrainer (alignctl.trainers.online). This module holds only th
   (u^{1-a} - (1-a) u - a)/(a(a-1)) (f-DPO's convention; DPH-RL uses a = 0.2).
 - divergence=None (`divergence=none`): no divergence term, plain GRPO/DAPO (loss 0).
 
+`kl_estimator` chooses how forward_kl's generator is computed: "exact" (default) is f(u) = u - 1 - log u as it is;
+"low_var_kl" is verl's `kl_penalty(..., "low_var_kl")`, which DPH-RL trains with (its verl/trainer/ppo/core_algos.py):
+the log-ratio clamped to [-20, 20], then the estimate clamped to at most 10, i.e. min(e^c - c - 1, 10) with
+c = clamp(h, -20, 20): the same value for h in about [-11, 2.6], constant (no gradient) beyond. Reverse KL is TRL's
+own k3 inside its loss, which has no clamp: low_var_kl is refused there (docs/conventions.md).
+
 `needs_reference` is False: the objective's math reads only stored log-probs. Whether a reference model is loaded
 is the trainer's choice: for reverse_kl TRL loads one (its k3 needs pi_0 on fresh policy samples); for the
 generator divergences and none it does not. Default divergence_coef = 0.01: DPH-RL's c (and its reverse-KL
@@ -28,7 +34,7 @@ baseline's coefficient). Computed in float32 (float64 stays float64).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -65,15 +71,47 @@ def generator(divergence: Divergence, policy_logps: torch.Tensor, ref_logps: tor
     return divergence.f(wide(policy_logps) - wide(ref_logps))
 
 
-def loss(logps: TokenLogps, *, divergence: Divergence | None, divergence_coef: float = 0.01) -> DivergenceOutput:
+LOW_VAR_KL_LOG_RATIO = 20.0  # verl clamps the per-token log-ratio to [-20, 20] ...
+LOW_VAR_KL_MAX = 10.0  # ... and the estimate to [-10, 10] (it is >= 0)
+
+
+def low_var_kl(policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """verl's "low_var_kl" as DPH-RL calls it for KL(pi_0 || pi_theta) on pi_0 samples: with c the log-ratio
+    l_theta - l_0 clamped to [-20, 20], min(e^c - c - 1, 10)."""
+    c = (wide(policy_logps) - wide(ref_logps)).clamp(-LOW_VAR_KL_LOG_RATIO, LOW_VAR_KL_LOG_RATIO)
+    return (torch.expm1(c) - c).clamp(max=LOW_VAR_KL_MAX)
+
+
+def check(hyperparameters: dict[str, Any], divergence: str) -> str | None:
+    if hyperparameters.get("kl_estimator") == "low_var_kl" and divergence != "forward_kl":
+        return (
+            f"objective.kl_estimator=low_var_kl applies to divergence=forward_kl (DPH-RL's estimator of it), not "
+            f"divergence={divergence}; use objective.kl_estimator=exact"
+            + (" (reverse_kl is TRL's own k3, which has no clamp)" if divergence == "reverse_kl" else "")
+        )
+    return None
+
+
+def loss(
+    logps: TokenLogps,
+    *,
+    divergence: Divergence | None,
+    divergence_coef: float = 0.01,
+    kl_estimator: Literal["exact", "low_var_kl"] = "exact",
+) -> DivergenceOutput:
     """divergence_coef * (token-mean divergence estimate); see the module docstring for which one."""
     if divergence is None:
         zero = (wide(logps.policy_logps) * 0.0).sum()
         return DivergenceOutput(zero, zero.detach())
     if not isinstance(divergence, Divergence):
         raise TypeError(f"divergence must be a Divergence or None, not {type(divergence).__name__}")
+    problem = check({"kl_estimator": kl_estimator}, divergence.name)
+    if problem:
+        raise ValueError(problem)
     if divergence.name == "reverse_kl":
         per_token = k3(logps.policy_logps, logps.ref_logps)
+    elif kl_estimator == "low_var_kl":
+        per_token = low_var_kl(logps.policy_logps, logps.ref_logps)
     else:
         per_token = generator(divergence, logps.policy_logps, logps.ref_logps)
     penalty = token_mean(per_token, logps.mask)
@@ -89,4 +127,5 @@ OBJECTIVE = Objective(
     needs_reference=False,
     reference_with=("reverse_kl",),
     preferred_divergence="forward_kl",
+    check=check,
 )

@@ -116,6 +116,53 @@ def test_registry_entry():
     from ._helpers import check_entry
 
     check_entry(
-        "grpo", defaults={"divergence_coef": 0.01}, data="groups", needs_reference=False, divergences={*NAMES, "none"},
+        "grpo", defaults={"divergence_coef": 0.01, "kl_estimator": "exact"}, data="groups", needs_reference=False, divergences={*NAMES, "none"},
         default_divergence="forward_kl",
     )
+
+
+def verl_low_var_kl(logprob: np.ndarray, ref_logprob: np.ndarray) -> np.ndarray:
+    """verl's kl_penalty(logprob, ref_logprob, "low_var_kl") (verl/trainer/ppo/core_algos.py), in numpy."""
+    kl = np.clip(ref_logprob - logprob, -20.0, 20.0)
+    return np.clip(np.exp(kl) - kl - 1.0, -10.0, 10.0)
+
+
+def test_low_var_kl_is_verls_estimator_with_the_roles_dph_rl_gives_it():
+    # DPH-RL's forward KL on pi_0 samples calls low_var_kl with pi_0's log-probs as `logprob` and the policy's as
+    # `ref_logprob`, so its log-ratio is l_theta - l_0 = h. Over h in [-50, 50] (float64):
+    h = np.linspace(-50.0, 50.0, 2001)
+    ref = np.random.default_rng(0).normal(-3.0, 1.0, h.shape)
+    policy = torch.tensor(ref + h, requires_grad=True)
+    out = grpo.loss(TokenLogps(policy, torch.tensor(ref)), divergence=get("forward_kl"), divergence_coef=1.0,
+                    kl_estimator="low_var_kl")  # fmt: skip
+    want = verl_low_var_kl(logprob=ref, ref_logprob=ref + h)
+    assert out.penalty.item() == pytest.approx(want.mean(), rel=1e-12)
+    out.loss.backward()
+    # gradient: d/dh (e^h - h - 1) / N where the clamps do not bind, 0 where they do
+    exact = f_np("forward_kl", np.exp(h))
+    inside = exact < 10.0
+    grad_want = np.where(inside, np.expm1(h), 0.0) / h.size
+    np.testing.assert_allclose(policy.grad.numpy(), grad_want, rtol=1e-9, atol=1e-15)
+    # the exact estimator agrees inside about [-11, 2.6] and keeps growing outside it
+    exact_out = grpo.loss(TokenLogps(policy.detach(), torch.tensor(ref)), divergence=get("forward_kl"),
+                          divergence_coef=1.0)  # fmt: skip
+    assert exact_out.penalty.item() == pytest.approx(exact.mean(), rel=1e-12)
+    assert h[inside].min() == pytest.approx(-11.0, abs=0.06) and h[inside].max() == pytest.approx(2.6, abs=0.06)
+    assert exact_out.penalty.item() > 10 * out.penalty.item()
+
+
+@pytest.mark.parametrize("divergence", ["reverse_kl", "js", "alpha"])
+def test_low_var_kl_is_refused_where_dph_rl_does_not_define_it(divergence):
+    from alignctl import compose
+    from alignctl.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"objective.kl_estimator=low_var_kl applies to divergence=forward_kl .*"
+                                         f"not divergence={divergence}"):  # fmt: skip
+        compose.compose_one(["objective=grpo", f"divergence={divergence}", "objective.kl_estimator=low_var_kl",
+                             "dataset=toy_arith", "reward=exact_match"])  # fmt: skip
+    with pytest.raises(ValueError, match="applies to divergence=forward_kl"):
+        grpo.loss(TokenLogps(torch.zeros(2), torch.zeros(2)), divergence=get(divergence, 0.5 if divergence == "alpha"
+                  else None), kl_estimator="low_var_kl")  # fmt: skip
+    with pytest.raises(UsageError, match="objective.kl_estimator='clamped' is not valid; choose one of: exact, low_var_kl"):
+        compose.compose_one(["objective=grpo", "objective.kl_estimator=clamped", "dataset=toy_arith",
+                             "reward=exact_match"])  # fmt: skip
