@@ -1,6 +1,7 @@
 """Multi-process training, end to end: the same run on 1 process and on 2 (DDP, gloo on CPU) gives the same per-step
 losses and final weights (float32 tolerance) for dpo, tdpo2 and grpo, and the same eval, computed once by rank 0.
-The 2-process runs start through `distributed=ddp` and through a plain `accelerate launch -m alignctl train`."""
+The 2-process runs start through `distributed=ddp`, through a plain `accelerate launch -m alignctl train`, and as the
+job of a submitit sweep."""
 
 import json
 import subprocess
@@ -57,12 +58,28 @@ def cache(tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "cache"  # the session cache of tests/conftest.py
 
 
-@pytest.mark.parametrize("objective", ["dpo", "tdpo2"])
-def test_two_processes_train_and_evaluate_as_one(cache, tmp_path, objective):
-    one, two = tmp_path / "one", tmp_path / "two"
+PLAIN_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(distributed.LAUNCH_CONFIGS / "ddp.yaml"), "--num_processes", "2", "-m", "alignctl"]  # fmt: skip
+
+
+@pytest.mark.parametrize("objective, started", [("dpo", "plainly"), ("tdpo2", "by alignctl")])
+def test_two_processes_train_and_evaluate_as_one(cache, tmp_path, objective, started):
+    """2 processes started by `distributed=ddp`, or by a plain `accelerate launch --config_file <alignctl's
+    ddp.yaml> -m alignctl train ...` as the README shows (its ranks agree on one directory, named here by
+    ${now:}, which each rank resolves on its own)."""
+    one = tmp_path / "one"
     run(cache, one, f"objective={objective}", *EVAL)
-    out = run(cache, two, f"objective={objective}", *EVAL, "distributed=ddp")
-    assert "training on 2 processes (ddp)" in out.stderr
+    if started == "by alignctl":
+        two = tmp_path / "two"
+        out = run(cache, two, f"objective={objective}", *EVAL, "distributed=ddp")
+        assert "training on 2 processes (ddp)" in out.stderr
+    else:
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        cmd = [*PLAIN_LAUNCH, "train", *COMMON, f"objective={objective}", *EVAL]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=plain, timeout=600)
+        assert out.returncode == 0, out.stderr[-4000:]
+        (two,) = [d for d in (plain / "runs").iterdir() if d.is_dir()]
     assert_same_run(one, two)
     eval_one, eval_two = (json.loads((d / "eval.json").read_text()) for d in (one, two))
     assert eval_two.keys() == eval_one.keys()
@@ -83,32 +100,17 @@ def test_grpo_on_two_processes_samples_and_trains_as_one(cache, tmp_path):
     assert any(r["reward"] != 0 for r in step_rows(one))
 
 
-def test_a_plain_accelerate_launch_runs_the_same(cache, tmp_path):
-    """`accelerate launch --config_file <alignctl's ddp.yaml> -m alignctl train ...`, as the README shows: the
-    ranks agree on one directory (here named by ${now:}, which each rank resolves on its own)."""
-    one = tmp_path / "one"
-    run(cache, one, "objective=dpo")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              str(distributed.LAUNCH_CONFIGS / "ddp.yaml"), "--num_processes", "2", "-m", "alignctl"]  # fmt: skip
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    cmd = [*launch, "train", *COMMON, "objective=dpo"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=plain, timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
-    (two,) = [d for d in (plain / "runs").iterdir() if d.is_dir()]
-    assert_same_run(one, two)
-
-
 def test_a_submitit_sweep_of_two_process_jobs(cache, tmp_path):
     """launcher= starts the sweep's jobs, distributed= the ranks inside each (a SLURM sweep of multi-GPU jobs,
-    here through submitit's local executor): every job's directory complete, trained by its ranks."""
+    here through submitit's local executor): the job's directory complete, trained by its ranks. One job keeps the
+    suite short; tests/e2e/test_sweeps.py runs two through the same launcher."""
     sweep_dir = tmp_path / "sweep"
-    cmd = [*ALIGNCTL, "train", "-m", *COMMON, "objective=dpo,ipo", "eval.enabled=false", "distributed=ddp",
+    cmd = [*ALIGNCTL, "train", "-m", *COMMON, "objective=ipo", "eval.enabled=false", "distributed=ddp",
            "launcher=submitit_local", "launcher.gpus_per_node=0", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=tmp_path, timeout=600)
     logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.err"))
     assert out.returncode == 0, out.stderr[-3000:] + logs[-3000:]
-    for job in ("0-dpo-reverse_kl", "1-ipo-reverse_kl"):
-        assert f"training on 2 processes (ddp) in {sweep_dir / job}" in logs
-        assert json.loads((sweep_dir / job / "run.json").read_text())["status"] == "finished"
-        assert [r["step"] for r in step_rows(sweep_dir / job)] == list(range(1, STEPS + 1))
+    job = sweep_dir / "0-ipo-reverse_kl"
+    assert f"training on 2 processes (ddp) in {job}" in logs
+    assert json.loads((job / "run.json").read_text())["status"] == "finished"
+    assert [r["step"] for r in step_rows(job)] == list(range(1, STEPS + 1))
