@@ -206,3 +206,14 @@ def test_low_precision_operand_path(monkeypatch):
     # the gradient tile is rounded to bf16 before the gradient GEMMs, as on the GPU: a little more error
     for a, b, name in ((got[1], want[1], "grad hidden"), (got[2], want[2], "grad weight")):
         torch.testing.assert_close(a.float(), b.float(), rtol=3e-2, atol=1e-2 * float(b.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: str(t).split(".")[-1])
+@pytest.mark.parametrize(("name", "alpha"), DIVERGENCES, ids=DIV_IDS)
+def test_matches_reference_beyond_the_float32_exp_range(name, alpha, dtype):
+    """Logits of std ~150 (|z| well past 88, where float32's exp overflows) over five vocab tiles: a tile
+    log-sum-exp taken without subtracting the running maximum would give inf/nan here."""
+    case = make_case(dtype=dtype, seed=hash((name, alpha, "wide")) % 1000, logit_scale=150.0)
+    logits = case.hidden.double() @ case.weight.double().T
+    assert float(logits.abs().max()) > 100.0
+    _compare(case, dtype, divergence=name, alpha=alpha, **AWKWARD)

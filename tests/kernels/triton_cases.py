@@ -73,6 +73,16 @@ def test_matches_reference(name, alpha):
     _compare(make_case(seed=21), torch.float32, divergence=name, alpha=alpha, **AWKWARD)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize(("name", "alpha"), DIVERGENCES, ids=DIV_IDS)
+def test_beyond_the_float32_exp_range(name, alpha, dtype):
+    """Logits of std ~150 (|z| past 88, where float32's exp overflows) over several vocab tiles and column steps:
+    the online log-sum-exp must subtract its running maximum."""
+    case = make_case(dtype=dtype, seed=25, logit_scale=150.0)
+    assert float((case.hidden.double() @ case.weight.double().T).abs().max()) > 100.0
+    _compare(case, dtype, divergence=name, alpha=alpha, **AWKWARD)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_low_precision(dtype):
     _compare(make_case(dtype=dtype, seed=22), dtype, divergence="forward_kl", **AWKWARD)
