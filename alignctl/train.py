@@ -465,19 +465,22 @@ def build_inputs(cfg: config.RunConfig) -> None:
     process: ranks of a multi-process run only read it (alignctl.data.cache.cached says why)."""
     runtime.prepare(cfg)
     loading.reference_source(cfg)  # where it is an embedded build of its own
-    model_dir = loading.policy_source(cfg)
-    objective, _ = build.objective(cfg)
-    build.training_data(cfg, objective, loading.load_tokenizer(cfg, model_dir), model_dir)
+    _inputs(cfg)
 
 
-def _load(cfg: config.RunConfig) -> tuple:
-    """What the trainer needs, built from the config: objective, divergence, tokenizer, data, model, kernel."""
+def _inputs(cfg: config.RunConfig) -> tuple:
+    """The policy's model dir, objective, divergence, tokenizer and training data (built into the cache if new)."""
     model_dir = loading.policy_source(cfg)
     objective, divergence = build.objective(cfg)
     tokenizer = loading.load_tokenizer(cfg, model_dir)
     if cfg.eval.enabled or objective.data == "groups":
         build.reward(cfg)  # a reward that cannot load fails now, not after training
-    train_data = build.training_data(cfg, objective, tokenizer, model_dir)
+    return model_dir, objective, divergence, tokenizer, build.training_data(cfg, objective, tokenizer, model_dir)
+
+
+def _load(cfg: config.RunConfig) -> tuple:
+    """What the trainer needs, built from the config: objective, divergence, tokenizer, data, model, kernel."""
+    model_dir, objective, divergence, tokenizer, train_data = _inputs(cfg)
     model = loading.load_causal_lm(cfg, model_dir)
     kernel = scoring.resolve_kernel(model, cfg.model.kernel)
     if cfg.model.reference is not None and objective.needs_reference and kernel == "fused":  # its own LM head

@@ -76,10 +76,10 @@ LOW_VAR_KL_MAX = 10.0  # ... and the estimate to [-10, 10] (it is >= 0)
 
 
 def low_var_kl(policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-    """verl's "low_var_kl" as DPH-RL calls it for KL(pi_0 || pi_theta) on pi_0 samples: with c the log-ratio
-    l_theta - l_0 clamped to [-20, 20], min(e^c - c - 1, 10)."""
+    """verl's "low_var_kl" as DPH-RL calls it for KL(pi_0 || pi_theta) on pi_0 samples: k3 with the roles swapped
+    on the log-ratio c = l_theta - l_0 clamped to [-20, 20], i.e. min(e^c - c - 1, 10)."""
     c = (wide(policy_logps) - wide(ref_logps)).clamp(-LOW_VAR_KL_LOG_RATIO, LOW_VAR_KL_LOG_RATIO)
-    return (torch.expm1(c) - c).clamp(max=LOW_VAR_KL_MAX)
+    return k3(torch.zeros_like(c), c).clamp(max=LOW_VAR_KL_MAX)
 
 
 def check(hyperparameters: dict[str, Any], divergence: str) -> str | None:
