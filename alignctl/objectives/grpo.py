@@ -19,11 +19,14 @@ stays in TRL's GRPOTrainer (alignctl.trainers.online). This module holds only th
   (u^{1-a} - (1-a) u - a)/(a(a-1)) (f-DPO's convention; DPH-RL uses a = 0.2).
 - divergence=None (`divergence=none`): no divergence term, plain GRPO/DAPO (loss 0).
 
-`kl_estimator` chooses how forward_kl's generator is computed: "exact" (default) is f(u) = u - 1 - log u as it is;
-"low_var_kl" is verl's `kl_penalty(..., "low_var_kl")`, which DPH-RL trains with (its verl/trainer/ppo/core_algos.py):
-the log-ratio clamped to [-20, 20], then the estimate clamped to at most 10, i.e. min(e^c - c - 1, 10) with
-c = clamp(h, -20, 20): the same value for h in about [-11, 2.6], constant (no gradient) beyond. Reverse KL is TRL's
-own k3 inside its loss, which has no clamp: low_var_kl is refused there (docs/conventions.md).
+`kl_estimator` chooses how forward_kl's and reverse_kl's estimates are computed: "exact" (default) is the form above
+as it is; "low_var_kl" is verl's `kl_penalty(logprob, ref_logprob, "low_var_kl")`, which DPH-RL trains with (its
+verl/trainer/ppo/core_algos.py): c = clamp(ref_logprob - logprob, -20, 20), estimate min(e^c - c - 1, 10), i.e. k3
+on the clamped log-ratio and capped: the same value for a log-ratio in about [-11, 2.6], constant (no gradient)
+beyond. DPH-RL's forward KL calls it on pi_0 samples with (logprob, ref_logprob) = (l_0, l_theta); its reverse-KL
+baseline (verl's kl loss) on policy samples with (l_theta, l_0). For reverse_kl the trainer then adds this term
+itself instead of TRL's k3 (which has no clamp, and TRL multiplies it by the importance ratio; verl does not).
+JS and alpha have no low_var_kl form: refused.
 
 `needs_reference` is False: the objective's math reads only stored log-probs. Whether a reference model is loaded
 is the trainer's choice: for reverse_kl TRL loads one (its k3 needs pi_0 on fresh policy samples); for the
@@ -75,19 +78,21 @@ LOW_VAR_KL_LOG_RATIO = 20.0  # verl clamps the per-token log-ratio to [-20, 20] 
 LOW_VAR_KL_MAX = 10.0  # ... and the estimate to [-10, 10] (it is >= 0)
 
 
-def low_var_kl(policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-    """verl's "low_var_kl" as DPH-RL calls it for KL(pi_0 || pi_theta) on pi_0 samples: k3 with the roles swapped
-    on the log-ratio c = l_theta - l_0 clamped to [-20, 20], i.e. min(e^c - c - 1, 10)."""
-    c = (wide(policy_logps) - wide(ref_logps)).clamp(-LOW_VAR_KL_LOG_RATIO, LOW_VAR_KL_LOG_RATIO)
+def low_var_kl(logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
+    """verl's kl_penalty(logprob, ref_logprob, "low_var_kl"): k3 on c = clamp(ref_logprob - logprob, -20, 20),
+    capped at 10, i.e. min(e^c - c - 1, 10). Argument names and order are verl's (see the module docstring)."""
+    c = (wide(ref_logprob) - wide(logprob)).clamp(-LOW_VAR_KL_LOG_RATIO, LOW_VAR_KL_LOG_RATIO)
     return k3(torch.zeros_like(c), c).clamp(max=LOW_VAR_KL_MAX)
 
 
+LOW_VAR_KL_DIVERGENCES = ("forward_kl", "reverse_kl")
+
+
 def check(hyperparameters: dict[str, Any], divergence: str) -> str | None:
-    if hyperparameters.get("kl_estimator") == "low_var_kl" and divergence != "forward_kl":
+    if hyperparameters.get("kl_estimator") == "low_var_kl" and divergence not in LOW_VAR_KL_DIVERGENCES:
         return (
-            f"objective.kl_estimator=low_var_kl applies to divergence=forward_kl (DPH-RL's estimator of it), not "
-            f"divergence={divergence}; use objective.kl_estimator=exact"
-            + (" (reverse_kl is TRL's own k3, which has no clamp)" if divergence == "reverse_kl" else "")
+            f"objective.kl_estimator=low_var_kl applies to divergence=forward_kl or reverse_kl (verl's estimator "
+            f"of KL, as DPH-RL uses it), not divergence={divergence}; use objective.kl_estimator=exact"
         )
     return None
 
@@ -108,10 +113,12 @@ def loss(
     problem = check({"kl_estimator": kl_estimator}, divergence.name)
     if problem:
         raise ValueError(problem)
-    if divergence.name == "reverse_kl":
+    if divergence.name == "reverse_kl" and kl_estimator == "low_var_kl":  # on policy samples
+        per_token = low_var_kl(logprob=logps.policy_logps, ref_logprob=logps.ref_logps)
+    elif divergence.name == "reverse_kl":
         per_token = k3(logps.policy_logps, logps.ref_logps)
-    elif kl_estimator == "low_var_kl":
-        per_token = low_var_kl(logps.policy_logps, logps.ref_logps)
+    elif kl_estimator == "low_var_kl":  # forward KL on stored pi_0 samples
+        per_token = low_var_kl(logprob=logps.ref_logps, ref_logprob=logps.policy_logps)
     else:
         per_token = generator(divergence, logps.policy_logps, logps.ref_logps)
     penalty = token_mean(per_token, logps.mask)

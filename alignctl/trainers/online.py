@@ -4,7 +4,8 @@ TRL keeps generation, group-normalised advantages, clipped ratios, `loss_type` (
 logging and checkpointing. What alignctl adds (the math: alignctl.objectives.grpo):
 
 - divergence=reverse_kl: TRL's own k3 estimator, `beta = divergence_coef`; TRL loads pi_0 as its reference
-  model (the only case with one in memory).
+  model (the only case with one in memory). With `objective.kl_estimator=low_var_kl` (DPH-RL's reverse-KL baseline)
+  TRL still loads pi_0 and scores the samples under it, but the term added is verl's clamped estimator, not TRL's k3.
 - divergence=forward_kl / js / alpha (DPH-RL, arXiv 2509.07430): before training, `reference_samples_per_prompt`
   completions per training prompt are sampled from pi_0 (temperature 1) and stored with pi_0's per-token
   log-probs (`ReferenceStore`, in memory; sampling uses the run's seed, so a resumed run rebuilds the same store).
@@ -170,8 +171,11 @@ class OnlineTrainer(CheckpointState, RowSeededGeneration, GRPOTrainer):
         self.divergence_batch_size = divergence_batch_size
         uses_trl_kl = divergence is not None and divergence.name == "reverse_kl"
         coef = hyperparameters["divergence_coef"]
-        # reverse_kl: TRL's k3 with its reference model; otherwise no reference model (beta = 0).
+        # reverse_kl: TRL's reference model scores the policy's samples (and, unless low_var_kl replaces it, TRL's
+        # k3 is the term); otherwise no reference model (beta = 0).
         kwargs["args"].beta = coef if uses_trl_kl else 0.0
+        self.replaces_trl_kl = uses_trl_kl and hyperparameters.get("kl_estimator") == "low_var_kl"
+        self._captured_logps: list[torch.Tensor] | None = None
         self.reference_store = None if uses_trl_kl or divergence is None else reference_store
         if not uses_trl_kl and divergence is not None and (reference_store is None or len(reference_store) == 0):
             raise ValueError(f"divergence={divergence.name} needs stored pi_0 samples; the reference store is empty")
@@ -202,14 +206,40 @@ class OnlineTrainer(CheckpointState, RowSeededGeneration, GRPOTrainer):
         return out.loss, out.penalty
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0  # as TRL's loss
+        if self.replaces_trl_kl:
+            return self._loss_with_low_var_kl(model, inputs, return_outputs, num_items_in_batch, mode, normalizer)
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.reference_store is not None:
-            mode = "train" if self.model.training else "eval"
             term, penalty = self.divergence_term(model)
-            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0  # as TRL's loss
             loss = loss + term / normalizer
             self._metrics[mode]["divergence/penalty"].append(penalty.item())
         return loss
+
+    def _loss_with_low_var_kl(self, model, inputs, return_outputs, num_items_in_batch, mode, normalizer):
+        """TRL's policy loss without its k3 (its _compute_loss adds beta * k3 only when beta != 0, so beta is 0 for
+        this call) plus divergence_coef * token-mean low_var_kl on the same samples, from the policy's per-token
+        log-probs TRL computes in that call and pi_0's that TRL stored when it generated them."""
+        beta, self.beta, self._captured_logps = self.beta, 0.0, []
+        try:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            (policy_logps,) = self._captured_logps
+        finally:
+            self.beta, self._captured_logps = beta, None
+        logps = TokenLogps(policy_logps, inputs["ref_per_token_logps"], inputs["completion_mask"])
+        out = self.objective.loss(logps, divergence=self.divergence, **self.hyperparameters)
+        self._metrics[mode]["kl"].append(out.penalty.item())  # TRL's name for its own estimate
+        return loss + out.loss / normalizer
+
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):
+        # Private TRL method, overridden only to keep the policy's per-token log-probs (with grad) that TRL's
+        # _compute_loss computes and does not return: the low_var_kl term needs exactly those (a second forward
+        # would cost a step's compute). tests/trainers/test_online.py checks that one such call happens per loss.
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._captured_logps is not None:
+            self._captured_logps.append(out[0])
+        return out
 
     # The stored-sample order is part of the run's state: a resumed run reads the same minibatches next.
     STATE_FILE = "reference_store_order.json"

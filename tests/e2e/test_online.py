@@ -65,7 +65,7 @@ DIVERGENCES = ["reverse_kl", "forward_kl", "js", "alpha"]
 ALPHA = ["divergence.alpha=0.2"]  # DPH-RL's alpha
 
 
-@pytest.mark.parametrize("divergence", [*DIVERGENCES, "none", "forward_kl+low_var_kl"])
+@pytest.mark.parametrize("divergence", [*DIVERGENCES, "none", "forward_kl+low_var_kl", "reverse_kl+low_var_kl"])
 def test_grpo_on_toy_arith(tmp_path_factory, divergence):
     # the tiny base model solves nothing, so DPH-RL's split (tested below) is off here
     divergence, _, estimator = divergence.partition("+")
@@ -73,7 +73,7 @@ def test_grpo_on_toy_arith(tmp_path_factory, divergence):
                 "train.split_solved_prompts=false", *(ALPHA if divergence == "alpha" else []),
                 *([f"objective.kl_estimator={estimator}"] if estimator else []))  # fmt: skip
     first = next(s for s in got["steps"] if "loss" in s)
-    assert ("kl" in first) == (divergence == "reverse_kl")  # TRL's k3 with its reference model
+    assert ("kl" in first) == (divergence == "reverse_kl")  # TRL's k3 (or verl's low_var_kl) with its reference
     assert ("divergence/penalty" in first) == (divergence in ("forward_kl", "js", "alpha"))  # stored pi_0 samples
     assert "rewards/exact_match/mean" in first
     check_arith_eval(got["eval"])

@@ -151,12 +151,40 @@ def test_low_var_kl_is_verls_estimator_with_the_roles_dph_rl_gives_it():
     assert exact_out.penalty.item() > 10 * out.penalty.item()
 
 
-@pytest.mark.parametrize("divergence", ["reverse_kl", "js", "alpha"])
+def test_low_var_kl_reverse_is_verls_kl_loss_on_policy_samples():
+    # DPH-RL's reverse-KL baseline (verl's kl loss, kl_loss_type=low_var_kl) on policy samples: logprob = l_theta,
+    # ref_logprob = l_0, so the clamped log-ratio is l_0 - l_theta = -h. Over h in [-50, 50] (float64):
+    h = np.linspace(-50.0, 50.0, 2001)
+    ref = np.random.default_rng(1).normal(-3.0, 1.0, h.shape)
+    policy = torch.tensor(ref + h, requires_grad=True)
+    out = grpo.loss(TokenLogps(policy, torch.tensor(ref)), divergence=get("reverse_kl"), divergence_coef=2.0,
+                    kl_estimator="low_var_kl")  # fmt: skip
+    want = verl_low_var_kl(logprob=ref + h, ref_logprob=ref)
+    assert out.penalty.item() == pytest.approx(want.mean(), rel=1e-12)
+    assert out.loss.item() == pytest.approx(2.0 * want.mean(), rel=1e-12)
+    out.loss.backward()
+    # k3 = e^{-h} + h - 1, d/dh = 1 - e^{-h} where neither clamp binds (e^{-h} + h - 1 < 10), else 0
+    k3 = np.exp(-h) + h - 1.0
+    inside = k3 < 10.0
+    np.testing.assert_allclose(policy.grad.numpy(), 2.0 * np.where(inside, -np.expm1(-h), 0.0) / h.size,
+                               rtol=1e-9, atol=1e-15)  # fmt: skip
+    # TRL's k3 (exact) agrees where the clamps do not bind, and keeps growing outside
+    exact = grpo.loss(TokenLogps(policy.detach(), torch.tensor(ref)), divergence=get("reverse_kl"),
+                      divergence_coef=1.0)  # fmt: skip
+    assert exact.penalty.item() == pytest.approx(k3.mean(), rel=1e-9)
+    assert h[inside].min() == pytest.approx(-2.6, abs=0.06) and h[inside].max() == pytest.approx(11.0, abs=0.06)
+    small = torch.tensor(ref[inside] + h[inside])
+    both = [grpo.loss(TokenLogps(small, torch.tensor(ref[inside])), divergence=get("reverse_kl"),
+                      kl_estimator=e).penalty.item() for e in ("exact", "low_var_kl")]  # fmt: skip
+    assert both[0] == pytest.approx(both[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("divergence", ["js", "alpha"])
 def test_low_var_kl_is_refused_where_dph_rl_does_not_define_it(divergence):
     from alignctl import compose
     from alignctl.errors import UsageError
 
-    with pytest.raises(UsageError, match=f"objective.kl_estimator=low_var_kl applies to divergence=forward_kl .*"
+    with pytest.raises(UsageError, match=f"objective.kl_estimator=low_var_kl applies to divergence=forward_kl or reverse_kl .*"
                                          f"not divergence={divergence}"):  # fmt: skip
         compose.compose_one(["objective=grpo", f"divergence={divergence}", "objective.kl_estimator=low_var_kl",
                              "dataset=toy_arith", "reward=exact_match"])  # fmt: skip

@@ -16,7 +16,7 @@ from ._tiny import PROMPTS, length_reward, plain_token_logps
 
 
 
-def make_trainer(model_dir, tmp_path, divergence, store=None, lr=1e-2):
+def make_trainer(model_dir, tmp_path, divergence, store=None, lr=1e-2, **hyperparameters):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = GRPOConfig(
@@ -27,7 +27,7 @@ def make_trainer(model_dir, tmp_path, divergence, store=None, lr=1e-2):
     return OnlineTrainer(
         model=model, reward_funcs=trl_reward(length_reward, "length"), args=args,
         train_dataset=datasets.Dataset.from_dict({"prompt": PROMPTS}), processing_class=tokenizer,
-        objective=grpo.OBJECTIVE, hyperparameters={"divergence_coef": 0.5}, divergence=divergence,
+        objective=grpo.OBJECTIVE, hyperparameters={"divergence_coef": 0.5, **hyperparameters}, divergence=divergence,
         reference_store=store, divergence_batch_size=3,
     )  # fmt: skip
 
@@ -121,3 +121,33 @@ def test_stored_sample_order_survives_a_checkpoint(model_dir, store, tmp_path):
     assert [resumed._next_reference_rows().tolist() for _ in range(4)] == [
         trainer._next_reference_rows().tolist() for _ in range(4)
     ]
+
+
+def test_reverse_kl_low_var_kl_replaces_trls_k3_with_verls_estimator(model_dir, tmp_path):
+    # DPH-RL's reverse-KL baseline: TRL still loads pi_0 and scores the samples, but the term is verl's clamped k3
+    trainer = make_trainer(model_dir, tmp_path, get("reverse_kl"), kl_estimator="low_var_kl")
+    assert trainer.replaces_trl_kl and trainer.ref_model is not None
+    rows = [{"prompt": p} for p in PROMPTS[:2] for _ in range(2)]
+    inputs = trainer._generate_and_score_completions(rows)
+    # push some log-ratios far outside the clamps, where verl's estimator and TRL's k3 differ
+    ref = inputs["ref_per_token_logps"].clone()
+    ref[:, ::2] += 30.0
+    inputs["ref_per_token_logps"] = ref
+    loss = trainer.compute_loss(trainer.model, inputs)
+    trainer.hyperparameters = {"divergence_coef": 0.0, "kl_estimator": "low_var_kl"}
+    policy_only = trainer.compute_loss(trainer.model, inputs)
+    # the term, from full logits (float64) and verl's formula in numpy
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attn = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    comp = torch.cat([torch.zeros_like(inputs["prompt_mask"]), inputs["completion_mask"]], 1)
+    width = inputs["completion_ids"].shape[1]
+    policy = plain_token_logps(trainer.model, ids, attn, comp)[:, -width:].detach().numpy()
+    mask = inputs["completion_mask"].bool().numpy()
+    kl = np.clip(ref.double().numpy() - policy, -20.0, 20.0)
+    want = np.clip(np.exp(kl) - kl - 1.0, -10.0, 10.0)[mask].mean()
+    assert want > 1.0  # the clamps bind: TRL's k3 would be e^30-sized here
+    assert (loss - policy_only).item() == pytest.approx(0.5 * want, rel=1e-4)
+    assert trainer._metrics["eval"]["kl"][0] == pytest.approx(want, rel=1e-4)
+    loss.backward()  # the term is differentiable through the policy's log-probs TRL computed
+    assert trainer.beta == 0.5 and any(p.grad is not None for p in trainer.model.parameters())
+
