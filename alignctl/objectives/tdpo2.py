@@ -1,4 +1,4 @@
-"""TDPO2: token-level DPO with a stop-gradient on the chosen response's sequential KL (the paper's default).
+"""TDPO2: token-level DPO with a stop-gradient on the chosen response's sequential KL.
 
 Paper: Zeng et al., "Token-level Direct Preference Optimization", ICML 2024, arXiv 2404.11999; reference code
 github.com/Vance0124/Token-level-Direct-Preference-Optimization (trainers.py `tdpo_loss`, if_tdpo2=True).
