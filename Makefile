@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_kernels.py
+	$(BIN)/python scripts/bench_kernels.py --load both --rounds 3
 	$(BIN)/python scripts/bench_dpo_step.py
 	$(BIN)/python scripts/bench_demo.py
 	$(BIN)/python scripts/bench_sweep.py train.max_steps=200

@@ -14,7 +14,9 @@ Implementations (`impl`):
 
 * "reference": plain PyTorch on the full [N, V] logits, the readable definition (`reference.py`);
 * "chunked": PyTorch over [row_chunk, vocab_chunk] tiles with an online log-sum-exp and a backward that recomputes
-  each tile; never holds a full [N, V] tensor (`chunked.py`);
+  each tile; never holds a full [N, V] tensor; on CPU the vocabulary chunks are shared among
+  `torch.get_num_threads()` worker threads with one intra-op thread each, which keeps it fast when another process
+  holds a core (`chunked.py`);
 * "triton": the same tiling with the per-tile folds in Triton kernels, for CUDA (`triton.py`; on CPU tensors only
   under TRITON_INTERPRET=1, which is how it is tested without a GPU);
 * "auto": "triton" for CUDA tensors when Triton is installed, "chunked" otherwise.

@@ -269,7 +269,14 @@ class TritonTiles:
         self.row_chunk, self.vocab_chunk = cfg["row_chunk"], cfg["vocab_chunk"]
         self.fold_block, self.grad_block = cfg["fold_block"], cfg["grad_block"]
 
-    # The kernels need no scratch tiles and merge each tile into the running statistics themselves.
+    # The kernels need no scratch tiles and merge each tile into the running statistics themselves, so the chunks are
+    # folded in order by one worker (the GPU runs each kernel in parallel).
+    def workers(self, device: torch.device) -> int:
+        return 1
+
+    def for_worker(self, rows, cols, dtype, device) -> TritonTiles:
+        return self
+
     def start_forward(self, n_rows, n_chunks, rows, cols, spec, dtype, device) -> None:
         pass
 
@@ -297,13 +304,16 @@ class TritonTiles:
             KIND=_KINDS[spec.kind], HAS_REF=has_ref, ACC=_acc_type(z), BLOCK_R=br, BLOCK_C=bc,
         )  # fmt: skip
 
-    def fold_js(self, st, sl: slice, z: torch.Tensor, r: torch.Tensor) -> None:
+    def fold_js(self, st, sl: slice, ci: int, z: torch.Tensor, r: torch.Tensor) -> None:
         n, c = z.shape
         br, bc = self.fold_block
         _js_kernel[(triton.cdiv(n, br),)](
             z, r, z.stride(0), r.stride(0), st.lz[sl], st.lr[sl], st.acc[sl], st.acc2[sl], n, c,
             ACC=_acc_type(z), BLOCK_R=br, BLOCK_C=bc,
         )  # fmt: skip
+
+    def finish_js(self, st) -> None:
+        pass
 
     def grad_tile(self, sl: slice, c0: int, z: torch.Tensor, r: torch.Tensor | None, spec, targets) -> torch.Tensor:
         saved, grads = self._saved, self._grads
