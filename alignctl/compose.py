@@ -308,6 +308,9 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
     run_cfg = to_run_config(cfg)
     if not distributed.is_main():
         run_dir, plan = distributed.agree(None)
+        if run_dir.resolve() != planned.resolve():  # this rank named its dir a second after rank 0 (${now:})
+            rundir.move_log_files(planned, run_dir)
+            rundir.remove_if_only_logs(planned)
         if plan.action != "finished":
             train_and_evaluate(run_cfg, run_dir, plan=plan)
         return

@@ -286,6 +286,16 @@ def _show(value: Any, unset: object) -> str:
     return "unset" if value is unset else json.dumps(value)
 
 
+def remove_if_only_logs(path: Path) -> None:
+    """Remove a directory Hydra made for a run that went elsewhere, if it holds nothing but empty log files."""
+    entries = list(path.iterdir()) if path.is_dir() else None
+    if entries is None or not all(e.suffix == ".log" and e.is_file() and e.stat().st_size == 0 for e in entries):
+        return
+    for entry in entries:
+        entry.unlink()
+    path.rmdir()
+
+
 def move_log_files(old: Path, new: Path) -> None:
     """Point the log files Hydra opened in `old` (its job log) at `new`; they reopen on their next record."""
     named = logging.Logger.manager.loggerDict.values()

@@ -88,3 +88,18 @@ def test_a_sweep_the_user_names_is_left_as_named_and_resume_needs_a_name(tmp_pat
 
 def test_claim_sweep_dir_counts_on(tmp_path):
     assert [rundir.claim_sweep_dir(tmp_path / "s").name for _ in range(3)] == ["s", "s-2", "s-3"]
+
+
+def test_a_rank_removes_the_directory_it_named_itself_only_when_it_holds_nothing_but_empty_logs(tmp_path):
+    # a rank other than 0 resolves ${now:} a second after rank 0: Hydra made that dir and opened an empty job log
+    own = tmp_path / "20261202-073719-dpo"
+    own.mkdir()
+    (own / "compose.log").touch()
+    rundir.remove_if_only_logs(own)
+    assert not own.exists()
+    kept = tmp_path / "20261202-073720-dpo"  # anything else in it (here a log with records): left alone
+    kept.mkdir()
+    (kept / "compose.log").write_text("WARNING something\n")
+    rundir.remove_if_only_logs(kept)
+    assert (kept / "compose.log").is_file()
+    rundir.remove_if_only_logs(tmp_path / "missing")  # nothing to do
