@@ -48,7 +48,7 @@ def sample(
     step = max(1, batch_size // n)
     for start in range(0, len(prompts), step):
         chunk = prompts[start : start + step]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True)
+        enc = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)  # a trainer's model may be on a GPU
         out = model.generate(
             **enc,
             do_sample=True,
