@@ -17,7 +17,7 @@ from alignctl.config import RunConfig
 from alignctl.data import chat, registry
 from alignctl.data.base import DatasetEntry
 from alignctl.divergences import Divergence
-from alignctl.errors import DataError
+from alignctl.errors import DataError, UsageError
 from alignctl.objectives.base import Objective
 from alignctl.rewards import registry as rewards
 from alignctl.rewards.base import Reward, RewardContext
@@ -52,6 +52,60 @@ def reward(cfg: RunConfig, device: str | None = None) -> Reward:
         answers = entry.answers(cfg.dataset) if entry.answers is not None else None
         _REWARDS[key] = rewards.build(cfg.reward, RewardContext(device=device, answers=answers))
     return _REWARDS[key]
+
+
+def training_reward(cfg: RunConfig) -> Reward:
+    """What training and pair building optimise: the raw reward, or with reward.calibrate=true its InfAlign/CTRL
+    calibration (and transform) against the reference model's samples of each prompt. Eval and reward-KL curves
+    report the raw reward (`reward`), so runs with and without calibration stay comparable."""
+    raw = reward(cfg)
+    if not cfg.reward.calibrate:
+        return raw
+    settings = calibration_settings(cfg)
+    key = ("calibrated", repr(cfg.reward), repr(cfg.dataset), repr(cfg.model), repr(sorted(settings.items())))
+    if key not in _REWARDS:
+        from alignctl.models import loading
+        from alignctl.rewards import calibration
+
+        model = loading.load_causal_lm(cfg, settings["reference"], trainable=False).to(runtime.device())
+        tokenizer = loading.load_tokenizer(cfg, settings["reference"])
+        draw = calibration.reference_sampler(model, tokenizer, m=settings["samples"],
+                                             max_new_tokens=settings["max_new_tokens"])  # fmt: skip
+        _REWARDS[key] = calibration.CalibratedReward(raw, draw, seed=settings["seed"], transform=settings["transform"],
+                                                     t=settings["t"])  # fmt: skip
+    return _REWARDS[key]
+
+
+def calibration_settings(cfg: RunConfig) -> dict[str, Any]:
+    """reward.calibrate's settings with t resolved (reward.t, else the tabulated t for reward.n; never from eval.*,
+    which a resumed run may change): also the cache-key part of a calibrated reward."""
+    from alignctl.models import loading
+    from alignctl.rewards import calibration
+
+    r, t = cfg.reward, cfg.reward.t
+    if r.transform != "identity" and cfg.objective.name == "disco":
+        raise UsageError(
+            f"reward.transform={r.transform} changes nothing for objective=disco, which only splits samples at reward > "
+            "objective.positive_threshold (a monotone transform just moves the threshold); use reward.transform=identity "
+            "(threshold 0.5: better than the reference's median sample)"
+        )
+    if r.transform != "identity" and t is None:  # RewardConfig saw to it that n is set then
+        t = calibration.default_t(r.transform, r.n)
+    return {
+        "transform": r.transform, "t": t, "samples": r.calibration_samples, "seed": cfg.train.seed,
+        "max_new_tokens": cfg.dataset.max_new_tokens, "reference": loading.reference_source(cfg),
+    }  # fmt: skip
+
+
+def reward_recipe(cfg: RunConfig) -> dict[str, Any]:
+    """The reward's identity in cache keys: its option's recipe, plus the calibration settings when on."""
+    recipe = rewards.get(cfg.reward.name).recipe(cfg.reward)
+    if not cfg.reward.calibrate:
+        return recipe
+    from alignctl.data import sampled
+
+    settings = calibration_settings(cfg)  # the reference model by its content, not its (machine's) path
+    return {**recipe, "calibration": {**settings, "reference": sampled.model_fingerprint(settings["reference"])}}
 
 
 def is_binary_reward(cfg: RunConfig) -> bool:
@@ -141,8 +195,8 @@ def sampled_source(cfg: RunConfig, tokenizer, model_dir: str):
         # at most one row per train prompt; an endless stream (toy_sentiment) takes prompts until it has as many
         # rows as its train split has prompts
         num_train_rows=len(train_prompts),
-        reward=reward(cfg),
-        reward_recipe=rewards.get(cfg.reward.name).recipe(cfg.reward),
+        reward=training_reward(cfg),  # calibrated with reward.calibrate=true: pairs ranked by what training optimises
+        reward_recipe=reward_recipe(cfg),
         # the prompts' text, not only the config: a user's edited file must not hit a stale cache entry
         data_fingerprint=sampled.fingerprint_texts([repr(d), *train_prompts, "\0", *test_prompts]),
         device=runtime.device(),

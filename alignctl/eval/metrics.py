@@ -27,6 +27,7 @@ Conventions for empty or degenerate input, chosen once for the whole module:
 | expected_calibration_error | sum_b (n_b/n) |acc_b - conf_b|, conf = max(p, 1-p), correct=1[p>=1/2]|
 | reliability_diagram        | per-bin counts, accuracies, confidences (+ ece)                       |
 | win_rate                   | (wins + ties/2) / N, paired per prompt                                |
+| best_of_n_win_rate         | win_rate of each prompt's best of n samples vs the baseline's best    |
 | pass_at_k, mean_pass_at_k  | 1 - C(n-c, k)/C(n, k), averaged over problems                         |
 """
 
@@ -362,6 +363,17 @@ def win_rate(policy_rewards: Any, baseline_rewards: Any) -> float:
     wins = (pol > base).sum().item()
     ties = (pol == base).sum().item()
     return (wins + 0.5 * ties) / pol.numel()
+
+
+def best_of_n_win_rate(policy_rewards: Any, baseline_rewards: Any, n: int) -> float:
+    """InfAlign's best-of-N win rate: rewards grouped by prompt (n consecutive samples each, [P * n] per side); the
+    best of each prompt's n policy samples against the best of its n baseline samples, as `win_rate`."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    pol, base = _pair(policy_rewards, baseline_rewards, "policy_rewards", "baseline_rewards")
+    if pol.numel() % n:
+        raise ValueError(f"policy_rewards has {pol.numel()} values, not a multiple of n={n} (n per prompt)")
+    return win_rate(pol.view(-1, n).max(1).values, base.view(-1, n).max(1).values)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -79,6 +79,11 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: str) -> tuple[dict[
         results["preference_metrics_skipped"] = (
             f"objective={cfg.objective.name} has no implicit reward to classify held-out pairs with"
         )
+    if e.best_of_n == e.samples_per_prompt:  # the main samples are the ones it would draw (same seed and settings)
+        results[f"best_of_{e.best_of_n}_win_rate_vs_reference"] = m.best_of_n_win_rate(rewards, ref_rewards, e.best_of_n)
+    elif e.best_of_n:
+        results |= best_of_n_win_rate(policy, reference, tokenizer, prompts, reward, e.best_of_n,
+                                      dict(args, n=e.best_of_n))  # fmt: skip
     if binary:
         n = e.samples_per_prompt
         results |= pass_at_ks(rewards, n, "")
@@ -111,6 +116,15 @@ def _check_vocabularies(policy, reference, model_dir, reference_dir) -> None:
             f"({v_policy} and {v_reference} output tokens); evaluate against a reference with the same tokenizer "
             "(eval.reference=<dir>)"
         )
+
+
+def best_of_n_win_rate(policy, reference, tokenizer, prompts, reward, n: int, args: dict) -> dict[str, float]:
+    """InfAlign's metric: n samples per prompt from each model (eval.seed, the main samples' settings), the best of
+    each side by the RAW reward (eval never calibrates, so runs with and without reward.calibrate compare)."""
+    with console.status(f"best-of-{n}: sampling {n} completions per prompt from the policy and the reference"):
+        ours, theirs = sample(policy, tokenizer, prompts, **args), sample(reference, tokenizer, prompts, **args)
+        rate = m.best_of_n_win_rate(reward(ours.prompts, ours.completions), reward(theirs.prompts, theirs.completions), n)
+    return {f"best_of_{n}_win_rate_vs_reference": rate}
 
 
 def pass_at_ks(rewards: list[float], n: int, prefix: str) -> dict[str, float]:

@@ -50,6 +50,7 @@ class ClassifierConfig(RewardConfig):
     dtype: str = "float32"  # float32 | bfloat16 | float16
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the calibration options every reward has
         if self.path in ("???", "") or self.path is None:
             raise UsageError("reward.path is missing; set reward.path=<HF sequence-classification model dir or hub id>")
         for key, choices in (("mode", MODES), ("input", INPUTS), ("dtype", DTYPES)):

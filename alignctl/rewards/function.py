@@ -41,6 +41,7 @@ class FunctionConfig(RewardConfig):
     function: str = "???"  # <module>:<callable> or <path/to/file.py>:<callable> (required)
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the calibration options every reward has
         split(self.function)
 
 
