@@ -81,8 +81,12 @@ class ModelOptions:
     # (colocated on the training GPU; needs CUDA and `pip install vllm`).
     rollout: str = "transformers"
     dtype: str = "float32"  # weights' dtype: float32 | bfloat16 | float16
-    # The reference (KL anchor, eval's baseline): null = the policy's starting weights; or a model dir / hub id.
+    # The reference (KL anchor, eval's baseline): null = the policy's starting weights; or a model dir / hub id; or
+    # `soup` (SALSA): the uniform weight average of model.soup's models, which is then also the starting policy.
     reference: str | None = None
+    # With model.reference=soup: >= 2 model dirs, run dirs (<run>/model) or hub ids; with model=tiny an integer k is
+    # the embedded base model built with model.seed=k (model.soup=[0,1]). Built once, cached (alignctl.models.soup).
+    soup: list[Any] = field(default_factory=list)
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None  # null: transformers' default for the model (eager | sdpa | ...)
     trust_remote_code: bool = False  # run code shipped with a hub model: only when you trust its authors
@@ -100,6 +104,34 @@ class ModelOptions:
                 f"model.attn_implementation={self.attn_implementation!r} is not valid; choose one of: "
                 f"{', '.join(ATTENTION)} (or null for the model's default)"
             )
+        self._check_soup()
+
+    def _check_soup(self) -> None:
+        """model.soup and model.reference=soup come together; entries are paths/hub ids, or seeds with model=tiny."""
+        if self.reference == SOUP and len(self.soup) < 2:
+            raise ConfigError(f"model.reference=soup needs model.soup=[<model or run dir>, <model or run dir>, ...] "
+                              f"with at least 2 entries; got model.soup={list(self.soup)}")  # fmt: skip
+        if self.soup and self.reference != SOUP:
+            raise ConfigError(f"model.soup={list(self.soup)} is only read with model.reference=soup, not model."
+                              f"reference={self.reference or 'null'}; set model.reference=soup or unset model.soup")
+        for i, entry in enumerate(self.soup):
+            if isinstance(entry, bool) or not isinstance(entry, (int, str)) or (isinstance(entry, str) and not entry):
+                raise ConfigError(f"model.soup[{i}]={entry!r} is not valid; give a model dir, a run dir or a hub id"
+                                  " (or, with model=tiny, an integer seed)")  # fmt: skip
+            if isinstance(entry, int) and getattr(self, "name", None) not in EMBEDDED_MODELS:
+                raise ConfigError(f"model.soup[{i}]={entry} is not valid with model={getattr(self, 'name', None)}: an "
+                                  "integer entry is a seed of the embedded base model (model="
+                                  f"{', '.join(EMBEDDED_MODELS)}); give model dirs, run dirs or hub ids")  # fmt: skip
+            if isinstance(entry, int) and entry < 0:
+                raise ConfigError(f"model.soup[{i}]={entry} is out of range; a seed must be >= 0")
+        path = getattr(self, "path", None)  # model=hf: the soup replaces model.path as the starting policy
+        if self.soup and path is not None and path != self.soup[0]:
+            raise ConfigError(f"model.path={path} is not model.soup[0]={self.soup[0]}: with model.reference=soup the "
+                              "soup is the starting policy (with model.soup[0]'s config and tokenizer); set "
+                              "model.path to model.soup[0]")  # fmt: skip
+
+
+SOUP = "soup"  # model.reference=soup: SALSA's weight-averaged reference (alignctl.models.soup)
 
 
 # Model fields that say how a run computes, not what the model is: left out of cached artifacts' recipes.
@@ -137,7 +169,21 @@ class HFModelConfig(ModelOptions):
         self._check_options()
 
 
-EMBEDDED_MODELS = {"tiny": TinyModelConfig}  # built locally by alignctl from an embedded task's corpus
+@dataclass
+class TinyLargeModelConfig(TinyModelConfig):
+    """A larger embedded model (about 5x tiny's parameters), e.g. a distillation teacher for `tiny` students. Built
+    from the same corpus with the same vocab_size and max_position_embeddings, so it has tiny's tokenizer."""
+
+    name: str = "tiny-large"
+    hidden_size: int = 256
+    num_layers: int = 6
+    intermediate_size: int = 768
+    # tiny's 3e-3 leaves this width behind tiny after 300 steps (final train loss 1.57 vs 1.51); 1e-3 gives 1.49
+    pretrain_lr: float = 1e-3
+
+
+# built locally by alignctl from an embedded task's corpus
+EMBEDDED_MODELS = {"tiny": TinyModelConfig, "tiny-large": TinyLargeModelConfig}
 
 
 def model_schema(name: str) -> type:
@@ -169,6 +215,7 @@ class TrainConfig:
     # they are integers (an objective's data_options are floats). batch_size counts completions for them (TRL's
     # GRPO convention): batch_size / num_generations prompts per step.
     num_generations: int = 4  # completions sampled per prompt: the group GRPO normalises advantages over
+    # (also objective=hypo's k: fresh policy samples per prompt of each step's pairs, the RLOO group of its KL term)
     # divergence=forward_kl/js/alpha: pi_0 samples stored per training prompt before training (with pi_0's
     # per-token log-probs), and how many of them each step's divergence term reads.
     reference_samples_per_prompt: int = 4
@@ -210,6 +257,9 @@ class EvalConfig:
     every_steps: int = 0
     curve_prompts: int = 16
     curve_samples_per_prompt: int = 2
+    # InfAlign's metric: per held-out prompt, the best of N policy samples vs the best of N reference samples (by the
+    # raw reward), (wins + ties/2) / prompts -> best_of_{N}_win_rate_vs_reference in eval.json; 0: off.
+    best_of_n: int = 0
 
 
 LAUNCHERS = ("basic", "local", "slurm", "submitit_local")
@@ -315,6 +365,19 @@ class RunConfig:
             if problem:
                 raise ConfigError(problem)
         self._check_data_and_reward(entry)
+        if entry.model_options:
+            self._check_teachers()
+
+    def _check_teachers(self) -> None:
+        """A distillation objective's teacher models exist (alignctl.models.loading.teacher_sources), before any
+        model loads; their vocabulary is checked against the policy's when they load."""
+        from alignctl.errors import UsageError
+        from alignctl.models import loading
+
+        try:
+            loading.teacher_sources(self)
+        except UsageError as e:
+            raise ConfigError(str(e)) from None
 
     def _check_data_and_reward(self, entry: objectives.Objective) -> None:
         """The dataset must provide the objective's data kind, the reward must be one the dataset can use, and the
@@ -348,10 +411,12 @@ class RunConfig:
                 f"model.rollout={self.model.rollout} only changes how online objectives ({', '.join(online)}) sample; "
                 f"objective={entry.name} samples nothing while training"
             )
-        if entry.data == "groups" and self.model.reference is not None:
+        # (a soup is allowed: it is the starting weights as well as the reference)
+        if entry.data == "groups" and self.model.reference not in (None, SOUP):
             raise ConfigError(
                 f"model.reference={self.model.reference} is not supported by objective={entry.name}: TRL's GRPOTrainer "
-                "anchors online objectives to the policy's starting weights; unset model.reference"
+                "anchors online objectives to the policy's starting weights; unset model.reference (or use "
+                "model.reference=soup, which is both)"
             )
         if entry.reads_groups and self.train.gradient_accumulation_steps != 1:
             raise ConfigError(
@@ -379,14 +444,14 @@ _POSITIVE = {
     "logging_steps", "num_prompts", "samples_per_prompt", "max_new_tokens", "temperature", "corpus_size",
     "prompt_words", "num_train_prompts", "num_test_prompts", "vocab_size", "hidden_size", "num_layers",
     "num_heads", "intermediate_size", "max_position_embeddings", "pretrain_steps", "pretrain_batch_size",
-    "pretrain_lr", "lam", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
+    "pretrain_lr", "candidates_per_prompt", "self_samples", "digits", "ood_digits", "num_ood_prompts",
     "num_generations", "reference_samples_per_prompt", "divergence_batch_size", "num_iterations", "delta", "clip_high",
     "max_rows", "test_size", "max_length", "curve_prompts", "curve_samples_per_prompt", "n_jobs", "cpus_per_task",
     "mem_gb", "timeout_min", "array_parallelism", "nodes", "num_processes", "main_process_port",
 }
 _NON_NEGATIVE = {
-    "eta", "gamma_beta_ratio", "alpha", "warmup_steps", "save_steps", "num_threads", "seed", "divergence_coef",
-    "constraint_weight", "r", "every_steps", "gpus_per_node",
+    "eta", "gamma_beta_ratio", "alpha", "lam", "warmup_steps", "save_steps", "num_threads", "seed", "divergence_coef",
+    "constraint_weight", "r", "every_steps", "best_of_n", "gpus_per_node", "kd_weight", "sft_weight",
 }
 _PROBABILITY_BELOW_HALF = {"label_noise"}
 
@@ -432,6 +497,8 @@ def objective_schema(entry: objectives.Objective) -> type:
                 choices[p.name], hint = typing.get_args(hint), str
             fields.append((p.name, hint, field(default=p.default)))
     fields += [(name, float, field(default=default)) for name, default in entry.data_options]
+    # models the objective reads besides the policy (a distillation teacher): paths, not loss hyperparameters
+    fields += [(name, str | None, field(default=None)) for name in entry.model_options]
     return dataclasses.make_dataclass(
         f"{entry.name.capitalize()}ObjectiveConfig", fields,
         namespace={"__post_init__": _ranged("objective", choices)},
@@ -439,13 +506,10 @@ def objective_schema(entry: objectives.Objective) -> type:
 
 
 def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
-    """The loss keyword arguments of a composed objective config (everything but its name and data options)."""
-    data_options = {name for name, _ in objectives.get(objective_cfg.name).data_options}
-    return {
-        f.name: getattr(objective_cfg, f.name)
-        for f in dataclasses.fields(objective_cfg)
-        if f.name != "name" and f.name not in data_options
-    }
+    """The loss keyword arguments of a composed objective config (everything but its name, data and model options)."""
+    entry = objectives.get(objective_cfg.name)
+    not_loss = {"name", *(name for name, _ in entry.data_options), *entry.model_options}
+    return {f.name: getattr(objective_cfg, f.name) for f in dataclasses.fields(objective_cfg) if f.name not in not_loss}
 
 
 DATA_KIND_NAMES = {

@@ -32,6 +32,8 @@ def show(group: str | None) -> None:
         table = Table("group", "options")
         for g in GROUPS:
             table.add_row(g, ", ".join(options(g)))
+        table.add_row("model.reference", "null (the starting weights), a model dir or hub id, or soup: SALSA's weight "
+                      "average of model.soup=[<dir>, <dir>] (model=tiny: seeds, e.g. [0,1]), also the starting policy")
         table.add_row("train", "train.max_steps, train.batch_size, train.learning_rate, train.seed, ... (alignctl train --help)")
         table.add_row("eval", "eval.enabled, eval.num_prompts, eval.samples_per_prompt, eval.seed, ... (alignctl eval --help)")
         console.print(table)
@@ -67,6 +69,10 @@ def show(group: str | None) -> None:
         table = Table(group, "description")
         for name, description in options(group).items():
             table.add_row(name, description)
+        if group == "reward":  # options every reward has (alignctl/rewards/calibration.py)
+            table.add_row("reward.calibrate", "any reward -> its quantile among reward.calibration_samples reference "
+                          "samples of the prompt (InfAlign/CTRL); reward.transform=identity|bon|worst_of_n, reward.t, "
+                          "reward.n; eval reports the raw reward (eval.best_of_n=N: best-of-N win rate)")  # fmt: skip
     console.print(table)
 
 

@@ -28,6 +28,7 @@ from alignctl import build, compose, config, distributed, jsonl, rundir, runtime
 from alignctl.errors import UsageError
 from alignctl.eval.curve import CURVE_FILE, RewardKLCurve, curve_point
 from alignctl.models import loading
+from alignctl.trainers import distill, hybrid
 from alignctl.trainers.candidates import CandidateTrainer
 from alignctl.trainers.groups import GROUP_TRAINERS
 from alignctl.trainers.online import OnlineTrainer, dph_reference_store, trl_reward
@@ -307,7 +308,8 @@ def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, object
     common = dict(
         model=model,
         peft_config=loading.lora_config(cfg),
-        reward_funcs=trl_reward(reward, cfg.reward.name),
+        # InfAlign/CTRL with reward.calibrate=true; the DPH-RL store below keeps pi_0's solves by the raw reward
+        reward_funcs=trl_reward(build.training_reward(cfg), cfg.reward.name),
         args=online_args(cfg, run_dir, report_to),
         processing_class=tokenizer,
         callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
@@ -361,12 +363,22 @@ def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objec
     if objective.data == "sft":
         return SFTTrainer(model=model, args=sft_args(cfg, run_dir, report_to), train_dataset=train_data,
                           processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)  # fmt: skip
+    if objective.model_options:  # distillation (dckd, adpa): the teachers load instead of a reference
+        return distill.distillation_trainer(
+            cfg, train_data, kernel, model=model, args=training_args(cfg, run_dir, report_to),
+            processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config, objective=objective,
+            hyperparameters=config.hyperparameters(cfg.objective), divergence=divergence,
+        )  # fmt: skip
     reference = None
     # With LoRA the reference is the base with the adapter off (no second copy), unless model.reference names one.
     if objective.needs_reference and (peft_config is None or cfg.model.reference is not None):
         reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
     trainer_class = PreferenceTrainer if objective.data == "pairs" else CandidateTrainer
+    extra = {}
+    if objective.name in hybrid.TRAINERS:  # pairs plus fresh samples of the current policy at every step (hypo)
+        trainer_class, extra = hybrid.TRAINERS[objective.name], hybrid.options(cfg)
     return trainer_class(
+        **extra,
         model=model,
         ref_model=reference,
         args=training_args(cfg, run_dir, report_to),
@@ -516,9 +528,10 @@ def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, 
 
 
 def _curve(cfg: config.RunConfig, run_dir: Path, trainer, tokenizer, kernel: str) -> RewardKLCurve:
-    """The reward-KL curve callback: the trainer's reference model where it keeps one, else its own copy."""
+    """The reward-KL curve callback: the trainer's reference model where it keeps one (not a distillation
+    teacher), else its own copy."""
     reference = getattr(trainer, "ref_model", None)
-    if reference is None:
+    if reference is None or build.objective(cfg)[0].model_options:
         reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
     prompts = build.eval_prompts(cfg, tokenizer)[: cfg.eval.curve_prompts]
     reward, e = build.reward(cfg), cfg.eval

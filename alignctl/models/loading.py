@@ -13,14 +13,19 @@ from typing import Any
 
 import torch
 
-from alignctl.config import EMBEDDED_MODELS, RunConfig
+from alignctl.config import EMBEDDED_MODELS, SOUP, RunConfig
 from alignctl.errors import UsageError
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def policy_source(cfg: RunConfig) -> str:
-    """The policy's starting weights: the embedded task's built model directory, or model.path (checked)."""
+    """The policy's starting weights: the embedded task's built model directory, or model.path (checked); with
+    model.reference=soup, the soup of model.soup (built into the cache on first use: alignctl.models.soup)."""
+    if cfg.model.reference == SOUP:
+        from alignctl.models import soup
+
+        return str(soup.build(cfg))
     if cfg.model.name in EMBEDDED_MODELS:
         from alignctl.data import registry
 
@@ -29,8 +34,9 @@ def policy_source(cfg: RunConfig) -> str:
 
 
 def reference_source(cfg: RunConfig) -> str:
-    """The reference model (KL anchor and eval baseline): model.reference, or the policy's starting weights."""
-    if cfg.model.reference is not None:
+    """The reference model (KL anchor and eval baseline): model.reference, or the policy's starting weights (which
+    a soup is too)."""
+    if cfg.model.reference is not None and cfg.model.reference != SOUP:
         return check_source("model.reference", cfg.model.reference)
     return policy_source(cfg)
 
@@ -160,3 +166,57 @@ def save_policy(model, tokenizer, out: Path) -> None:
         model = model.merge_and_unload()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+# --- distillation teachers (objective.teacher, objective.teacher_reference: dckd, adpa) ------------------------
+def teacher_sources(cfg: RunConfig) -> tuple[str, str | None]:
+    """(teacher, teacher reference) model dirs of a distillation objective; the reference is None for objectives
+    that read only the teacher (dckd).
+
+    `objective.teacher=<run dir>` means <run dir>/model (a trained run's final model). `objective.teacher_reference`
+    unset: the teacher run's own reference (its model.reference, else its starting weights, as its saved config.yaml
+    says); then the teacher must be a run dir. One line otherwise."""
+    from alignctl import objectives
+
+    options = objectives.get(cfg.objective.name).model_options
+    teacher = getattr(cfg.objective, "teacher", None)
+    if teacher is None:
+        raise UsageError(f"objective={cfg.objective.name} needs objective.teacher=<model dir or run dir> (a DPO "
+                         "run of a larger model, e.g. alignctl train model=tiny-large objective=dpo)")  # fmt: skip
+    teacher_dir, teacher_run = _model_or_run_dir("objective.teacher", teacher)
+    if "teacher_reference" not in options:
+        return teacher_dir, None
+    reference = getattr(cfg.objective, "teacher_reference", None)
+    if reference is not None:
+        return teacher_dir, _model_or_run_dir("objective.teacher_reference", reference)[0]
+    if teacher_run is None:
+        raise UsageError(f"objective.teacher={teacher} is a model dir, not a run dir, so its reference is unknown; "
+                         "set objective.teacher_reference=<model dir> (the teacher's SFT model)")  # fmt: skip
+    from alignctl import compose
+
+    return teacher_dir, reference_source(compose.load_run(teacher_run, []))
+
+
+def _model_or_run_dir(field: str, value: str) -> tuple[str, Path | None]:
+    """(model dir, the run dir it is the final model of, or None): a run dir (config.yaml and model/) gives its
+    model/; anything else must pass check_source."""
+    path = Path(value).expanduser()
+    if (path / "config.yaml").is_file() and (path / "model").is_dir():
+        if not (path / "model" / "config.json").is_file():
+            raise UsageError(f"{field}={value} is a run directory without a trained model (no model/config.json); "
+                             "finish that run (train.resume=true) or give a model dir")  # fmt: skip
+        return str(path / "model"), path
+    return check_source(field, value), None
+
+
+def check_same_vocabulary(field: str, model, source: str, policy, policy_source_dir: str) -> None:
+    """A teacher scores the student's tokens: both must have one vocabulary (same size and the same tokens)."""
+    from transformers import AutoTokenizer
+
+    sizes = model.get_output_embeddings().weight.shape[0], policy.get_output_embeddings().weight.shape[0]
+    same = sizes[0] == sizes[1] and (
+        AutoTokenizer.from_pretrained(source).get_vocab() == AutoTokenizer.from_pretrained(policy_source_dir).get_vocab()
+    )
+    if not same:
+        raise UsageError(f"{field}={source} has another tokenizer than the policy {policy_source_dir} ({sizes[0]} and "
+                         f"{sizes[1]} output tokens); a teacher must share the student's vocabulary")  # fmt: skip

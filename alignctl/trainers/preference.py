@@ -23,6 +23,10 @@ from alignctl.scoring import SequenceStats, sequence_stats
 
 
 class PreferenceTrainer(DPOTrainer):
+    # A subclass that scores fresh samples under the reference at every step (HybridTrainer) keeps the reference
+    # model although the pairs' reference log-probs are precomputed.
+    keeps_reference_model = False
+
     def __init__(
         self,
         *args: Any,
@@ -50,7 +54,7 @@ class PreferenceTrainer(DPOTrainer):
             training_args.precompute_ref_log_probs = True
         self._reference_freed = False
         super().__init__(*args, **kwargs)
-        if self.caches_reference and self.ref_model is not None:
+        if self.caches_reference and self.ref_model is not None and not self.keeps_reference_model:
             # Every batch now carries the reference log-probs: drop the reference model, which TRL keeps when given
             # one (accelerate's own hold on it goes when train() starts: Trainer calls accelerator.free_memory()).
             self.ref_model, self._reference_freed = None, True

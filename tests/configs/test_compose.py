@@ -25,12 +25,23 @@ FITTING = {
     ("reward", "classifier"): ["reward.path=some/classifier"],
     ("reward", "function"): ["reward.function=my_module:score"],
     ("model", "hf"): ["model.path=some/model"],
+    # distillation teachers are checked when the config is composed: {model_dir} is a directory with a config.json
+    ("objective", "dckd"): ["objective.teacher={model_dir}"],
+    ("objective", "adpa"): ["objective.teacher={model_dir}", "objective.teacher_reference={model_dir}"],
 }
 
 
+@pytest.fixture(scope="module")
+def fitting(tmp_path_factory):
+    """FITTING's overrides of an option, with {model_dir} filled in."""
+    model_dir = tmp_path_factory.mktemp("model-dir")
+    (model_dir / "config.json").write_text("{}")
+    return lambda group, name: [o.format(model_dir=model_dir) for o in FITTING.get((group, name), [])]
+
+
 @pytest.mark.parametrize("option", list(listing.options("objective")))
-def test_every_objective_composes_with_its_default_divergence(option):
-    cfg = compose.compose_one([f"objective={option}", *FITTING.get(("objective", option), [])])
+def test_every_objective_composes_with_its_default_divergence(option, fitting):
+    cfg = compose.compose_one([f"objective={option}", *fitting("objective", option)])
     entry = objectives.get(option)
     assert cfg.objective.name == option
     assert cfg.divergence.name == entry.default_divergence
@@ -39,7 +50,8 @@ def test_every_objective_composes_with_its_default_divergence(option):
 
 @pytest.mark.parametrize("option", [o for o in listing.options("divergence") if o != "auto"])
 def test_every_divergence_composes_with_an_objective_that_accepts_it(option):
-    accepting = [n for n, e in objectives.REGISTRY.items() if option in (e.divergences or ("none",))]
+    accepting = [n for n, e in objectives.REGISTRY.items()
+                 if option in (e.divergences or ("none",)) and not e.model_options]  # (teachers: no path to give)
     assert accepting, f"no objective accepts divergence={option}"
     cfg = compose.compose_one([f"objective={accepting[0]}", f"divergence={option}"])
     assert cfg.divergence.name == option
@@ -56,10 +68,10 @@ def test_every_registered_objective_ships_a_yaml_and_vice_versa():
     assert set(listing.options("objective")) == set(objectives.REGISTRY)
 
 
-def test_yaml_defaults_equal_loss_signature_defaults():
+def test_yaml_defaults_equal_loss_signature_defaults(fitting):
     """An objective's YAML states its defaults; they must agree with the loss function's."""
     for name in listing.options("objective"):
-        cfg = compose.compose_one([f"objective={name}", *FITTING.get(("objective", name), [])])
+        cfg = compose.compose_one([f"objective={name}", *fitting("objective", name)])
         assert config.hyperparameters(cfg.objective) == {
             k: v for k, v in (objectives.get(name).loss.__kwdefaults__ or {}).items() if k != "divergence"
         }

@@ -30,7 +30,7 @@ def test_entry_and_signature(name):
     assert entry.data in DATA_KINDS
     assert set(entry.divergences) <= {*NAMES, "none"}
     assert entry.default_divergence in (*entry.divergences, "none")
-    assert entry.needs_token_divergence == name.startswith("tdpo")
+    assert entry.needs_token_divergence == (name.startswith("tdpo") or name == "dckd")  # dckd: teacher's, as TDPO's
     assert entry.description and "\n" not in entry.description
     params = list(inspect.signature(entry.loss).parameters.values())
     assert params[0].kind is params[0].POSITIONAL_OR_KEYWORD
