@@ -5,8 +5,10 @@ Each step, for the prompts of the batch's pairs: k = train.num_generations compl
 the current weights (alignctl.eval.sampling.sample: temperature 1, no top-k/top-p, dataset.max_new_tokens, as the
 online objectives sample), without gradient; they are scored under the policy (with gradient) and the reference (no
 gradient) through alignctl.scoring, and the objective's loss gets `HybridLogps` (pairs + [B, k] sample log-probs).
-The sampling seed is a function of (train.seed, global step, micro-batch within the step, process index) alone, and
-the global RNG is left as it was, so a run resumed from a checkpoint draws the samples the uninterrupted run drew.
+Each completion is drawn by alignctl.trainers.sampling's row-seeded Gumbel-max, keyed by (train.seed, global step,
+micro-batch within the step, the completion's row in the step's global batch, its position): a run resumed from a
+checkpoint draws the samples the uninterrupted run drew, and 1 or N processes draw the same ones (each process's
+pairs are a contiguous slice of the global batch). The global RNG is left as it was.
 
 k lives in train.num_generations (the online objectives' "completions sampled per prompt"), not in the loss
 signature: the loss reads k off its [B, k] input, and integers that shape a run are train.* fields (config.py).
@@ -27,6 +29,7 @@ from alignctl.objectives import dpo
 from alignctl.objectives.hypo import HybridLogps, reverse_kl_term
 from alignctl.scoring import sequence_stats
 from alignctl.trainers.preference import PreferenceTrainer
+from alignctl.trainers.sampling import RowSeededSampler, row_seeded
 
 
 class HybridTrainer(PreferenceTrainer):
@@ -56,11 +59,12 @@ class HybridTrainer(PreferenceTrainer):
         return prompts
 
     def next_seed(self) -> int:
-        """Seed of this micro-batch's draw: (train.seed, global step, micro-batch index, process index)."""
+        """Seed of this micro-batch's draw: (train.seed, global step, micro-batch index); rows are keyed apart by
+        their place in the global batch (fresh_samples)."""
         step = self.state.global_step
         micro = self._draw[1] if self._draw[0] == step else 0
         self._draw = (step, micro + 1)
-        return seed_of(self.sampling_seed, step, micro, self.accelerator.process_index)
+        return seed_of(self.sampling_seed, step, micro)
 
     def fresh_samples(self, model: torch.nn.Module, prompts: list[str]):
         """k completions per prompt from the current weights, the global RNG and the tokenizer left as they were."""
@@ -69,10 +73,12 @@ class HybridTrainer(PreferenceTrainer):
         devices = [policy.device] if policy.device.type == "cuda" else []
         policy.eval()
         try:
-            with torch.random.fork_rng(devices=devices):
+            rows = len(prompts) * self.samples_per_prompt
+            seed = self.next_seed()
+            sampler = RowSeededSampler(seed, self.state.global_step, self.accelerator.process_index * rows)
+            with torch.random.fork_rng(devices=devices), row_seeded(policy, sampler):
                 return sample(policy, self._tokenizer, prompts, n=self.samples_per_prompt,
-                              max_new_tokens=self.max_new_tokens, temperature=1.0, seed=self.next_seed(),
-                              batch_size=len(prompts) * self.samples_per_prompt)  # fmt: skip
+                              max_new_tokens=self.max_new_tokens, temperature=1.0, seed=seed, batch_size=rows)
         finally:
             self._tokenizer.padding_side = padding_side
             policy.train(was_training)
