@@ -105,8 +105,7 @@ def _train(args: list[str]) -> int:
 
 
 def _eval(args: list[str]) -> int:
-    from alignctl import compose, runtime
-    from alignctl.eval import run as eval_run
+    from alignctl import compose
 
     own = ("run_dir", "model_dir", "out_dir")
     keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in own)
@@ -127,6 +126,9 @@ def _eval(args: list[str]) -> int:
             raise UsageError(f"model_dir={model_dir} is not an HF model directory (no config.json)")
         # never write into someone's model directory: evals/<model>-<time>/ unless out_dir= says where
         out_dir = Path(keyed.get("out_dir") or f"evals/{model_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from alignctl import runtime  # torch and transformers: only once the arguments are known to be good
+    from alignctl.eval import run as eval_run
+
     runtime.prepare(cfg)
     eval_run.evaluate_and_report(cfg, model_dir, out_dir)
     return 0

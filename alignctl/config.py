@@ -487,12 +487,13 @@ def _ranged(group: str, choices: dict[str, tuple[str, ...]] | None = None):
 def objective_schema(entry: objectives.Objective) -> type:
     """A dataclass with `name`, the keyword-only hyperparameters of the objective's loss, and its data options.
     A `Literal[...]` hyperparameter becomes a string field checked against its choices."""
-    hints = typing.get_type_hints(entry.loss)
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=entry.name))]
     choices: dict[str, tuple[str, ...]] = {}
     for p in inspect.signature(entry.loss).parameters.values():
         if p.kind is p.KEYWORD_ONLY and p.name != "divergence":
-            hint = hints[p.name]
+            # this parameter's annotation only (typing.get_type_hints would evaluate the tensor ones too, importing
+            # torch: alignctl.lazy)
+            hint = eval(p.annotation, entry.loss.__globals__) if isinstance(p.annotation, str) else p.annotation
             if typing.get_origin(hint) is typing.Literal:
                 choices[p.name], hint = typing.get_args(hint), str
             fields.append((p.name, hint, field(default=p.default)))

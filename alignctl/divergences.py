@@ -20,8 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from alignctl.lazy import F, torch
 
 NAMES = ("reverse_kl", "forward_kl", "js", "alpha")
 

@@ -127,3 +127,23 @@ def test_version_and_help_of_every_command(capsys):
     assert "usage: alignctl eval" in out and "num_prompts: 64" in out
     assert cli.main(["ls", "--help"]) == 0
     assert "usage: alignctl ls" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "+objective.bta=0.5", "train.max_steps=1", "eval.enabled=false", "tracking=none"],
+    ["train", "objective=grpo", "divergence=js", "objective.kl_estimator=low_var_kl", "dataset=toy_arith",
+     "reward=exact_match"],
+    ["eval", "run_dir=/nonexistent/run"],
+    ["eval", "model_dir=/nonexistent/model"],
+])  # fmt: skip
+def test_bad_input_fails_before_torch_or_transformers_load(argv, tmp_path):
+    """Checking a command line needs neither library (their import takes seconds, a minute on a cold disk): a fresh
+    interpreter fails with one line and exit 2 and has imported neither (alignctl.lazy)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from alignctl import cli\ntry: cli.main(sys.argv[1:])\nexcept SystemExit as e: code = e.code\n"
+             "print(code, [m for m in ('torch', 'transformers', 'trl') if m in sys.modules])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.stdout.strip() == "2 []", (out.stdout, out.stderr)
+    assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("alignctl: error: ")

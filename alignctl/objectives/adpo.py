@@ -29,7 +29,7 @@ For pairs with the chosen at index 0 and tau = 1/beta these are DPO's beta * h.
 
 from __future__ import annotations
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import CandidateLogps, Objective, ObjectiveOutput, resolve_divergence, wide

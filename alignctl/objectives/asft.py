@@ -24,7 +24,7 @@ preference probability.
 
 from __future__ import annotations
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide

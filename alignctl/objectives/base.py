@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.divergences import Divergence, get as get_divergence
 

@@ -19,8 +19,7 @@ P(samples over negative) = sigmoid(chosen - rejected) is exactly the loss's prob
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from alignctl.lazy import F, torch
 
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import NegativeLogps, Objective, ObjectiveOutput, resolve_divergence, wide

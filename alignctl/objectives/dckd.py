@@ -24,7 +24,7 @@ log-probs l_theta(y)/|y|, so P(y_w > y_l) = sigmoid(r_w - r_l) ranks the two by 
 
 from __future__ import annotations
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.divergences import NAMES, Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.objectives.base import GroupLogps, Objective, OnlineOutput, group_index, token_mean, wide
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.divergences import NAMES, Divergence
 from alignctl.objectives.base import GroupLogps, Objective, OnlineOutput, group_index, wide

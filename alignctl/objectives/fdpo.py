@@ -21,9 +21,9 @@ alignment and diversity; that is this objective's default divergence. Computed i
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from alignctl.divergences import NAMES, Divergence
+from alignctl.lazy import F
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.divergences import NAMES, Divergence
 from alignctl.objectives.base import Objective, token_mean, wide

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.divergences import Divergence
 from alignctl.objectives import dpo

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import Objective, OnlineOutput, resolve_divergence, token_mean, wide

@@ -16,9 +16,9 @@ sigmoid(r_w - r_l) is the Bradley-Terry probability before the margin).
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from alignctl.divergences import Divergence
+from alignctl.lazy import F
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 

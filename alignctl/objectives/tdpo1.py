@@ -17,8 +17,7 @@ Rewards: beta * (h + K) per response (as the reference code logs them), so P(y_w
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from alignctl.lazy import F, torch
 
 from alignctl.divergences import NAMES, Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide

@@ -18,9 +18,9 @@ the logit this loss uses. The reference code logs beta * (h + K) regardless of a
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from alignctl.divergences import NAMES, Divergence
+from alignctl.lazy import F
 from alignctl.objectives import tdpo1
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence
 

@@ -35,7 +35,7 @@ import hashlib
 import math
 from typing import Callable
 
-import torch
+from alignctl.lazy import torch
 
 from alignctl.rewards.base import Reward
 
