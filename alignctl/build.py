@@ -17,7 +17,7 @@ from alignctl.config import RunConfig
 from alignctl.data import chat, registry
 from alignctl.data.base import DatasetEntry
 from alignctl.divergences import Divergence
-from alignctl.errors import DataError, UsageError
+from alignctl.errors import DataError
 from alignctl.objectives.base import Objective
 from alignctl.rewards import registry as rewards
 from alignctl.rewards.base import Reward, RewardContext
@@ -83,12 +83,6 @@ def calibration_settings(cfg: RunConfig) -> dict[str, Any]:
     from alignctl.rewards import calibration
 
     r, t = cfg.reward, cfg.reward.t
-    if r.transform != "identity" and cfg.objective.name == "disco":
-        raise UsageError(
-            f"reward.transform={r.transform} changes nothing for objective=disco, which only splits samples at reward > "
-            "objective.positive_threshold (a monotone transform just moves the threshold); use reward.transform=identity "
-            "(threshold 0.5: better than the reference's median sample)"
-        )
     if r.transform != "identity" and t is None:  # RewardConfig saw to it that n is set then
         t = calibration.default_t(r.transform, r.n)
     return {

@@ -156,8 +156,11 @@ def validate(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
         # then the command line's values, which replace a preset's for the same key
         parsed = OverridesParser.create().parse_overrides([*_sweeper_params(overrides), *overrides])
         jobs = [compose_one(list(job)) for job in BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]]
-    if not distributed.in_ranks():  # in the ranks the parent checked it (or, plainly launched, _job checks the split)
-        for job in jobs:
+    from alignctl.models import loading
+
+    for job in jobs:
+        loading.check_local_paths(job)
+        if not distributed.in_ranks():  # in the ranks the parent checked it (or, plainly launched, _job checks it)
             distributed.check(job)
     return jobs
 

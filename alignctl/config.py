@@ -393,6 +393,12 @@ class RunConfig:
                 f"dataset={self.dataset.name} provides no {DATA_KIND_NAMES[entry.data]}, which objective={entry.name}"
                 f" needs; choose dataset from: {', '.join(fits)}, or objective from: {', '.join(usable)}"
             )
+        if entry.reward_threshold_only and self.reward.transform != "identity":
+            raise ConfigError(
+                f"reward.transform={self.reward.transform} changes nothing for objective={entry.name}, which only splits "
+                "samples at reward > objective.positive_threshold (a monotone transform just moves the threshold); use "
+                "reward.transform=identity (threshold 0.5: better than the reference's median sample)"
+            )
         if self.reward.name not in dataset.rewards:
             raise ConfigError(
                 f"reward={self.reward.name} does not fit dataset={self.dataset.name}; "

@@ -135,6 +135,11 @@ def test_version_and_help_of_every_command(capsys):
      "reward=exact_match"],
     ["eval", "run_dir=/nonexistent/run"],
     ["eval", "model_dir=/nonexistent/model"],
+    ["train", "model.reference=soup", "model.soup=[/nonexistent/a,/nonexistent/b]"],
+    ["train", "model=hf", "model.path=/nonexistent/model"],
+    ["train", "reward=classifier", "reward.path=/nonexistent/classifier"],
+    ["train", "objective=disco", "dataset=toy_arith", "reward=exact_match", "reward.calibrate=true",
+     "reward.transform=bon", "reward.n=4"],
 ])  # fmt: skip
 def test_bad_input_fails_before_torch_or_transformers_load(argv, tmp_path):
     """Checking a command line needs neither library (their import takes seconds, a minute on a cold disk): a fresh

@@ -104,16 +104,11 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: str) -> tuple[dict[
 
 def _check_vocabularies(policy, reference, model_dir, reference_dir) -> None:
     """Both models must share one tokenizer: KL and win rates compare their token distributions on one text."""
-    from transformers import AutoTokenizer
-
-    v_policy, v_reference = policy.get_output_embeddings().weight.shape[0], reference.get_output_embeddings().weight.shape[0]
-    same = v_policy == v_reference
-    if same:  # equal sizes can still be different vocabularies: compare the tokens themselves
-        same = AutoTokenizer.from_pretrained(model_dir).get_vocab() == AutoTokenizer.from_pretrained(reference_dir).get_vocab()
-    if not same:
+    sizes = loading.vocabulary_mismatch(policy, model_dir, reference, reference_dir)
+    if sizes is not None:
         raise UsageError(
             f"the model at {model_dir} and the reference at {reference_dir} have different tokenizers "
-            f"({v_policy} and {v_reference} output tokens); evaluate against a reference with the same tokenizer "
+            f"({sizes[0]} and {sizes[1]} output tokens); evaluate against a reference with the same tokenizer "
             "(eval.reference=<dir>)"
         )
 

@@ -11,12 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from alignctl.config import EMBEDDED_MODELS, SOUP, RunConfig
 from alignctl.errors import UsageError
-
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from alignctl.lazy import torch
 
 
 def policy_source(cfg: RunConfig) -> str:
@@ -45,7 +42,7 @@ def check_source(field: str, value: str) -> str:
     """A local model directory (with config.json) or a hub id this machine can load: one in the local HF cache, or
     any when the hub is reachable. Otherwise one line naming the field and the value."""
     path = Path(value).expanduser()
-    if path.exists() or value.startswith((".", "/", "~")):
+    if names_local_path(value):
         if not (path / "config.json").is_file():
             raise UsageError(f"{field}={value} is not a Hugging Face model directory (no config.json there)")
         return str(path)
@@ -75,6 +72,26 @@ def check_source(field: str, value: str) -> str:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"{field}={value} is neither a local model directory nor a loadable hub model ({reason})")
     return value
+
+
+def names_local_path(value: str) -> bool:
+    """A model source that is a path on this machine (it exists, or is spelled as one), not a hub id."""
+    return Path(value).expanduser().exists() or value.startswith((".", "/", "~"))
+
+
+def check_local_paths(cfg: RunConfig) -> None:
+    """The model sources a config names as local paths hold a model (model.path, model.reference, model.soup's
+    entries: a run directory stands for its model/), checked when the config is composed, before anything loads.
+    Hub ids are looked up when the model loads (the local HF cache, or the hub)."""
+    named = [(f"model.soup[{i}]", entry, model_or_run_dir) for i, entry in enumerate(cfg.model.soup)
+             if isinstance(entry, str)]  # fmt: skip
+    if cfg.model.name not in EMBEDDED_MODELS:
+        named.append(("model.path", cfg.model.path, check_source))
+    if cfg.model.reference not in (None, SOUP):
+        named.append(("model.reference", cfg.model.reference, check_source))
+    for field, value, check in named:
+        if names_local_path(value):
+            check(field, value)
 
 
 def _offline() -> bool:
@@ -114,7 +131,8 @@ def load_causal_lm(cfg: RunConfig, source: str, trainable: bool = True):
     """A causal LM in model.dtype with model.attn_implementation; the reference (trainable=False) is frozen."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": TORCH_DTYPES[cfg.model.dtype], "trust_remote_code": cfg.model.trust_remote_code}
+    # model.dtype names a torch dtype (config.DTYPES)
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.model.dtype), "trust_remote_code": cfg.model.trust_remote_code}
     if cfg.model.attn_implementation is not None:
         kwargs["attn_implementation"] = cfg.model.attn_implementation
     from safetensors import SafetensorError
@@ -179,16 +197,16 @@ def teacher_sources(cfg: RunConfig) -> tuple[str, str | None]:
     from alignctl import objectives
 
     options = objectives.get(cfg.objective.name).model_options
-    teacher = getattr(cfg.objective, "teacher", None)
+    teacher = cfg.objective.teacher
     if teacher is None:
         raise UsageError(f"objective={cfg.objective.name} needs objective.teacher=<model dir or run dir> (a DPO "
                          "run of a larger model, e.g. alignctl train model=tiny-large objective=dpo)")  # fmt: skip
-    teacher_dir, teacher_run = _model_or_run_dir("objective.teacher", teacher)
+    teacher_dir, teacher_run = model_or_run_dir("objective.teacher", teacher)
     if "teacher_reference" not in options:
         return teacher_dir, None
-    reference = getattr(cfg.objective, "teacher_reference", None)
+    reference = cfg.objective.teacher_reference
     if reference is not None:
-        return teacher_dir, _model_or_run_dir("objective.teacher_reference", reference)[0]
+        return teacher_dir, model_or_run_dir("objective.teacher_reference", reference)[0]
     if teacher_run is None:
         raise UsageError(f"objective.teacher={teacher} is a model dir, not a run dir, so its reference is unknown; "
                          "set objective.teacher_reference=<model dir> (the teacher's SFT model)")  # fmt: skip
@@ -197,7 +215,7 @@ def teacher_sources(cfg: RunConfig) -> tuple[str, str | None]:
     return teacher_dir, reference_source(compose.load_run(teacher_run, []))
 
 
-def _model_or_run_dir(field: str, value: str) -> tuple[str, Path | None]:
+def model_or_run_dir(field: str, value: str) -> tuple[str, Path | None]:
     """(model dir, the run dir it is the final model of, or None): a run dir (config.yaml and model/) gives its
     model/; anything else must pass check_source."""
     path = Path(value).expanduser()
@@ -209,14 +227,22 @@ def _model_or_run_dir(field: str, value: str) -> tuple[str, Path | None]:
     return check_source(field, value), None
 
 
-def check_same_vocabulary(field: str, model, source: str, policy, policy_source_dir: str) -> None:
-    """A teacher scores the student's tokens: both must have one vocabulary (same size and the same tokens)."""
+def vocabulary_mismatch(model, source: str, other, other_source: str) -> tuple[int, int] | None:
+    """None when two models share one vocabulary (the same output size and the same tokens: equal sizes can still be
+    different vocabularies); else their output sizes."""
     from transformers import AutoTokenizer
 
-    sizes = model.get_output_embeddings().weight.shape[0], policy.get_output_embeddings().weight.shape[0]
-    same = sizes[0] == sizes[1] and (
-        AutoTokenizer.from_pretrained(source).get_vocab() == AutoTokenizer.from_pretrained(policy_source_dir).get_vocab()
-    )
-    if not same:
+    sizes = model.get_output_embeddings().weight.shape[0], other.get_output_embeddings().weight.shape[0]
+    if sizes[0] == sizes[1] and (
+        AutoTokenizer.from_pretrained(source).get_vocab() == AutoTokenizer.from_pretrained(other_source).get_vocab()
+    ):
+        return None
+    return sizes
+
+
+def check_same_vocabulary(field: str, model, source: str, policy, policy_source_dir: str) -> None:
+    """A teacher scores the student's tokens: both must have one vocabulary."""
+    sizes = vocabulary_mismatch(model, source, policy, policy_source_dir)
+    if sizes is not None:
         raise UsageError(f"{field}={source} has another tokenizer than the policy {policy_source_dir} ({sizes[0]} and "
                          f"{sizes[1]} output tokens); a teacher must share the student's vocabulary")  # fmt: skip

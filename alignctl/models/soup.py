@@ -71,7 +71,7 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> di
 def entry_dirs(cfg: Any) -> list[str]:
     """model.soup's entries as loadable model sources (directories or cached hub ids), checked one by one."""
     from alignctl.config import EMBEDDED_MODELS
-    from alignctl.models.loading import check_source
+    from alignctl.models.loading import model_or_run_dir
 
     sources = []
     for i, entry in enumerate(cfg.model.soup):
@@ -80,11 +80,7 @@ def entry_dirs(cfg: Any) -> list[str]:
                 raise UsageError(f"model.soup[{i}]={entry}: integer entries (seeds) need model=tiny")
             sources.append(str(_embedded_base_model(cfg, seed=entry)))
             continue
-        path = Path(entry).expanduser()
-        if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-            path = path / "model"  # a run directory: its trained model
-            entry = str(path)
-        sources.append(check_source(f"model.soup[{i}]", entry))
+        sources.append(model_or_run_dir(f"model.soup[{i}]", entry)[0])  # a run directory: its trained model
     return sources
 
 

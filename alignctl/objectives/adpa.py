@@ -62,7 +62,7 @@ def loss(
     resolve_divergence(OBJECTIVE, divergence)
     chosen = per_token(logps.policy_chosen_logps, logps.chosen_lengths)
     sample = per_token(logps.policy_rejected_logps, logps.rejected_lengths)
-    advantage = getattr(logps, "sample_advantage", None)
+    advantage = logps.sample_advantage if isinstance(logps, AdvantageLogps) else None  # None: eval's held-out pairs
     if advantage is None:
         losses = torch.full_like(chosen, float("nan"))
     else:

@@ -63,6 +63,9 @@ class Objective:
     # Hyperparameter values that only some divergences accept: (hyperparameters, divergence name) -> the one-line
     # reason they do not go together, or None. Checked when the config is composed, before anything loads.
     check: Callable[[dict[str, Any], str], str | None] | None = None
+    # The loss reads rewards only through `reward > positive_threshold` (disco): a monotone reward transform
+    # (reward.transform) changes nothing but where that threshold falls, so it is refused.
+    reward_threshold_only: bool = False
     # Config options naming models the objective reads besides the policy (distillation teachers: dckd, adpa):
     # string fields of the objective's config (null by default), not loss hyperparameters; resolved and checked by
     # alignctl.models.loading.teacher_sources when the config is composed.

@@ -99,4 +99,5 @@ OBJECTIVE = Objective(
     data="groups",
     reads_groups=True,
     needs_reference=False,
+    reward_threshold_only=True,
 )

@@ -69,6 +69,7 @@ class ClassifierConfig(RewardConfig):
         for key in ("batch_size", "max_length"):
             if getattr(self, key) < 1:
                 raise UsageError(f"reward.{key}={getattr(self, key)} is out of range; it must be >= 1")
+        _source(self.path)  # a missing directory or a malformed hub id fails now, before anything loads
 
 
 def _source(path: str) -> tuple[str, bool]:

@@ -174,7 +174,7 @@ class OnlineTrainer(CheckpointState, RowSeededGeneration, GRPOTrainer):
         # reverse_kl: TRL's reference model scores the policy's samples (and, unless low_var_kl replaces it, TRL's
         # k3 is the term); otherwise no reference model (beta = 0).
         kwargs["args"].beta = coef if uses_trl_kl else 0.0
-        self.replaces_trl_kl = uses_trl_kl and hyperparameters.get("kl_estimator") == "low_var_kl"
+        self.replaces_trl_kl = uses_trl_kl and hyperparameters["kl_estimator"] == "low_var_kl"
         self._captured_logps: list[torch.Tensor] | None = None
         self.reference_store = None if uses_trl_kl or divergence is None else reference_store
         if not uses_trl_kl and divergence is not None and (reference_store is None or len(reference_store) == 0):

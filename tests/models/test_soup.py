@@ -123,6 +123,7 @@ def test_run_directory_entry_means_its_model(models, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(models["b"], run / "model")
+    (run / "config.yaml").write_text("objective:\n  name: dpo\n")  # what makes a directory a run's
     assert soup.entry_dirs(soup_cfg([str(models["a"]), str(run)])) == [str(models["a"]), str(run / "model")]
 
 

@@ -27,7 +27,7 @@ def make_trainer(model_dir, tmp_path, divergence, store=None, lr=1e-2, **hyperpa
     return OnlineTrainer(
         model=model, reward_funcs=trl_reward(length_reward, "length"), args=args,
         train_dataset=datasets.Dataset.from_dict({"prompt": PROMPTS}), processing_class=tokenizer,
-        objective=grpo.OBJECTIVE, hyperparameters={"divergence_coef": 0.5, **hyperparameters}, divergence=divergence,
+        objective=grpo.OBJECTIVE, hyperparameters={"divergence_coef": 0.5, "kl_estimator": "exact", **hyperparameters}, divergence=divergence,
         reference_store=store, divergence_batch_size=3,
     )  # fmt: skip
 
