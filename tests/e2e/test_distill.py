@@ -8,6 +8,7 @@ import math
 import pytest
 
 from alignctl import cli
+from tests.e2e._resume import step_rows, straight_and_resumed
 from tests.e2e.test_train_eval import EVAL_KEYS, TINY
 
 pytestmark = pytest.mark.slow
@@ -15,11 +16,6 @@ pytestmark = pytest.mark.slow
 # the teacher: wider than the student (64), with the same corpus, vocab_size and max_position_embeddings (tokenizer)
 TEACHER = ["model=tiny-large", *TINY, "model.hidden_size=96", "model.pretrain_steps=40", "train.max_steps=2",
            "eval.enabled=false", "tracking=none"]  # fmt: skip
-
-
-def step_rows(run_dir):
-    return {row["step"]: row for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-            if "loss" in row}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +45,7 @@ def test_dckd_then_adpa_plus(teacher, tmp_path):
 def test_adpa_resumed_run_trains_on_the_same_samples(teacher, tmp_path):
     adpa = ["objective=adpa", f"objective.teacher={teacher}", *TINY, "train.save_steps=1", "eval.enabled=false",
             "tracking=none"]  # fmt: skip
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert cli.main(["train", *adpa, "train.max_steps=2", f"hydra.run.dir={straight}"]) == 0
-    assert cli.main(["train", *adpa, "train.max_steps=1", f"hydra.run.dir={stopped}"]) == 0
-    assert cli.main(["train", *adpa, "train.max_steps=2", "train.resume=true", f"hydra.run.dir={stopped}"]) == 0
-    want, got = step_rows(straight), step_rows(stopped)
+    want, got = straight_and_resumed(adpa, tmp_path)
     assert sorted(got) == sorted(want) == [1, 2]
     for key in ("loss", "advantage/sample", "logps/sample"):
         assert got[2][key] == pytest.approx(want[2][key], rel=1e-6, abs=1e-7), key

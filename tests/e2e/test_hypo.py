@@ -1,11 +1,9 @@
 """objective=hypo end to end: the fresh samples of every step are seeded by the step, so a run stopped at a checkpoint
 and resumed trains on the same samples as an uninterrupted one (in-process, small sizes)."""
 
-import json
-
 import pytest
 
-from alignctl import cli
+from tests.e2e._resume import straight_and_resumed
 from tests.e2e.test_train_eval import TINY
 
 pytestmark = pytest.mark.slow
@@ -14,17 +12,8 @@ HYPO = ["objective=hypo", *TINY, "train.save_steps=1", "train.num_generations=2"
         "tracking=none"]  # fmt: skip
 
 
-def step_rows(run_dir):
-    return {row["step"]: row for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-            if "loss" in row}  # fmt: skip
-
-
 def test_resumed_run_draws_the_same_samples_as_an_uninterrupted_one(tmp_path):
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert cli.main(["train", *HYPO, "train.max_steps=2", f"hydra.run.dir={straight}"]) == 0
-    assert cli.main(["train", *HYPO, "train.max_steps=1", f"hydra.run.dir={stopped}"]) == 0
-    assert cli.main(["train", *HYPO, "train.max_steps=2", "train.resume=true", f"hydra.run.dir={stopped}"]) == 0
-    want, got = step_rows(straight), step_rows(stopped)
+    want, got = straight_and_resumed(HYPO, tmp_path)
     assert sorted(got) == sorted(want) == [1, 2]
     for key in ("loss", "hypo/kl", "hypo/dpo_loss", "hypo/sample_length"):
         assert got[2][key] == pytest.approx(want[2][key], rel=1e-6, abs=1e-7), key
