@@ -118,17 +118,12 @@ class ModelOptions:
             if isinstance(entry, bool) or not isinstance(entry, (int, str)) or (isinstance(entry, str) and not entry):
                 raise ConfigError(f"model.soup[{i}]={entry!r} is not valid; give a model dir, a run dir or a hub id"
                                   " (or, with model=tiny, an integer seed)")  # fmt: skip
-            if isinstance(entry, int) and getattr(self, "name", None) not in EMBEDDED_MODELS:
-                raise ConfigError(f"model.soup[{i}]={entry} is not valid with model={getattr(self, 'name', None)}: an "
+            if isinstance(entry, int) and self.name not in EMBEDDED_MODELS:  # (every model schema has a name)
+                raise ConfigError(f"model.soup[{i}]={entry} is not valid with model={self.name}: an "
                                   "integer entry is a seed of the embedded base model (model="
                                   f"{', '.join(EMBEDDED_MODELS)}); give model dirs, run dirs or hub ids")  # fmt: skip
             if isinstance(entry, int) and entry < 0:
                 raise ConfigError(f"model.soup[{i}]={entry} is out of range; a seed must be >= 0")
-        path = getattr(self, "path", None)  # model=hf: the soup replaces model.path as the starting policy
-        if self.soup and path is not None and path != self.soup[0]:
-            raise ConfigError(f"model.path={path} is not model.soup[0]={self.soup[0]}: with model.reference=soup the "
-                              "soup is the starting policy (with model.soup[0]'s config and tokenizer); set "
-                              "model.path to model.soup[0]")  # fmt: skip
 
 
 SOUP = "soup"  # model.reference=soup: SALSA's weight-averaged reference (alignctl.models.soup)
@@ -167,6 +162,10 @@ class HFModelConfig(ModelOptions):
 
     def __post_init__(self) -> None:
         self._check_options()
+        if self.soup and self.path != self.soup[0]:  # the soup replaces model.path as the starting policy
+            raise ConfigError(f"model.path={self.path} is not model.soup[0]={self.soup[0]}: with model.reference=soup "
+                              "the soup is the starting policy (with model.soup[0]'s config and tokenizer); set "
+                              "model.path to model.soup[0]")  # fmt: skip
 
 
 @dataclass

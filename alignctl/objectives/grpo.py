@@ -89,7 +89,7 @@ LOW_VAR_KL_DIVERGENCES = ("forward_kl", "reverse_kl")
 
 
 def check(hyperparameters: dict[str, Any], divergence: str) -> str | None:
-    if hyperparameters.get("kl_estimator") == "low_var_kl" and divergence not in LOW_VAR_KL_DIVERGENCES:
+    if hyperparameters["kl_estimator"] == "low_var_kl" and divergence not in LOW_VAR_KL_DIVERGENCES:
         return (
             f"objective.kl_estimator=low_var_kl applies to divergence=forward_kl or reverse_kl (verl's estimator "
             f"of KL, as DPH-RL uses it), not divergence={divergence}; use objective.kl_estimator=exact"
