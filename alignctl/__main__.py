@@ -2,6 +2,6 @@
 
 import sys
 
-from alignctl.cli import main
+from alignctl.cli.main import main
 
 sys.exit(main())

@@ -26,7 +26,7 @@ RUNS = {
     "tdpo2": ["objective=tdpo2"],
     "grpo": ["objective=grpo", "divergence=reverse_kl", "train.batch_size=8", "train.num_generations=4"],
 }
-ALIGNCTL = [sys.executable, "-m", "alignctl.cli", "train"]
+ALIGNCTL = [sys.executable, "-m", "alignctl.cli.main", "train"]
 
 
 def alignctl(args: list[str], cache: Path, run_dir: Path) -> float:

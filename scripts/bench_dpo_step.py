@@ -7,17 +7,17 @@ tokens (191 random ids + EOS), i.e. 16 rows x 256 tokens, 3072 completion tokens
 
 Contenders (each gets its own copies of the same weights: the policy, and a frozen reference = a second copy):
 
-* alignctl: `alignctl.trainers.preference.PreferenceTrainer`, constructed as `alignctl.train.offline_trainer` does
+* alignctl: `alignctl.trainers.preference.PreferenceTrainer`, constructed as `alignctl.run.train.offline_trainer` does
   (objective `dpo`, hyperparameters {"beta": 0.1}, divergence None, kernel "fused" through
-  `alignctl.scoring.resolve_kernel`, ref_model given): its compute_loss scores both models through
-  `alignctl.scoring.sequence_stats` (fused chunked log-prob kernel on the completion positions, no [tokens, vocab]
+  `alignctl.models.scoring.resolve_kernel`, ref_model given): its compute_loss scores both models through
+  `alignctl.models.scoring.sequence_stats` (fused chunked log-prob kernel on the completion positions, no [tokens, vocab]
   logits) and calls `alignctl.objectives.dpo.loss`;
 * trl: `trl.DPOTrainer` as it is (its fused LM head, `ChunkedLogProbFunction`; on CPU it projects every position,
   prompt and padding included, 16 x 255 rows per model, and masks afterwards).
 
 Both take the same DPOConfig: beta 0.1, loss_type ["sigmoid"], max_length 256, precompute_ref_log_probs False
 (reference log-probs computed on the fly, in every step, by both), bf16=False (DPOConfig turns bf16 autocast on by
-default, also on CPU; alignctl.train sets it off on CPU), the same learning rate, seed, and TRL's default
+default, also on CPU; alignctl.run.train sets it off on CPU), the same learning rate, seed, and TRL's default
 optimizer (`Trainer.create_optimizer()`: optim "adamw_torch_fused", i.e. torch AdamW(fused=True), weight decay 0, the
 same parameter groups). Both are fed the SAME
 collated batch: the prompt/chosen/rejected rows are tokenized by TRL's own dataset preparation (a word-level
@@ -165,7 +165,7 @@ def dpo_config(args, out_dir: str):
         data_seed=args.seed,
         report_to=[],
         use_cpu=True,
-        bf16=False,  # DPOConfig defaults to bf16 autocast, also on CPU; float32 throughout, as alignctl.train on CPU
+        bf16=False,  # DPOConfig defaults to bf16 autocast, also on CPU; float32 throughout, as alignctl.run.train on CPU
         fp16=False,
         dataloader_num_workers=0,
         save_strategy="no",
@@ -178,7 +178,9 @@ def make_trainers(args, out_dir: str) -> tuple[dict, dict]:
     """Both trainers (each with its own policy and frozen reference, all four with the same weights) and the batch."""
     from trl import DPOTrainer
 
-    from alignctl import objectives, scoring
+    from alignctl import objectives
+
+    from alignctl.models import scoring
     from alignctl.trainers.preference import PreferenceTrainer
 
     base = make_model(args)
@@ -192,7 +194,7 @@ def make_trainers(args, out_dir: str) -> tuple[dict, dict]:
         return policy, reference
 
     policy, reference = copies(base)
-    kernel = scoring.resolve_kernel(policy, "fused")  # as alignctl.train does at load time
+    kernel = scoring.resolve_kernel(policy, "fused")  # as alignctl.run.train does at load time
     if kernel != "fused":
         raise SystemExit(f"alignctl would score this model with kernel={kernel!r}, not the fused kernel")
     trainers = {

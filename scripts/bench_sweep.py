@@ -29,7 +29,7 @@ ARMS = {  # name -> (launcher overrides, cache copy it runs on)
     "sequential, warm reference cache": (["launcher=basic"], "sequential"),
 }
 TARGET = 1.6  # sequential / parallel wall time
-ALIGNCTL = [sys.executable, "-m", "alignctl.cli", "train"]
+ALIGNCTL = [sys.executable, "-m", "alignctl.cli.main", "train"]
 
 
 def alignctl(args: list[str], cache: Path, log: Path) -> float:

@@ -25,7 +25,7 @@ METRICS = ("reward_mean", "kl_to_reference", "kl_to_reference_tokenwise", "entro
 
 def train(kernel: str, run_dir: Path, extra: list[str]) -> dict:
     subprocess.run(
-        [sys.executable, "-m", "alignctl.cli", "train", "objective=tdpo2", f"model.kernel={kernel}", "tracking=none",
+        [sys.executable, "-m", "alignctl.cli.main", "train", "objective=tdpo2", f"model.kernel={kernel}", "tracking=none",
          f"hydra.run.dir={run_dir}", *extra],
         check=True, stdout=subprocess.DEVNULL,
     )
@@ -39,9 +39,13 @@ def step_peak_bytes(kernel: str, extra: list[str]) -> int:
     """Peak extra memory of one TDPO scoring forward + backward on a batch of training pairs."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from alignctl import build, compose, runtime
+    from alignctl.run import build
+
+    from alignctl.config import compose
+
+    from alignctl.run import runtime
     from alignctl.models import loading
-    from alignctl.scoring import sequence_stats
+    from alignctl.models.scoring import sequence_stats
 
     cfg = compose.compose_one(["objective=tdpo2", f"model.kernel={kernel}", *extra])
     runtime.prepare(cfg)

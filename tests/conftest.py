@@ -22,7 +22,7 @@ def _one_thread():
 @pytest.fixture
 def nothing_loads(monkeypatch):
     """Fails a test that loads a model or dataset: config checks must come first."""
-    from alignctl import build
+    from alignctl.run import build
     from alignctl.models import loading
 
     def forbidden(*a, **k):

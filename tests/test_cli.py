@@ -2,8 +2,7 @@
 
 import pytest
 
-from alignctl import cli
-
+from alignctl.cli import main as cli
 pytestmark = pytest.mark.usefixtures("nothing_loads")  # tests/conftest.py: bad input fails before any load
 
 
@@ -105,8 +104,7 @@ def test_help_and_ls(capsys):
 
 
 def test_eval_of_a_run_takes_only_eval_overrides(capsys, tmp_path):
-    from alignctl import compose
-
+    from alignctl.config import compose
     compose.save_resolved(compose.compose_one([]), tmp_path)
     code, err = run_cli(capsys, "eval", f"run_dir={tmp_path}", "objective.beta=5")
     assert code == 2 and "objective.beta=5" in err and "eval.*" in err
@@ -147,7 +145,7 @@ def test_bad_input_fails_before_torch_or_transformers_load(argv, tmp_path):
     import subprocess
     import sys
 
-    probe = ("import sys; from alignctl import cli\ntry: cli.main(sys.argv[1:])\nexcept SystemExit as e: code = e.code\n"
+    probe = ("import sys; from alignctl.cli import main as cli\ntry: cli.main(sys.argv[1:])\nexcept SystemExit as e: code = e.code\n"
              "print(code, [m for m in ('torch', 'transformers', 'trl') if m in sys.modules])")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.stdout.strip() == "2 []", (out.stdout, out.stderr)

@@ -1,1 +1,1 @@
-"""Datasets in TRL's formats: loaders, the embedded default tasks (``tasks/``) and the build cache."""
+"""Datasets in TRL's formats: loaders (`sources/`), the embedded default tasks (`tasks/`) and sampled pairs."""

@@ -39,7 +39,7 @@ class SourceDatasetConfig:
     max_new_tokens: int = 64  # completion budget when sampling (pairs, online RL, eval)
 
     def __post_init__(self) -> None:
-        from alignctl.config import ConfigError, check_ranges
+        from alignctl.config.schema import ConfigError, check_ranges
 
         check_ranges("dataset", self)
         for key, least in (("samples_per_prompt", 2), ("candidates_per_prompt", 2)):

@@ -1,7 +1,7 @@
 """Preference data sampled from an SFT model and scored by a reward, as the DPO, f-DPO and TDPO papers build it for
 IMDB: sample K completions per prompt from the SFT model, score them, keep best vs worst (pairs), all K ranked
 (candidates, ADPO), or the worst plus fresh self-samples (negatives, D2O). Cached by recipe
-(:func:`alignctl.data.cache.cached`). Nothing here knows about a task: a :class:`SampledSource` says which model,
+(:func:`alignctl.cache.cached`). Nothing here knows about a task: a :class:`SampledSource` says which model,
 prompts and reward; ``toy_sentiment`` is one caller, a user's HF model directory with IMDB/GSM8K prompts another.
 
 Sampling: ancestral (temperature 1, no top-k/top-p), in rounds seeded from ``(seed, split/block tag, round)``
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignctl.data.cache import INFO_FILE, cached, cached_path, canonical_json, recipe_hash, write_info
+from alignctl.cache import INFO_FILE, cached, cached_path, canonical_json, recipe_hash, write_info
 from alignctl.data.tasks import tiny_lm
 from alignctl.errors import UsageError
 

@@ -1,1 +1,1 @@
-"""Evaluation: sampling held-out completions and the pure metric functions in `alignctl.eval.metrics`."""
+"""Evaluation: the pure metric functions (`metrics`) and the reward-KL curve recorded while training (`curve`)."""

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 
 from alignctl import jsonl
 from alignctl.eval import metrics as m
-from alignctl.eval.sampling import sample, score
+from alignctl.models.sampling import sample, score
 
 CURVE_FILE = "curve.jsonl"
 

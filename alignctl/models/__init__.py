@@ -1,1 +1,1 @@
-"""Model-side helpers: loading causal LMs and describing their LM heads for the fused kernels."""
+"""Model-side helpers: loading causal LMs, describing their LM heads for the fused kernels, scoring sequences (log-probs, divergences) and sampling completions."""

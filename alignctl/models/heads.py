@@ -13,7 +13,7 @@ only right when the head really is that map, so:
   applied to `decoder_hidden`, once on the decoder's own hidden states and once with them amplified (through a hook on
   the decoder) so that the logits reach the hundreds, where a missing cap or scale cannot hide.
 
-`alignctl.scoring.resolve_kernel` runs both once at load time and falls back to model.kernel=naive (the model's own
+`alignctl.models.scoring.resolve_kernel` runs both once at load time and falls back to model.kernel=naive (the model's own
 logits, correct for any architecture by construction) with a one-line notice when either fails.
 
 PEFT: LoRA layers are injected in place into the wrapped model, so the unwrapped causal LM's decoder runs them (and

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignctl.config import EMBEDDED_MODELS, SOUP, RunConfig
+from alignctl.config.schema import EMBEDDED_MODELS, SOUP, RunConfig
 from alignctl.errors import UsageError
 from alignctl.lazy import torch
 
@@ -210,8 +210,7 @@ def teacher_sources(cfg: RunConfig) -> tuple[str, str | None]:
     if teacher_run is None:
         raise UsageError(f"objective.teacher={teacher} is a model dir, not a run dir, so its reference is unknown; "
                          "set objective.teacher_reference=<model dir> (the teacher's SFT model)")  # fmt: skip
-    from alignctl import compose
-
+    from alignctl.config import compose
     return teacher_dir, reference_source(compose.load_run(teacher_run, []))
 
 

@@ -13,9 +13,9 @@ is a poor LM; use them to exercise the plumbing, fine-tunes of one base for a me
 architecture (model type, parameter names and shapes) and one tokenizer vocabulary; the soup keeps the first
 entry's config, generation config and tokenizer. The average is taken in float64 and rounded once to each tensor's
 dtype, so a soup of identical models is that model bit for bit. The soup directory is cached
-(alignctl.data.cache) by a recipe holding each entry's content fingerprint (config, tokenizer and weight bytes), so
+(alignctl.cache) by a recipe holding each entry's content fingerprint (config, tokenizer and weight bytes), so
 an entry retrained in place is never a stale hit; like every cache build it happens before the ranks of a
-multi-process run start (alignctl.train.build_inputs).
+multi-process run start (alignctl.run.train.build_inputs).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> di
 
 def entry_dirs(cfg: Any) -> list[str]:
     """model.soup's entries as loadable model sources (directories or cached hub ids), checked one by one."""
-    from alignctl.config import EMBEDDED_MODELS
+    from alignctl.config.schema import EMBEDDED_MODELS
     from alignctl.models.loading import model_or_run_dir
 
     sources = []
@@ -103,7 +103,7 @@ def recipe(sources: Sequence[str]) -> dict[str, Any]:
 
 def build(cfg: Any) -> Path:
     """The soup of model.soup's entries: a cached HF model directory (built on first use)."""
-    from alignctl.data.cache import cached
+    from alignctl.cache import cached
 
     sources = entry_dirs(cfg)
     built: list[float] = []
@@ -125,7 +125,7 @@ def write_soup(sources: Sequence[str], out: Path, trust_remote_code: bool = Fals
     with the first source's config, generation config and tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignctl.data.cache import write_info
+    from alignctl.cache import write_info
     from alignctl.data.tasks import tiny_lm
 
     def load(source: str):

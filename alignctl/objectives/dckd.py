@@ -55,7 +55,7 @@ OBJECTIVE = Objective(
     description="DCKD: SFT(y_w) + kd_weight (KL_t(teacher || student) on y_w and y_l), token means (arXiv 2502.17927)",
     divergences=("forward_kl", *[n for n in NAMES if n != "forward_kl"]),
     data="pairs",
-    needs_reference=True,  # the teacher, loaded in the reference's place (alignctl.train.offline_trainer)
+    needs_reference=True,  # the teacher, loaded in the reference's place (alignctl.run.train.offline_trainer)
     needs_token_divergence=True,
     model_options=("teacher",),
 )

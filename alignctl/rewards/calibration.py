@@ -123,7 +123,7 @@ class CalibratedReward:
 def reference_sampler(model, tokenizer, *, m: int, max_new_tokens: int) -> Callable[[str, int], list[str]]:
     """(prompt, seed) -> m completions of `model` at temperature 1 (ancestral), drawn with their own seed inside
     fork_rng: the caller's RNG state (a training run's) is the same afterwards."""
-    from alignctl.eval.sampling import sample
+    from alignctl.models.sampling import sample
 
     def draw(prompt: str, seed: int) -> list[str]:
         with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):

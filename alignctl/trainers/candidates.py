@@ -19,7 +19,7 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl.data_utils import common_prefix_length
 from trl.trainer.utils import pad
 
-from alignctl import batches
+from alignctl.trainers import batches
 from alignctl.trainers.preference import PreferenceTrainer, token_entropy
 
 

@@ -5,7 +5,7 @@
 * adpa (`AdvantageTrainer`): the pair's rejected response is replaced, once before training, by the starting
   student's own sample (`with_student_samples`, as the authors' offline `vllm_generate.py` does); chosen rows are
   scored by the student alone (the SFT term), sample rows by the student against each teacher
-  (`advantage_stats`: two reverse_kl passes through `alignctl.scoring`, so the fused path never holds [tokens, vocab]
+  (`advantage_stats`: two reverse_kl passes through `alignctl.models.scoring`, so the fused path never holds [tokens, vocab]
   logits; the student's entropy cancels in their difference).
 
 Teacher and student must share one vocabulary (checked when the teachers load). The teachers are frozen and
@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from alignctl import scoring
+from alignctl.models import scoring
 from alignctl.divergences import get as get_divergence
-from alignctl.eval.sampling import sample
+from alignctl.models.sampling import sample
 from alignctl.models import loading
 from alignctl.objectives.adpa import AdvantageLogps, expected_advantage
-from alignctl.scoring import SequenceStats, sequence_stats
+from alignctl.models.scoring import SequenceStats, sequence_stats
 from alignctl.trainers.preference import PreferenceTrainer, token_entropy
 
 REVERSE_KL = get_divergence("reverse_kl")

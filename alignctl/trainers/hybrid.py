@@ -2,9 +2,9 @@
 completions per prompt of the batch drawn, scored and handed to the loss beside the pairs.
 
 Each step, for the prompts of the batch's pairs: k = train.num_generations completions per prompt are sampled from
-the current weights (alignctl.eval.sampling.sample: temperature 1, no top-k/top-p, dataset.max_new_tokens, as the
+the current weights (alignctl.models.sampling.sample: temperature 1, no top-k/top-p, dataset.max_new_tokens, as the
 online objectives sample), without gradient; they are scored under the policy (with gradient) and the reference (no
-gradient) through alignctl.scoring, and the objective's loss gets `HybridLogps` (pairs + [B, k] sample log-probs).
+gradient) through alignctl.models.scoring, and the objective's loss gets `HybridLogps` (pairs + [B, k] sample log-probs).
 Each completion is drawn by alignctl.trainers.sampling's row-seeded Gumbel-max, keyed by (train.seed, global step,
 micro-batch within the step, the completion's row in the step's global batch, its position): a run resumed from a
 checkpoint draws the samples the uninterrupted run drew, and 1 or N processes draw the same ones (each process's
@@ -14,7 +14,7 @@ k lives in train.num_generations (the online objectives' "completions sampled pe
 signature: the loss reads k off its [B, k] input, and integers that shape a run are train.* fields (config.py).
 
 The reference model stays loaded (keeps_reference_model): the pairs' reference log-probs are still precomputed and
-shared (alignctl.reference_cache), but the fresh samples need the reference at every step.
+shared (alignctl.trainers.reference_cache), but the fresh samples need the reference at every step.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from alignctl.eval.sampling import sample
+from alignctl.models.sampling import sample
 from alignctl.objectives import dpo
 from alignctl.objectives.hypo import HybridLogps, reverse_kl_term
-from alignctl.scoring import sequence_stats
+from alignctl.models.scoring import sequence_stats
 from alignctl.trainers.preference import PreferenceTrainer
 from alignctl.trainers.sampling import RowSeededSampler, row_seeded
 
@@ -122,4 +122,4 @@ def options(cfg: Any) -> dict[str, Any]:
             "seed": cfg.train.seed}  # fmt: skip
 
 
-TRAINERS = {"hypo": HybridTrainer}  # objectives whose pairs come with fresh policy samples (alignctl.train)
+TRAINERS = {"hypo": HybridTrainer}  # objectives whose pairs come with fresh policy samples (alignctl.run.train)

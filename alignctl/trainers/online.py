@@ -9,7 +9,7 @@ logging and checkpointing. What alignctl adds (the math: alignctl.objectives.grp
 - divergence=forward_kl / js / alpha (DPH-RL, arXiv 2509.07430): before training, `reference_samples_per_prompt`
   completions per training prompt are sampled from pi_0 (temperature 1) and stored with pi_0's per-token
   log-probs (`ReferenceStore`, in memory; sampling uses the run's seed, so a resumed run rebuilds the same store).
-  With a correct/incorrect reward, only correct samples are kept, and (alignctl.train, split_solved_prompts) only
+  With a correct/incorrect reward, only correct samples are kept, and (alignctl.run.train, split_solved_prompts) only
   those of the prompts pi_0 solves every time, which then get no RL: DPH-RL's D_pef / D_exp split.
   Every loss computation adds `divergence_coef * token-mean f(pi_theta/pi_0)` over `divergence_batch_size` stored
   samples (cycled in a seeded random order); TRL's beta is 0, so no reference model is loaded.
@@ -28,10 +28,10 @@ from trl import GRPOTrainer
 
 from alignctl.divergences import Divergence
 from alignctl.errors import UsageError
-from alignctl.eval.sampling import Batch, sample
+from alignctl.models.sampling import Batch, sample
 from alignctl.objectives.base import Objective
 from alignctl.objectives.grpo import TokenLogps
-from alignctl.scoring import completion_token_logps
+from alignctl.models.scoring import completion_token_logps
 from alignctl.trainers.checkpoint_state import CheckpointState
 from alignctl.trainers.sampling import RowSeededGeneration
 

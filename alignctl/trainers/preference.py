@@ -4,7 +4,7 @@ TRL keeps data collation, the reference model, optimisation, logging and checkpo
 turns a batch into sequence statistics (PreferenceLogps, through alignctl's kernels rather than TRL's fused
 LM head, since TDPO needs full-vocabulary divergences) and calls the objective's pure loss function. Objectives that
 read only the reference's sequence log-probs get them precomputed once and shared across jobs
-(alignctl.reference_cache) instead of a reference forward at every step.
+(alignctl.trainers.reference_cache) instead of a reference forward at every step.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
-from alignctl import batches, reference_cache
+from alignctl.trainers import batches
+
+from alignctl.trainers import reference_cache
 from alignctl.divergences import Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps
-from alignctl.scoring import SequenceStats, sequence_stats
+from alignctl.models.scoring import SequenceStats, sequence_stats
 
 
 class PreferenceTrainer(DPOTrainer):
@@ -45,7 +47,7 @@ class PreferenceTrainer(DPOTrainer):
             raise ValueError(f"{objective.name} reads the reference's full distributions at every step; "
                              "set precompute_ref_log_probs=False")  # fmt: skip
         # Pairs objectives that read only the reference's sequence log-probs get them precomputed (shared through
-        # alignctl.reference_cache); reference-free ones need none: with precompute on and no ref_model,
+        # alignctl.trainers.reference_cache); reference-free ones need none: with precompute on and no ref_model,
         # DPOTrainer keeps no reference model. TDPO keeps it (full-vocabulary divergences at every step).
         self.caches_reference = (
             objective.data == "pairs" and objective.needs_reference and not objective.needs_token_divergence
@@ -71,7 +73,7 @@ class PreferenceTrainer(DPOTrainer):
     # (a dataset passed to it) when args.precompute_ref_log_probs: it returns the dataset with float columns
     # ref_chosen_logps / ref_rejected_logps, which DataCollatorForPreference copies into every batch.
     # TRL's version scores with its own fused LM head and caches per datasets fingerprint; ours scores through
-    # alignctl's kernel (the numbers the on-the-fly path gives) and shares them across jobs (alignctl.reference_cache).
+    # alignctl's kernel (the numbers the on-the-fly path gives) and shares them across jobs (alignctl.trainers.reference_cache).
     def _precompute_ref_logps(self, dataset, name, batch_size):
         if not self.objective.needs_reference:  # SimPO, ASFT read no reference log-probs: no pass over the data
             return dataset

@@ -2,9 +2,15 @@
 
 import pytest
 
-from alignctl import compose, config, listing, objectives
+from alignctl import objectives
 
 
+
+from alignctl.config import compose
+
+from alignctl.config import schema as config
+
+from alignctl.cli import listing
 def test_default_is_dpo_with_reverse_kl():
     cfg = compose.compose_one([])
     assert cfg.objective.name == "dpo" and cfg.divergence.name == "reverse_kl"

@@ -11,8 +11,10 @@ import torch
 import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 
-from alignctl import compose, distributed
-from alignctl.config import ConfigError, DistributedConfig
+from alignctl.config import compose
+
+from alignctl.run import distributed
+from alignctl.config.schema import ConfigError, DistributedConfig
 from alignctl.errors import UsageError
 
 CLUSTER_FIELDS = {f.name for f in dataclasses.fields(ClusterConfig)}
@@ -32,7 +34,7 @@ def test_every_shipped_accelerate_config_parses_with_valid_fields(option):
     if option.startswith("deepspeed"):
         assert loaded["deepspeed_config"]["zero_stage"] == int(option[-1])
     # every option of the config group names its shipped file
-    group = Path(compose.__file__).parent / "conf" / "distributed" / f"{option}.yaml"
+    group = Path(compose.__file__).parents[1] / "conf" / "distributed" / f"{option}.yaml"
     assert yaml.safe_load(group.read_text())["name"] == option
 
 
@@ -119,7 +121,7 @@ def test_num_processes_needs_a_distributed_option():
 
 
 def test_cli_reports_a_bad_distributed_value_once_with_exit_2(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "alignctl.cli", "train", "distributed=ddp", "train.batch_size=5"],
+    out = subprocess.run([sys.executable, "-m", "alignctl.cli.main", "train", "distributed=ddp", "train.batch_size=5"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [

@@ -7,8 +7,11 @@ from importlib import resources
 import pytest
 from omegaconf import OmegaConf
 
-from alignctl import cli, compose, listing
+from alignctl.cli import main as cli
 
+from alignctl.config import compose
+
+from alignctl.cli import listing
 EXPERIMENTS = sorted(listing.options("experiment"))
 
 

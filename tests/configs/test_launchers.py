@@ -15,9 +15,18 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from alignctl import cli, compose, config, rundir, run_names, tracking
+from alignctl.cli import main as cli
 
-LAUNCHER_DIR = Path(compose.__file__).parent / "conf" / "launcher"
+from alignctl.config import compose
+
+from alignctl.config import schema as config
+
+from alignctl.run import rundir
+
+from alignctl.config import run_names
+
+from alignctl.run import tracking
+LAUNCHER_DIR = Path(compose.__file__).parents[1] / "conf" / "launcher"
 
 
 pytestmark = pytest.mark.usefixtures("nothing_loads")  # tests/conftest.py: bad input fails before any load
@@ -240,8 +249,7 @@ def hydra_mode():
 
 
 def test_a_sweeps_jobs_share_a_wandb_group_named_after_the_sweep_directory(tmp_path, wandb_init, hydra_mode):
-    from alignctl import train
-
+    from alignctl.run import train
     hydra_mode(RunMode.MULTIRUN)
     run_dir = tmp_path / "20261201-120000-sweep" / "0-dpo-reverse_kl"
     run_dir.mkdir(parents=True)

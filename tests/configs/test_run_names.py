@@ -8,8 +8,12 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from omegaconf import OmegaConf
 
-from alignctl import compose, objectives, rundir
-from alignctl.run_names import MAX_LENGTH, run_name
+from alignctl import objectives
+
+from alignctl.config import compose
+
+from alignctl.run import rundir
+from alignctl.config.run_names import MAX_LENGTH, run_name
 
 
 @pytest.mark.parametrize(

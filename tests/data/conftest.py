@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import torch
 
-from alignctl.config import TinyModelConfig
+from alignctl.config.schema import TinyModelConfig
 from alignctl.data.tasks.toy_sentiment import ToySentimentConfig
 
 # Small but not degenerate: a vocabulary large enough for whole-word tokens makes even a 0.16M-parameter model

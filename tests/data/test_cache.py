@@ -1,4 +1,4 @@
-"""alignctl.data.cache: content-addressed, atomic, built once."""
+"""alignctl.cache: content-addressed, atomic, built once."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from alignctl.data import cache
+from alignctl import cache
 from alignctl.errors import UsageError
 
 

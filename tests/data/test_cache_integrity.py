@@ -1,4 +1,4 @@
-"""alignctl.data.cache: every use checks the entry against its manifest; a corrupt entry is rebuilt once, with one
+"""alignctl.cache: every use checks the entry against its manifest; a corrupt entry is rebuilt once, with one
 line; nothing is written into an entry after it is built; a read-only cache works and a needed build in one fails
 with one line."""
 
@@ -14,7 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from alignctl.data import cache, sampled
+from alignctl.data import sampled
+
+from alignctl import cache
 from alignctl.data.tasks import tiny_lm
 
 
@@ -176,8 +178,7 @@ def test_concurrent_processes_rebuild_a_corrupt_entry_once(root, tmp_path):
     code = textwrap.dedent(
         """
         import sys, time
-        from alignctl.data import cache
-
+        from alignctl import cache
         def build(out):
             with open(sys.argv[1], "a") as log:
                 log.write("built\\n")

@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 from transformers import AutoTokenizer
 
-from alignctl.config import ConfigError
+from alignctl.config.schema import ConfigError
 from alignctl.data.tasks.toy_sentiment import ToySentimentConfig
-from alignctl.data.cache import recipe_hash
+from alignctl.cache import recipe_hash
 from alignctl.data.tasks import tiny_lm, toy_sentiment
 from alignctl.rewards.sentiment import sentiment
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignctl.config import TinyModelConfig
+from alignctl.config.schema import TinyModelConfig
 from alignctl.data import sampled
-from alignctl.data.cache import recipe_hash
+from alignctl.cache import recipe_hash
 from alignctl.data.tasks import tiny_lm
 from alignctl.errors import UsageError
 

@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignctl.config import ConfigError, TinyModelConfig
-from alignctl.data import cache
-from alignctl.data.cache import RECIPE_FILE, recipe_hash
+from alignctl.config.schema import ConfigError, TinyModelConfig
+from alignctl import cache
+from alignctl.cache import RECIPE_FILE, recipe_hash
 from alignctl.data.tasks import arith_problems, tiny_lm, toy_arith
 from alignctl.data.tasks.arith_problems import Problem
 from alignctl.data.tasks.toy_arith import ToyArithConfig

@@ -9,8 +9,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignctl.data import cache, sampled
-from alignctl.data.cache import RECIPE_FILE, recipe_hash
+from alignctl.data import sampled
+
+from alignctl import cache
+from alignctl.cache import RECIPE_FILE, recipe_hash
 from alignctl.data.tasks import tiny_lm, toy_sentiment
 from alignctl.rewards.sentiment import sentiment
 

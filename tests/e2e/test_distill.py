@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from alignctl import cli
+from alignctl.cli import main as cli
 from tests.e2e._resume import step_rows, straight_and_resumed
 from tests.e2e.test_train_eval import EVAL_KEYS, TINY
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignctl import distributed
+from alignctl.run import distributed
 from tests.e2e.test_faults import ALIGNCTL, SMALL, env, rows
 
 pytestmark = pytest.mark.slow

@@ -20,13 +20,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignctl import tracking
+from alignctl.run import tracking
 from tests.e2e.test_train_eval import TINY
 
 pytestmark = pytest.mark.slow
 
 RUN = [*TINY, "train.max_steps=10", "train.save_steps=3"]  # checkpoints at steps 3, 6, 9 and 10
-ALIGNCTL = [sys.executable, "-m", "alignctl.cli"]
+ALIGNCTL = [sys.executable, "-m", "alignctl.cli.main"]
 
 
 def env(cache: Path) -> dict:

@@ -5,7 +5,11 @@ import math
 
 import pytest
 
-from alignctl import cli, listing, objectives
+from alignctl import objectives
+
+from alignctl.cli import main as cli
+
+from alignctl.cli import listing
 from tests.e2e.test_train_eval import EVAL_KEYS, TINY
 
 pytestmark = pytest.mark.slow

@@ -38,7 +38,7 @@ ONLINE = [
 def alignctl(tmp_path_factory, root, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ALIGNCTL_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")}
     return subprocess.run(
-        [sys.executable, "-m", "alignctl.cli", "train", *ONLINE, *args, f"hydra.run.dir={root}"],
+        [sys.executable, "-m", "alignctl.cli.main", "train", *ONLINE, *args, f"hydra.run.dir={root}"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
 

@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from alignctl import cli, compose
-from alignctl.data.cache import cached_path
+from alignctl.cli import main as cli
+
+from alignctl.config import compose
+from alignctl.cache import cached_path
 from alignctl.data.sampled import model_fingerprint
 from alignctl.models import loading, soup
 from tests.e2e.test_train_eval import EVAL_KEYS, TINY

@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from alignctl import cli
-
+from alignctl.cli import main as cli
 pytestmark = pytest.mark.slow
 
 # The same small task as tests/data (built once per session in the shared cache), a few steps of training.
@@ -42,7 +41,7 @@ EVAL_KEYS = {
 def alignctl(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "alignctl.cli", *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "alignctl.cli.main", *args], capture_output=True, text=True, env=env, timeout=600
     )
 
 

@@ -6,10 +6,12 @@ import shutil
 
 import pytest
 
-from alignctl import build, compose
+from alignctl.run import build
+
+from alignctl.config import compose
 from alignctl.eval.curve import curve_point, read_curve
 from alignctl.models import loading
-from alignctl.train import train_and_evaluate
+from alignctl.run.train import train_and_evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from alignctl.eval.run import pass_at_ks
+from alignctl.run.evaluate import pass_at_ks
 
 
 def test_pass_at_ks_groups_rewards_by_prompt():

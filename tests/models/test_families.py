@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alignctl.divergences import get as get_divergence
-from alignctl.scoring import completion_token_logps, sequence_stats
+from alignctl.models.scoring import completion_token_logps, sequence_stats
 
 from .conftest import FAMILIES
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from alignctl.divergences import get as get_divergence
 from alignctl.models.heads import Head, decoder_hidden, describe_head, verify_head
-from alignctl.scoring import resolve_kernel, sequence_stats
+from alignctl.models.scoring import resolve_kernel, sequence_stats
 
 from .test_families import assert_stats_close, left_padded_batch, load
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignctl import compose
+from alignctl.config import compose
 from alignctl.errors import UsageError
 
 from .conftest import FAMILIES
@@ -42,7 +42,7 @@ def pairs_file(tmp_path_factory) -> Path:
 
 
 def train(tmp_path: Path, *overrides: str) -> tuple[Path, dict]:
-    from alignctl.train import train_and_evaluate
+    from alignctl.run.train import train_and_evaluate
 
     run_dir = tmp_path / "run"
     metrics = train_and_evaluate(compose.compose_one(list(overrides)), run_dir)
@@ -93,7 +93,7 @@ def test_lora_reference_is_the_base_with_the_adapter_off(family_model_dirs):
     from trl import DPOConfig
 
     from alignctl import objectives
-    from alignctl.scoring import sequence_stats
+    from alignctl.models.scoring import sequence_stats
     from alignctl.trainers.preference import PreferenceTrainer
 
     base_dir = family_model_dirs["llama"]
@@ -137,7 +137,7 @@ CHAT_TEMPLATE = (
 
 
 def test_conversational_data_renders_through_the_chat_template(family_model_dirs, tmp_path):
-    from alignctl import build
+    from alignctl.run import build
     from alignctl.models import loading
 
     rows = [
@@ -221,7 +221,7 @@ def sft_llama_dir(family_model_dirs, tmp_path_factory) -> Path:
     random model writes random bytes, which no pair builder keeps)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignctl.config import TinyModelConfig
+    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
 
     from .conftest import FAMILY_TEXTS
@@ -239,7 +239,7 @@ def sft_llama_dir(family_model_dirs, tmp_path_factory) -> Path:
 def test_imdb_pairs_sampled_from_the_sft_model_and_scored_by_a_classifier(sft_llama_dir, classifier_dir, tmp_path):
     """The DPO/f-DPO IMDB setup on a local file of IMDB's schema: prompts are review openings, the SFT model samples
     completions, the classifier's P(positive) - P(negative) ranks them, best vs worst is a pair."""
-    from alignctl import build
+    from alignctl.run import build
     from alignctl.models import loading
     from alignctl.rewards import registry as rewards
     from alignctl.rewards.base import RewardContext
@@ -285,8 +285,7 @@ def test_grpo_on_gsm8k_schema_with_exact_match(sft_llama_dir, tmp_path):
 
 
 def test_exact_match_scores_gsm8k_answers_from_the_loader(tmp_path):
-    from alignctl import build
-
+    from alignctl.run import build
     rows = [{"question": "What is 1000 plus 2000?", "answer": "1000 + 2000 = 3000\n#### 3,000"}] * 3
     path = write_jsonl(tmp_path / "gsm8k.jsonl", rows)
     cfg = compose.compose_one(["objective=grpo", "model=hf", "model.path=unused", "dataset=gsm8k",
@@ -320,7 +319,7 @@ def test_cli_trains_and_re_evaluates_a_hub_format_model(family_model_dirs, pairs
     import sys
 
     def alignctl(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "alignctl.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "alignctl.cli.main", *args], capture_output=True, text=True,
                               env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)  # fmt: skip
 
     run_dir = tmp_path / "run"
@@ -334,8 +333,7 @@ def test_cli_trains_and_re_evaluates_a_hub_format_model(family_model_dirs, pairs
 
 
 def test_eval_against_a_reference_with_another_tokenizer_is_one_line(family_model_dirs, pairs_file, capsys, tmp_path):
-    from alignctl import cli
-
+    from alignctl.cli import main as cli
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", f"model_dir={family_model_dirs['qwen2']}", f"eval.reference={family_model_dirs['llama']}",
                   "model=hf", f"model.path={family_model_dirs['qwen2']}", "dataset=preference_file",
@@ -345,8 +343,7 @@ def test_eval_against_a_reference_with_another_tokenizer_is_one_line(family_mode
 
 
 def test_bad_data_found_at_load_leaves_no_run_directory(family_model_dirs, tmp_path, monkeypatch, capsys):
-    from alignctl import cli
-
+    from alignctl.cli import main as cli
     bad = write_jsonl(tmp_path / "bad.jsonl", [*PAIRS[:3], {"prompt": "x", "chosen": "", "rejected": " y"}, *PAIRS])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:

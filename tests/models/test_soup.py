@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignctl.config import ConfigError, HFModelConfig, TinyModelConfig
+from alignctl.config.schema import ConfigError, HFModelConfig, TinyModelConfig
 from alignctl.errors import UsageError
 from alignctl.models import loading, soup
 
@@ -176,8 +176,7 @@ def test_hf_config_rules():
 
 
 def test_online_objectives_take_a_soup_but_no_other_reference(nothing_loads):
-    from alignctl import compose
-
+    from alignctl.config import compose
     cfg = compose.compose_one(["objective=grpo", "model.reference=soup", "model.soup=[0,1]"])
     assert (cfg.model.reference, cfg.model.soup) == ("soup", [0, 1])
     with pytest.raises(UsageError, match="model.reference=/x is not supported by objective=grpo"):
@@ -185,7 +184,6 @@ def test_online_objectives_take_a_soup_but_no_other_reference(nothing_loads):
 
 
 def test_alignctl_ls_names_the_soup_reference(capsys):
-    from alignctl import listing
-
+    from alignctl.cli import listing
     listing.show(None)
     assert "model.soup=" in capsys.readouterr().out.replace("\n", " ")

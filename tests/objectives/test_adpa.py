@@ -127,7 +127,7 @@ TEXTS = ["the film was a quiet delight.", "a dull plot and wooden acting.", "an 
 
 @pytest.fixture(scope="module")
 def models():
-    from alignctl.config import TinyModelConfig
+    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
 
     tokenizer = tiny_lm.train_bpe_tokenizer(TEXTS, vocab_size=280, model_max_length=64)
@@ -143,7 +143,7 @@ def models():
 
 
 def _batch(tokenizer):
-    from alignctl.eval.sampling import pad_left
+    from alignctl.models.sampling import pad_left
 
     rows = [(tokenizer(p)["input_ids"], tokenizer(c, add_special_tokens=False)["input_ids"])
             for p, c in (("the film", " was a quiet delight."), ("a dull", " plot and wooden acting."))]  # fmt: skip

@@ -94,7 +94,7 @@ def test_registry_entry():
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory):
     """Two tiny HF model dirs with one tokenizer, and a third with another vocabulary."""
-    from alignctl.config import TinyModelConfig
+    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
 
     root = tmp_path_factory.mktemp("teachers")
@@ -110,8 +110,7 @@ def hf_dirs(tmp_path_factory):
 
 
 def _compose(*overrides):
-    from alignctl import compose
-
+    from alignctl.config import compose
     return compose.compose_one(["tracking=none", *overrides])
 
 
@@ -125,7 +124,8 @@ def test_teacher_is_required_and_checked():
 
 
 def test_teacher_run_dir_and_its_reference(hf_dirs, tmp_path):
-    from alignctl import compose, config
+    from alignctl.config import compose
+    from alignctl.config import schema as config
     from alignctl.errors import UsageError
     from alignctl.models import loading
 

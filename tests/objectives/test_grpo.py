@@ -181,7 +181,7 @@ def test_low_var_kl_reverse_is_verls_kl_loss_on_policy_samples():
 
 @pytest.mark.parametrize("divergence", ["js", "alpha"])
 def test_low_var_kl_is_refused_where_dph_rl_does_not_define_it(divergence):
-    from alignctl import compose
+    from alignctl.config import compose
     from alignctl.errors import UsageError
 
     with pytest.raises(UsageError, match=f"objective.kl_estimator=low_var_kl applies to divergence=forward_kl or reverse_kl .*"

@@ -33,7 +33,7 @@ def test_equals_trl_sft_trainer_loss(tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from alignctl.config import TinyModelConfig
+    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
 
     texts = ["a good film", "a bad film", "the plot was fine"] * 4

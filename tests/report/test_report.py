@@ -12,7 +12,11 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from alignctl import cli, report, report_plots
+from alignctl.cli import main as cli
+
+from alignctl.report import tables as report
+
+from alignctl.report import plots as report_plots
 from alignctl.errors import UsageError
 
 T975 = {2: 12.706204736174707, 3: 4.302652729911275}  # scipy.stats.t.ppf(0.975, n - 1), written out

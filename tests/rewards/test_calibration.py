@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from alignctl import compose
+from alignctl.config import compose
 from alignctl.errors import UsageError
 from alignctl.rewards import calibration as cal
 
@@ -146,7 +146,7 @@ def test_calibrated_reward_end_to_end_against_a_hand_count():
 def test_reference_sampler_leaves_the_callers_rng_alone_and_is_seeded(tmp_path):
     import torch
 
-    from alignctl.config import TinyModelConfig
+    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
     from tests.rewards.conftest import NO_PAD, _tokenizer
 
@@ -199,7 +199,7 @@ def test_a_transform_is_refused_for_disco_which_only_thresholds_the_reward():
 
 
 def test_t_comes_from_reward_t_then_reward_n_never_eval(monkeypatch):
-    from alignctl import build
+    from alignctl.run import build
     from alignctl.models import loading
 
     monkeypatch.setattr(loading, "reference_source", lambda cfg: "/reference")  # builds no model

@@ -1,6 +1,6 @@
 import pytest
 
-from alignctl.config import TinyModelConfig
+from alignctl.config.schema import TinyModelConfig
 from alignctl.data.tasks import tiny_lm
 
 from ._tiny import TEXTS

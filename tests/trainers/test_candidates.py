@@ -5,8 +5,12 @@ import pytest
 import torch
 from trl import DPOConfig
 
-from alignctl import build, compose, objectives
-from alignctl.config import TinyModelConfig
+from alignctl import objectives
+
+from alignctl.run import build
+
+from alignctl.config import compose
+from alignctl.config.schema import TinyModelConfig
 from alignctl.data.tasks import tiny_lm
 from alignctl.objectives.base import CandidateLogps, NegativeLogps
 from alignctl.trainers.candidates import CandidateCollator, CandidateTrainer

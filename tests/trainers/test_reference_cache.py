@@ -1,4 +1,4 @@
-"""Shared reference log-probs (alignctl.reference_cache through PreferenceTrainer): computed once, found by the next
+"""Shared reference log-probs (alignctl.trainers.reference_cache through PreferenceTrainer): computed once, found by the next
 job, equal to the on-the-fly reference, keyed by what changes them; TDPO and reference-free objectives untouched."""
 
 import gc
@@ -11,8 +11,12 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig
 
-from alignctl import batches, divergences, objectives, reference_cache
-from alignctl.scoring import sequence_stats
+from alignctl import divergences, objectives
+
+from alignctl.trainers import batches
+
+from alignctl.trainers import reference_cache
+from alignctl.models.scoring import sequence_stats
 from alignctl.trainers.preference import PreferenceTrainer
 
 from ._tiny import PROMPTS, plain_token_logps
@@ -49,7 +53,7 @@ def forward_calls(model) -> list:
 
 def make(model_dir, tmp_path, objective="dpo", reference=None, rows=ROWS, max_length=48, kernel="fused",
          seed=42, peft_config=None, bf16=False, **args):  # fmt: skip
-    """A PreferenceTrainer as alignctl.train builds one on CPU (no bf16 autocast: TRL's default would turn it on);
+    """A PreferenceTrainer as alignctl.run.train builds one on CPU (no bf16 autocast: TRL's default would turn it on);
     the policy is the model slightly perturbed, so it differs from the reference and a step has gradients."""
     entry = objectives.get(objective)
     divergence = divergences.get(entry.default_divergence) if entry.needs_token_divergence else None
@@ -185,7 +189,7 @@ def test_tdpo_keeps_the_reference_model_and_no_cache(model_dir, tmp_path, cache_
 
 
 def test_reference_free_objective_needs_nothing(model_dir, tmp_path, cache_dir, capsys):
-    trainer = make(model_dir, tmp_path, objective="simpo")  # alignctl.train passes no reference to SimPO, ASFT
+    trainer = make(model_dir, tmp_path, objective="simpo")  # alignctl.run.train passes no reference to SimPO, ASFT
     assert trainer.ref_model is None and "ref_chosen_logps" not in trainer.train_dataset.column_names
     assert "reference log-probs" not in capsys.readouterr().err and entries(cache_dir) == []
     trainer.train()

@@ -23,7 +23,7 @@ class PromptFileConfig(SourceDatasetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.path in (None, ""):
-            from alignctl.config import ConfigError
+            from alignctl.config.schema import ConfigError
 
             raise ConfigError(missing_path_message(self.name))
 

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from alignctl.config import TinyModelConfig
+    from alignctl.config.schema import TinyModelConfig
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 console = Console(stderr=True)
@@ -293,7 +293,7 @@ def save_hf_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
 def cached_base_model(kind: str, recipe: dict[str, Any], build: Any, summary: Any) -> Path:
     """The cached HF directory built by ``build(out)`` (caller's RNG states preserved); when this call built it,
     print ``summary(info, path)`` from its build_info.json."""
-    from alignctl.data.cache import INFO_FILE, cached
+    from alignctl.cache import INFO_FILE, cached
 
     built = False
 

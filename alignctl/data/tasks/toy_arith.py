@@ -33,7 +33,7 @@ likely one: what online RL can sharpen and pass@k measures. Tying the accuracy t
 undertrained model keeps it steady across seeds and machines (an undertrained model sits on the steep edge of
 learning to copy digits). ``build_info.json`` records the measured pass@1 on "test" and "ood".
 
-Only steps 2-4 are cached (:func:`alignctl.data.cache.cached`, keyed by their recipe); questions are cheap and
+Only steps 2-4 are cached (:func:`alignctl.cache.cached`, keyed by their recipe); questions are cheap and
 regenerated on demand. A completion's final answer is scored by :func:`alignctl.rewards.exact_match.exact_match`,
 which recomputes the expected answer from the prompt.
 """
@@ -49,14 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignctl.config import NOT_IN_RECIPE, ConfigError, check_ranges
+from alignctl.config.schema import NOT_IN_RECIPE, ConfigError, check_ranges
 from alignctl.data.base import DatasetEntry
-from alignctl.data.cache import write_info
+from alignctl.cache import write_info
 from alignctl.data.tasks import arith_problems, tiny_lm
 from alignctl.data.tasks.arith_problems import Problem
 
 if TYPE_CHECKING:
-    from alignctl.config import TinyModelConfig
+    from alignctl.config.schema import TinyModelConfig
 
 @dataclass
 class ToyArithConfig:

@@ -33,17 +33,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignctl.config import NOT_IN_RECIPE, check_ranges
+from alignctl.config.schema import NOT_IN_RECIPE, check_ranges
 from alignctl.data import sampled
 from alignctl.data.base import GENERAL_REWARDS, DatasetEntry
-from alignctl.data.cache import recipe_hash, write_info
+from alignctl.cache import recipe_hash, write_info
 from alignctl.data.tasks import review_grammar, tiny_lm
 from alignctl.rewards.sentiment import sentiment
 
 if TYPE_CHECKING:
     import datasets
 
-    from alignctl.config import TinyModelConfig
+    from alignctl.config.schema import TinyModelConfig
 
 @dataclass
 class ToySentimentConfig:

@@ -1,7 +1,7 @@
 import pytest
 from datasets import Dataset
 
-from alignctl.config import ConfigError
+from alignctl.config.schema import ConfigError
 from alignctl.data.sources import preference_file
 from alignctl.data.sources.reading import read_source
 from alignctl.errors import DataError, UsageError

@@ -1,6 +1,6 @@
 import pytest
 
-from alignctl.config import ConfigError
+from alignctl.config.schema import ConfigError
 from alignctl.data.sources import prompt_file
 from alignctl.errors import DataError
 

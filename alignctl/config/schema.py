@@ -313,7 +313,7 @@ DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
 class DistributedConfig:
     """How one run trains: in this process (none) or under `accelerate launch` with num_processes ranks. Apart from
     `launcher` (how a sweep's jobs start), so a sweep of multi-process jobs composes both. Never part of what a run
-    trains: train.batch_size is the global batch whatever the number of processes (see alignctl/distributed.py)."""
+    trains: train.batch_size is the global batch whatever the number of processes (see alignctl/run/distributed.py)."""
 
     name: str = "none"  # none | ddp | fsdp | deepspeed_zero2 | deepspeed_zero3
     num_processes: int = 1  # ranks on this node (GPUs; on a CPU-only machine, processes with the gloo backend)

@@ -1,6 +1,6 @@
 """One adapter per data kind: the sequence statistics of a scored batch -> the objective's input.
 
-Shared by the trainers (alignctl.trainers) and eval (alignctl.eval.run), so a batch means the same thing in both.
+Shared by the trainers (alignctl.trainers) and eval (alignctl.run.evaluate), so a batch means the same thing in both.
 Row layouts (what the collators produce, and what eval builds):
 - pairs: B chosen rows, then the B rejected rows (TRL's DPO collation);
 - candidates: B x K rows, row-major (row b*K + k is candidate k of example b), `mask` [B, K] marks real ones;
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from alignctl.objectives.base import CandidateLogps, NegativeLogps, Objective, PreferenceLogps
-from alignctl.scoring import SequenceStats
+from alignctl.models.scoring import SequenceStats
 
 
 def pairs(stats: SequenceStats, objective: Objective) -> PreferenceLogps:

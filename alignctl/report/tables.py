@@ -667,8 +667,7 @@ def report(paths: list[Path], out_dir: Path, wandb: bool = True, console: Any = 
     into out_dir. Returns the sections."""
     from rich.console import Console
 
-    from alignctl import report_plots
-
+    from alignctl.report import plots as report_plots
     console = console or Console()
     runs, skipped = load_runs(paths)
     sections = split_sections(runs)

@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from alignctl.divergences import Divergence, get as get_divergence
-from alignctl.scoring import SequenceStats, sequence_stats
+from alignctl.models.scoring import SequenceStats, sequence_stats
 
 REVERSE_KL = get_divergence("reverse_kl")
 

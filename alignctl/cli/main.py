@@ -79,8 +79,7 @@ def _help(command: str, overrides: list[str]) -> int:
     """A command's usage, and the keys it reads with their defaults (for the options the overrides choose)."""
     from omegaconf import OmegaConf
 
-    from alignctl import compose
-
+    from alignctl.config import compose
     text = COMMAND_HELP[command].format(options=" ".join(overrides) or "the defaults")
     print(text, end="")
     if command in ("ls", "report"):
@@ -92,8 +91,7 @@ def _help(command: str, overrides: list[str]) -> int:
 
 
 def _train(args: list[str]) -> int:
-    from alignctl import compose
-
+    from alignctl.config import compose
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if a not in ("-m", "--multirun")]
     flags = [a for a in overrides if a.startswith("-")]
@@ -105,8 +103,7 @@ def _train(args: list[str]) -> int:
 
 
 def _eval(args: list[str]) -> int:
-    from alignctl import compose
-
+    from alignctl.config import compose
     own = ("run_dir", "model_dir", "out_dir")
     keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in own)
     overrides = [a for a in args if a.split("=", 1)[0] not in own]
@@ -126,17 +123,15 @@ def _eval(args: list[str]) -> int:
             raise UsageError(f"model_dir={model_dir} is not an HF model directory (no config.json)")
         # never write into someone's model directory: evals/<model>-<time>/ unless out_dir= says where
         out_dir = Path(keyed.get("out_dir") or f"evals/{model_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    from alignctl import runtime  # torch and transformers: only once the arguments are known to be good
-    from alignctl.eval import run as eval_run
-
+    from alignctl.run import runtime
+    from alignctl.run import evaluate as eval_run
     runtime.prepare(cfg)
     eval_run.evaluate_and_report(cfg, model_dir, out_dir)
     return 0
 
 
 def _ls(args: list[str]) -> int:
-    from alignctl import listing
-
+    from alignctl.cli import listing
     if len(args) > 1:
         raise UsageError("ls takes at most one group name")
     listing.show(args[0] if args else None)
@@ -144,8 +139,7 @@ def _ls(args: list[str]) -> int:
 
 
 def _report(args: list[str]) -> int:
-    from alignctl import report
-
+    from alignctl.report import tables as report
     own = ("out", "wandb")
     keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in own)
     paths = [Path(a) for a in args if a.split("=", 1)[0] not in own]

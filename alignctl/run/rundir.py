@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from alignctl import config
+from alignctl.config import schema as config
 from alignctl.errors import UsageError
 
 try:

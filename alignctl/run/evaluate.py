@@ -11,13 +11,15 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
-from alignctl import batches, build
-from alignctl.config import RunConfig, hyperparameters
+from alignctl.trainers import batches
+
+from alignctl.run import build
+from alignctl.config.schema import RunConfig, hyperparameters
 from alignctl.errors import UsageError
 from alignctl.eval import metrics as m
-from alignctl.eval.sampling import Batch, pad_left, sample, score
+from alignctl.models.sampling import Batch, pad_left, sample, score
 from alignctl.models import loading
-from alignctl.scoring import resolve_kernel
+from alignctl.models.scoring import resolve_kernel
 
 console = Console(stderr=True)
 

@@ -24,7 +24,23 @@ from transformers.trainer_callback import ProgressCallback
 from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import RichProgressCallback
 
-from alignctl import build, compose, config, distributed, jsonl, rundir, runtime, scoring, tracking
+from alignctl import jsonl
+
+from alignctl.run import build
+
+from alignctl.config import compose
+
+from alignctl.config import schema as config
+
+from alignctl.run import distributed
+
+from alignctl.run import rundir
+
+from alignctl.run import runtime
+
+from alignctl.models import scoring
+
+from alignctl.run import tracking
 from alignctl.errors import UsageError
 from alignctl.eval.curve import CURVE_FILE, RewardKLCurve, curve_point
 from alignctl.models import loading
@@ -399,8 +415,7 @@ def train_and_evaluate(
     """Train (or resume, see rundir.plan_run), save the final model, evaluate, all in run_dir (claimed by the
     caller: compose._hydra_entry). command: the alignctl command line that started it, for the resume line printed
     when a signal stops it (exit 128 + signal number)."""
-    from alignctl.eval import run as eval_run
-
+    from alignctl.run import evaluate as eval_run
     runtime.prepare(cfg)
     check_rollout(cfg)
     main = distributed.is_main()  # one rank of several: rank 0 alone prints, writes files, tracks and evaluates
@@ -474,7 +489,7 @@ def _tracker(cfg: config.RunConfig, run_dir: Path, record: RunRecord, resume_ste
 
 def build_inputs(cfg: config.RunConfig) -> None:
     """Build what the run reads from the cache (an embedded task's base model, sampled training data), in this one
-    process: ranks of a multi-process run only read it (alignctl.data.cache.cached says why)."""
+    process: ranks of a multi-process run only read it (alignctl.cache.cached says why)."""
     runtime.prepare(cfg)
     loading.reference_source(cfg)  # where it is an embedded build of its own
     _inputs(cfg)

@@ -2,7 +2,7 @@
 
 `alignctl train distributed=ddp distributed.num_processes=N ...` validates the run and chooses its directory in
 this process, then starts `accelerate launch -m alignctl train <the same overrides> hydra.run.dir=<that dir>`
-with the option's accelerate config file (alignctl/launch_configs/, or distributed.config_file). Each rank runs
+with the option's accelerate config file (alignctl/run/launch_configs/, or distributed.config_file). Each rank runs
 the same job in the same directory; the plain `accelerate launch -m alignctl train ...` takes the same path.
 Inside the ranks, rank 0 claims the directory (a name from ${now:} may differ between ranks: rank 0's wins),
 plans the run and tells the others (`agree`); rank 0 alone writes files, prints, logs to W&B and evaluates.
@@ -34,7 +34,7 @@ import yaml
 from alignctl.errors import EXIT_USAGE, UsageError
 
 if TYPE_CHECKING:
-    from alignctl.config import RunConfig
+    from alignctl.config.schema import RunConfig
 
 LAUNCH_CONFIGS = Path(__file__).parent / "launch_configs"
 SHIPPED = {
@@ -166,7 +166,7 @@ def launch_command(cfg: RunConfig, overrides: list[str], run_dir: Path) -> list[
     ours = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=", "launcher=", "launcher.")
     job = [o for o in overrides if not o.lstrip("+").startswith(ours)]
     return [
-        sys.executable, "-m", "alignctl.distributed", "--config_file", str(config_file(cfg)),
+        sys.executable, "-m", "alignctl.run.distributed", "--config_file", str(config_file(cfg)),
         "--num_processes", str(d.num_processes), "--num_machines", "1", "--main_process_port", str(port),
         "-m", "alignctl", "train", *job, f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
@@ -279,5 +279,5 @@ def _accelerate_launch(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # what `launch` runs: python -m alignctl.distributed <accelerate launch arguments>
+if __name__ == "__main__":  # what `launch` runs: python -m alignctl.run.distributed <accelerate launch arguments>
     sys.exit(_accelerate_launch(sys.argv[1:]))

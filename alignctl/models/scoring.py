@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from transformers import PreTrainedModel
 
-from alignctl.config import KERNELS
+from alignctl.config.schema import KERNELS
 from alignctl.divergences import Divergence
 from alignctl.kernels import token_logprobs_and_divergence, token_logprobs_and_divergence_from_logits
 from alignctl.models.heads import (
@@ -81,7 +81,7 @@ def _fused_head(model: PreTrainedModel) -> Head:
     if isinstance(head, str):
         raise ValueError(
             f"model.kernel=fused cannot score {type(model).__name__} ({head}); use model.kernel=naive "
-            "(alignctl.scoring.resolve_kernel picks it at load time)"
+            "(alignctl.models.scoring.resolve_kernel picks it at load time)"
         )
     return head
 

@@ -4,7 +4,7 @@ The jobs of a sweep that share the reference model, tokenizer, data and max_leng
 the same frozen model; PreferenceTrainer reads the reference's per-sequence log-probs from this cache instead of
 running the reference at every step (a cache hit runs no reference forward at all).
 
-An entry is an artifact of :mod:`alignctl.data.cache` (kind ``reference-logps``): built atomically under its lock,
+An entry is an artifact of :mod:`alignctl.cache` (kind ``reference-logps``): built atomically under its lock,
 checked against its manifest, usable from a read-only cache. It holds ``logps.safetensors``: ``digests`` [M, 16]
 uint8, the sorted distinct sequences scored, and ``logps`` [M] float32, the reference's summed completion log-prob
 of each. A sequence's digest hashes its token ids and completion mask exactly as the collator feeds them (after
@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignctl import distributed
-from alignctl.data.cache import cached, canonical_json, write_info
-from alignctl.scoring import sequence_stats
+from alignctl.run import distributed
+from alignctl.cache import cached, canonical_json, write_info
+from alignctl.models.scoring import sequence_stats
 
 KIND = "reference-logps"
 FILE = "logps.safetensors"

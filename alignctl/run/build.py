@@ -12,8 +12,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from alignctl import objectives, runtime
-from alignctl.config import RunConfig
+from alignctl import objectives
+
+from alignctl.run import runtime
+from alignctl.config.schema import RunConfig
 from alignctl.data import chat, registry
 from alignctl.data.base import DatasetEntry
 from alignctl.divergences import Divergence

@@ -27,7 +27,15 @@ from omegaconf.errors import (
     ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError,
 )
 
-from alignctl import config, distributed, objectives, rundir, run_names
+from alignctl import objectives
+
+from alignctl.config import schema as config
+
+from alignctl.run import distributed
+
+from alignctl.run import rundir
+
+from alignctl.config import run_names
 from alignctl.errors import EXIT_USAGE, UsageError, fail
 
 try:
@@ -306,7 +314,7 @@ def _hydra_entry(cfg: DictConfig) -> None:
 def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
     """Claim, plan and train one job; bad input raises UsageError once the directory is released. One rank of a
     multi-process run: rank 0 claims and plans, and every rank trains in the directory it chose."""
-    from alignctl.train import train_and_evaluate
+    from alignctl.run.train import train_and_evaluate
 
     run_cfg = to_run_config(cfg)
     if not distributed.is_main():
@@ -365,7 +373,7 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
 
 def _launch_ranks(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path, parallel: bool) -> None:
     """distributed=ddp|fsdp|...: this job's ranks under `accelerate launch`, in the directory Hydra planned."""
-    from alignctl.train import build_inputs
+    from alignctl.run.train import build_inputs
 
     run_cfg = to_run_config(cfg)
     distributed.check_machine(run_cfg)  # where the job runs (for launcher=slurm, the first place it can be checked)

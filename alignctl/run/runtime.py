@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from alignctl.config import EMBEDDED_MODELS, RunConfig
+from alignctl.config.schema import EMBEDDED_MODELS, RunConfig
 
 
 def prepare(cfg: RunConfig) -> None:

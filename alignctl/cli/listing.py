@@ -78,7 +78,7 @@ def show(group: str | None) -> None:
 
 def _default_path(group: str, name: str) -> str:
     """Where a model or dataset option reads from by default: a hub id, "(built locally)", or what to set."""
-    from alignctl import config
+    from alignctl.config import schema as config
     from alignctl.data import registry
 
     if group == "model":

@@ -1,6 +1,6 @@
 """The figures of `alignctl report` (matplotlib Agg, no pyplot state): the reward-KL frontier, reward against
 diversity, pass@k against k and pooled reliability diagrams, one colour per seed group. Groups come from
-alignctl.report (read here by attribute: id, label, runs, stats, reliability)."""
+alignctl.report.tables (read here by attribute: id, label, runs, stats, reliability)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Run directories -> tables with seed intervals (`tables`) and figures (`plots`)."""
