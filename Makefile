@@ -5,9 +5,10 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-fast bench docs clean
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "alignctl: error: Python 3.11+ is needed (TRL 1.16 requires it); this is " + sys.version.split()[0] + ": run make PYTHON=python3.11 (or newer)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
@@ -24,6 +25,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+docs: $(STAMP)  # the option lists in README.md and docs/objectives.md, from the registries
+	$(BIN)/python -m alignctl.cli.docs .
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_kernels.py --load both --rounds 3

@@ -21,3 +21,7 @@ def fail(message: str) -> None:
     if os.environ.get("RANK", "0") == "0":  # one rank of a multi-process run: the user reads the line once
         print(f"alignctl: error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)
+
+
+class ConfigError(ValueError):
+    """A bad config value: the message is one line naming the field, the value and the valid choices."""

@@ -179,7 +179,6 @@ def make_trainers(args, out_dir: str) -> tuple[dict, dict]:
     from trl import DPOTrainer
 
     from alignctl import objectives
-
     from alignctl.models import scoring
     from alignctl.trainers.preference import PreferenceTrainer
 

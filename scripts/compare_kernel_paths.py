@@ -39,17 +39,14 @@ def step_peak_bytes(kernel: str, extra: list[str]) -> int:
     """Peak extra memory of one TDPO scoring forward + backward on a batch of training pairs."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from alignctl.run import build
-
     from alignctl.config import compose
-
-    from alignctl.run import runtime
     from alignctl.models import loading
     from alignctl.models.scoring import sequence_stats
+    from alignctl.run import build, runtime, sources
 
     cfg = compose.compose_one(["objective=tdpo2", f"model.kernel={kernel}", *extra])
     runtime.prepare(cfg)
-    base = loading.policy_source(cfg)
+    base = sources.policy_source(cfg)
     tokenizer = loading.load_tokenizer(cfg, base)
     policy, reference = (loading.load_causal_lm(cfg, base) for _ in range(2))
     pairs = build.preference_pairs(cfg, tokenizer, base)["train"].select(range(cfg.train.batch_size))

@@ -22,11 +22,10 @@ def _one_thread():
 @pytest.fixture
 def nothing_loads(monkeypatch):
     """Fails a test that loads a model or dataset: config checks must come first."""
-    from alignctl.run import build
-    from alignctl.models import loading
+    from alignctl.run import build, sources
 
     def forbidden(*a, **k):
         raise AssertionError("a model or dataset was loaded before the config was validated")
 
-    monkeypatch.setattr(loading, "policy_source", forbidden)
+    monkeypatch.setattr(sources, "policy_source", forbidden)
     monkeypatch.setattr(build, "rows", forbidden)

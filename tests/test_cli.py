@@ -3,6 +3,7 @@
 import pytest
 
 from alignctl.cli import main as cli
+
 pytestmark = pytest.mark.usefixtures("nothing_loads")  # tests/conftest.py: bad input fails before any load
 
 
@@ -105,6 +106,7 @@ def test_help_and_ls(capsys):
 
 def test_eval_of_a_run_takes_only_eval_overrides(capsys, tmp_path):
     from alignctl.config import compose
+
     compose.save_resolved(compose.compose_one([]), tmp_path)
     code, err = run_cli(capsys, "eval", f"run_dir={tmp_path}", "objective.beta=5")
     assert code == 2 and "objective.beta=5" in err and "eval.*" in err

@@ -9,13 +9,20 @@ from rich.console import Console
 from rich.table import Table
 
 from alignctl import objectives
+from alignctl.config.schema import hyperparameter_rules
+from alignctl.constraints import Rule
+from alignctl.data import registry
 from alignctl.errors import UsageError
+from alignctl.models.schema import EMBEDDED_MODELS
 
 GROUPS = ("objective", "divergence", "reward", "dataset", "model", "experiment", "launcher", "distributed")
 
 
 def options(group: str) -> dict[str, str]:
-    """Option name -> description (the first comment line of its YAML that is not a `# @package` header)."""
+    """Option name -> description: an objective's from its registry entry (alignctl.objectives), any other option's
+    from the first comment line of its YAML that is not a `# @package` header."""
+    if group == "objective":
+        return {name: entry.description for name, entry in sorted(objectives.REGISTRY.items())}
     folder = resources.files("alignctl.conf") / group
     found = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
@@ -45,14 +52,10 @@ def show(group: str | None) -> None:
                       "reference model")  # fmt: skip
         for name, description in options(group).items():
             entry = objectives.get(name)
-            accepted = [entry.default_divergence] + [d for d in entry.divergences if d != entry.default_divergence]
-            reference = "yes" if entry.needs_reference else "no"
-            if entry.reference_with:
-                reference = f"only with {', '.join(entry.reference_with)}"
-            defaults = {k: v for k, v in (entry.loss.__kwdefaults__ or {}).items() if k != "divergence"}
-            defaults |= dict(entry.data_options)
-            hyper = ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
-            table.add_row(name, description, hyper, ", ".join(accepted), entry.data, reference)
+            hyper = ", ".join(f"{key}={default}" + (f" ({rule_text(rule)})" if rule else "")
+                              for key, default, rule in hyperparameter_rules(entry))  # fmt: skip
+            table.add_row(name, description, hyper or "-", ", ".join(divergences_default_first(entry)), entry.data,
+                          reference_model(entry))  # fmt: skip
     elif group == "experiment":
         table = Table("experiment", "what it compares (the paper it follows)", "swept (alignctl train -m +experiment=...)")
         for name, description in options(group).items():
@@ -76,13 +79,26 @@ def show(group: str | None) -> None:
     console.print(table)
 
 
+def divergences_default_first(entry: objectives.Objective) -> list[str]:
+    return [entry.default_divergence] + [d for d in entry.divergences if d != entry.default_divergence]
+
+
+def reference_model(entry: objectives.Objective) -> str:
+    """Whether the objective's trainer loads a reference model."""
+    if entry.reference_with:
+        return f"only with {', '.join(entry.reference_with)}"
+    return "yes" if entry.needs_reference else "no"
+
+
+def rule_text(rule: Rule) -> str:
+    """A value rule as a listing shows it: "> 0", "in [0, 0.5)"."""
+    return rule.text.removeprefix("be ").removeprefix("lie ")
+
+
 def _default_path(group: str, name: str) -> str:
     """Where a model or dataset option reads from by default: a hub id, "(built locally)", or what to set."""
-    from alignctl.config import schema as config
-    from alignctl.data import registry
-
     if group == "model":
-        if name in config.EMBEDDED_MODELS:
+        if name in EMBEDDED_MODELS:
             return "(built locally)"
         path = OmegaConf.load(resources.files("alignctl.conf") / "model" / f"{name}.yaml").get("path")
         return str(path) if path else "(model.path=...)"

@@ -7,6 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from alignctl.cli import listing
+from alignctl.config import compose
+from alignctl.errors import UsageError, fail
+from alignctl.run import launch
+
 USAGE = """\
 usage: alignctl <command> [overrides...]     (alignctl <command> --help: the command's keys and defaults)
 
@@ -24,7 +29,6 @@ examples:
   alignctl report runs/20261123-101500-sweep
 """
 
-from alignctl.errors import UsageError, fail
 
 HELP = ("-h", "--help")
 COMMAND_HELP = {
@@ -79,7 +83,6 @@ def _help(command: str, overrides: list[str]) -> int:
     """A command's usage, and the keys it reads with their defaults (for the options the overrides choose)."""
     from omegaconf import OmegaConf
 
-    from alignctl.config import compose
     text = COMMAND_HELP[command].format(options=" ".join(overrides) or "the defaults")
     print(text, end="")
     if command in ("ls", "report"):
@@ -91,19 +94,17 @@ def _help(command: str, overrides: list[str]) -> int:
 
 
 def _train(args: list[str]) -> int:
-    from alignctl.config import compose
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if a not in ("-m", "--multirun")]
     flags = [a for a in overrides if a.startswith("-")]
     if flags:
         raise UsageError(f"unknown flag {flags[0]!r} for train; valid flags: -m/--multirun")
-    jobs = compose.validate(overrides, multirun=multirun)  # every job of a sweep, before anything loads
-    compose.run_hydra(overrides, jobs, multirun=multirun)
+    jobs = launch.validate(overrides, multirun=multirun)  # every job of a sweep, before anything loads
+    launch.run_hydra(overrides, jobs, multirun=multirun)
     return 0
 
 
 def _eval(args: list[str]) -> int:
-    from alignctl.config import compose
     own = ("run_dir", "model_dir", "out_dir")
     keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in own)
     overrides = [a for a in args if a.split("=", 1)[0] not in own]
@@ -123,15 +124,16 @@ def _eval(args: list[str]) -> int:
             raise UsageError(f"model_dir={model_dir} is not an HF model directory (no config.json)")
         # never write into someone's model directory: evals/<model>-<time>/ unless out_dir= says where
         out_dir = Path(keyed.get("out_dir") or f"evals/{model_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    from alignctl.run import runtime
+    # torch and transformers load only once the command line has been checked
     from alignctl.run import evaluate as eval_run
+    from alignctl.run import runtime
+
     runtime.prepare(cfg)
     eval_run.evaluate_and_report(cfg, model_dir, out_dir)
     return 0
 
 
 def _ls(args: list[str]) -> int:
-    from alignctl.cli import listing
     if len(args) > 1:
         raise UsageError("ls takes at most one group name")
     listing.show(args[0] if args else None)
@@ -139,7 +141,8 @@ def _ls(args: list[str]) -> int:
 
 
 def _report(args: list[str]) -> int:
-    from alignctl.report import tables as report
+    from alignctl.report import tables as report  # torch (its curves' metrics): only for this command
+
     own = ("out", "wandb")
     keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in own)
     paths = [Path(a) for a in args if a.split("=", 1)[0] not in own]

@@ -15,7 +15,10 @@ loader never needs a tokenizer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
+
+from alignctl.constraints import NonNegative, Positive, check_ranges
+from alignctl.errors import ConfigError
 
 ROW_KINDS = ("preferences", "prompts")
 GENERAL_REWARDS = ("sentiment", "classifier", "function")  # rewards that can score any text
@@ -29,17 +32,19 @@ class SourceDatasetConfig:
     path: str = "???"  # hub id, or a local .jsonl/.json/.parquet/.csv file or a `save_to_disk` folder
     split: str = "train"  # the split training reads
     test_split: str | None = "test"  # the held-out split eval reads; None: cut test_size rows off `split`
-    test_size: float = 0.05  # with test_split=None (or a one-split source such as a file): share (<1) or count (>=1)
-    max_rows: int | None = None  # keep at most this many rows of each split (the first ones, in source order)
-    seed: int = 0  # the seed of the test_size cut
+    # with test_split=None (or a one-split source such as a file): share (<1) or count (>=1)
+    test_size: Annotated[float, Positive] = 0.05
+    # keep at most this many rows of each split (the first ones, in source order)
+    max_rows: Annotated[int | None, Positive] = None
+    seed: Annotated[int, NonNegative] = 0  # the seed of the test_size cut
     # Sampling pairs / candidates / self-samples from the SFT model (prompt datasets; alignctl.data.sampled):
-    samples_per_prompt: int = 4  # continuations scored per prompt; best vs worst is one pair
-    candidates_per_prompt: int = 4  # ranked continuations per prompt kept for listwise objectives (ADPO)
-    self_samples: int = 4  # self-samples per negative (D2O)
-    max_new_tokens: int = 64  # completion budget when sampling (pairs, online RL, eval)
+    samples_per_prompt: Annotated[int, Positive] = 4  # continuations scored per prompt; best vs worst is one pair
+    # ranked continuations per prompt kept for listwise objectives (ADPO)
+    candidates_per_prompt: Annotated[int, Positive] = 4
+    self_samples: Annotated[int, Positive] = 4  # self-samples per negative (D2O)
+    max_new_tokens: Annotated[int, Positive] = 64  # completion budget when sampling (pairs, online RL, eval)
 
     def __post_init__(self) -> None:
-        from alignctl.config.schema import ConfigError, check_ranges
 
         check_ranges("dataset", self)
         for key, least in (("samples_per_prompt", 2), ("candidates_per_prompt", 2)):

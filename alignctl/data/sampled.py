@@ -26,7 +26,6 @@ Cache keys (the recipes, :func:`pairs_recipe` and friends): the builder version,
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from alignctl.cache import INFO_FILE, cached, cached_path, canonical_json, recipe_hash, write_info
 from alignctl.data.tasks import tiny_lm
 from alignctl.errors import UsageError
+from alignctl.models import files
 
 if TYPE_CHECKING:
     import datasets
@@ -141,67 +141,12 @@ def fingerprint_texts(texts: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-# Files of an HF model directory that change what it samples: config, generation defaults, tokenizer, weights.
-_MODEL_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",
-    "tokenizer.model", "spiece.model",
-)  # fmt: skip
-_CHUNK = 16 * 2**20  # bytes read at a time while hashing weights
-
-
-def model_fingerprint(model_dir: str | Path) -> str:
-    """sha256 (hex) of what makes an HF model directory sample what it samples: ``config.json``, the generation
-    and tokenizer files present (``generation_config.json``, ``tokenizer.json``, ``tokenizer_config.json``,
-    ``special_tokens_map.json``, vocab/merges files, chat templates) and the weights (every ``*.safetensors``
-    file, sharded or not; ``pytorch_model*.bin`` where there is no safetensors file). Each file's name, size
-    and bytes are hashed in name order, read in 16 MiB chunks (a 7B model's 14 GB take ~20-30 s). Other files
-    (README, build_info.json, trainer state) do not count. Memoized per process on the files' (size, mtime),
-    so a cache hit costs a ``stat``.
-
-    A hub id (``org/name``) that is not a local directory means its snapshot in the local HF cache (what
-    ``from_pretrained`` loads offline). Raises :class:`~alignctl.errors.UsageError` when the directory has no
-    config.json or no weight files, or the hub id is not in the local cache."""
-    root = _local_dir(model_dir)
-    if not (root / "config.json").is_file():
-        raise UsageError(f"model directory {str(model_dir)!r} has no config.json (not an HF model directory)")
-    weights = sorted(root.glob("*.safetensors")) or sorted(root.glob("pytorch_model*.bin"))
-    if not weights:
-        raise UsageError(f"model directory {str(model_dir)!r} has no *.safetensors (or pytorch_model*.bin) weights")
-    files = sorted([root / n for n in _MODEL_FILES if (root / n).is_file()] + weights, key=lambda p: p.name)
-    stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return _fingerprint(str(root), stats)
-
-
-def _local_dir(model_dir: str | Path) -> Path:
-    path = Path(model_dir).expanduser()
-    if path.is_dir() or path.is_absolute() or str(model_dir).count("/") != 1:
-        return path.resolve()
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(model_dir), local_files_only=True))
-    except Exception as err:  # not cached (offline), or not a valid id
-        raise UsageError(f"model {str(model_dir)!r} is neither a local directory nor in the local HF cache") from err
-
-
-@functools.lru_cache(maxsize=64)
-def _fingerprint(root: str, stats: tuple[tuple[str, int, int], ...]) -> str:
-    h = hashlib.sha256()
-    for name, size, _ in stats:
-        h.update(f"{name}\0{size}\0".encode())
-        with open(Path(root) / name, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 # --- recipes --------------------------------------------------------------------------------------------------
 def _recipe(source: SampledSource, builder: str, **settings: Any) -> dict[str, Any]:
     return {
         "builder": builder,
         "version": VERSION,
-        "model": model_fingerprint(source.model_dir),
+        "model": files.model_fingerprint(source.model_dir),
         "data": source.data_fingerprint,
         "reward": source.reward_recipe,
         "settings": {
@@ -232,7 +177,7 @@ def negatives_recipe(source: SampledSource, pairs: datasets.DatasetDict | None =
     else:
         origin = {
             "given_pairs": _pairs_fingerprint(pairs),
-            "model": model_fingerprint(source.model_dir),
+            "model": files.model_fingerprint(source.model_dir),
             "reward": source.reward_recipe,  # scores the self-samples (build_info statistics only)
             "settings": {
                 "max_new_tokens": source.max_new_tokens,
@@ -269,7 +214,7 @@ def load_model(source: SampledSource):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with tiny_lm.quiet():
+    with files.quiet():
         model = AutoModelForCausalLM.from_pretrained(source.model_dir, dtype=getattr(torch, source.dtype))
         model = model.to(source.device).eval()
         tokenizer = AutoTokenizer.from_pretrained(source.model_dir)
@@ -527,7 +472,7 @@ def _cached_splits(
                 for split, rows in splits.items()
             }
         )
-        with tiny_lm.quiet():
+        with files.quiet():
             dd.save_to_disk(str(out))
         write_info(out, {**info, "seconds": time.perf_counter() - start})
 
@@ -535,7 +480,7 @@ def _cached_splits(
     if built:
         info = json.loads((path / INFO_FILE).read_text())
         tiny_lm.console.print(f"{summary(info)} -> {path}", soft_wrap=True, highlight=False)
-    with tiny_lm.quiet():
+    with files.quiet():
         return datasets.load_from_disk(str(path), keep_in_memory=True)
 
 

@@ -34,6 +34,7 @@ import torch
 
 from alignctl.divergences import Divergence
 
+from .chunked import Spec, TokenStatsFunction, TorchTiles
 from .reference import (
     TokenStats,
     compute_dtype,
@@ -208,7 +209,7 @@ def _check_bias(name: str, bias: torch.Tensor | None, weight: torch.Tensor) -> N
 
 
 def _triton_module():
-    from . import triton as triton_impl
+    from . import triton as triton_impl  # triton: optional, CUDA-only, and slow to import
 
     return triton_impl
 
@@ -242,8 +243,6 @@ def _check(hidden, weight, targets, ref_hidden, ref_weight, ignore_index) -> Non
 
 def _tiled(hidden, weight, targets, ref_hidden, ref_weight, spec_div, impl, temperature, ignore_index,
            row_chunk, vocab_chunk, bias, ref_bias, logit_scale, ref_logit_scale, softcap, ref_softcap) -> TokenStats:
-    from .chunked import Spec, TokenStatsFunction, TorchTiles
-
     if impl == "triton":
         triton_impl = _triton_module()
         reason = triton_impl.unavailable_reason(hidden.device)

@@ -11,31 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignctl.config.schema import EMBEDDED_MODELS, SOUP, RunConfig
+# A run's config (alignctl.config.schema.RunConfig, a layer above): these functions read only its `model` group.
+RunConfig = Any
+
 from alignctl.errors import UsageError
 from alignctl.lazy import torch
-
-
-def policy_source(cfg: RunConfig) -> str:
-    """The policy's starting weights: the embedded task's built model directory, or model.path (checked); with
-    model.reference=soup, the soup of model.soup (built into the cache on first use: alignctl.models.soup)."""
-    if cfg.model.reference == SOUP:
-        from alignctl.models import soup
-
-        return str(soup.build(cfg))
-    if cfg.model.name in EMBEDDED_MODELS:
-        from alignctl.data import registry
-
-        return str(registry.get(cfg.dataset.name).embedded_model(cfg))
-    return check_source("model.path", cfg.model.path)
-
-
-def reference_source(cfg: RunConfig) -> str:
-    """The reference model (KL anchor and eval baseline): model.reference, or the policy's starting weights (which
-    a soup is too)."""
-    if cfg.model.reference is not None and cfg.model.reference != SOUP:
-        return check_source("model.reference", cfg.model.reference)
-    return policy_source(cfg)
+from alignctl.models.schema import EMBEDDED_MODELS, SOUP
 
 
 def check_source(field: str, value: str) -> str:
@@ -131,7 +112,7 @@ def load_causal_lm(cfg: RunConfig, source: str, trainable: bool = True):
     """A causal LM in model.dtype with model.attn_implementation; the reference (trainable=False) is frozen."""
     from transformers import AutoModelForCausalLM
 
-    # model.dtype names a torch dtype (config.DTYPES)
+    # model.dtype names a torch dtype (alignctl.models.schema.DTYPES)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.model.dtype), "trust_remote_code": cfg.model.trust_remote_code}
     if cfg.model.attn_implementation is not None:
         kwargs["attn_implementation"] = cfg.model.attn_implementation
@@ -184,34 +165,6 @@ def save_policy(model, tokenizer, out: Path) -> None:
         model = model.merge_and_unload()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-
-
-# --- distillation teachers (objective.teacher, objective.teacher_reference: dckd, adpa) ------------------------
-def teacher_sources(cfg: RunConfig) -> tuple[str, str | None]:
-    """(teacher, teacher reference) model dirs of a distillation objective; the reference is None for objectives
-    that read only the teacher (dckd).
-
-    `objective.teacher=<run dir>` means <run dir>/model (a trained run's final model). `objective.teacher_reference`
-    unset: the teacher run's own reference (its model.reference, else its starting weights, as its saved config.yaml
-    says); then the teacher must be a run dir. One line otherwise."""
-    from alignctl import objectives
-
-    options = objectives.get(cfg.objective.name).model_options
-    teacher = cfg.objective.teacher
-    if teacher is None:
-        raise UsageError(f"objective={cfg.objective.name} needs objective.teacher=<model dir or run dir> (a DPO "
-                         "run of a larger model, e.g. alignctl train model=tiny-large objective=dpo)")  # fmt: skip
-    teacher_dir, teacher_run = model_or_run_dir("objective.teacher", teacher)
-    if "teacher_reference" not in options:
-        return teacher_dir, None
-    reference = cfg.objective.teacher_reference
-    if reference is not None:
-        return teacher_dir, model_or_run_dir("objective.teacher_reference", reference)[0]
-    if teacher_run is None:
-        raise UsageError(f"objective.teacher={teacher} is a model dir, not a run dir, so its reference is unknown; "
-                         "set objective.teacher_reference=<model dir> (the teacher's SFT model)")  # fmt: skip
-    from alignctl.config import compose
-    return teacher_dir, reference_source(compose.load_run(teacher_run, []))
 
 
 def model_or_run_dir(field: str, value: str) -> tuple[str, Path | None]:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, fields
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from alignctl.divergences import Divergence, get as get_divergence
+from alignctl.divergences import Divergence
+from alignctl.divergences import get as get_divergence
 from alignctl.models.scoring import SequenceStats, sequence_stats
 
 REVERSE_KL = get_divergence("reverse_kl")

@@ -22,7 +22,6 @@ import torch
 from rich.console import Console
 from transformers import PreTrainedModel
 
-from alignctl.config.schema import KERNELS
 from alignctl.divergences import Divergence
 from alignctl.kernels import token_logprobs_and_divergence, token_logprobs_and_divergence_from_logits
 from alignctl.models.heads import (
@@ -34,6 +33,7 @@ from alignctl.models.heads import (
     positions_from_mask,
     verify_head,
 )
+from alignctl.models.schema import KERNELS
 
 console = Console(stderr=True)
 

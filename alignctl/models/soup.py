@@ -20,17 +20,17 @@ multi-process run start (alignctl.run.train.build_inputs).
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 
+from alignctl.cache import cached, write_info
 from alignctl.errors import UsageError
+from alignctl.lazy import torch  # the run's validation imports this module (alignctl.run.sources)
+from alignctl.models import files
 
 KIND = "model_soup"
 console = Console(stderr=True)
@@ -68,49 +68,19 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> di
     return averaged
 
 
-def entry_dirs(cfg: Any) -> list[str]:
-    """model.soup's entries as loadable model sources (directories or cached hub ids), checked one by one."""
-    from alignctl.config.schema import EMBEDDED_MODELS
-    from alignctl.models.loading import model_or_run_dir
-
-    sources = []
-    for i, entry in enumerate(cfg.model.soup):
-        if isinstance(entry, int):  # the config allows integers only with an embedded model
-            if cfg.model.name not in EMBEDDED_MODELS:
-                raise UsageError(f"model.soup[{i}]={entry}: integer entries (seeds) need model=tiny")
-            sources.append(str(_embedded_base_model(cfg, seed=entry)))
-            continue
-        sources.append(model_or_run_dir(f"model.soup[{i}]", entry)[0])  # a run directory: its trained model
-    return sources
-
-
-def _embedded_base_model(cfg: Any, seed: int) -> Path:
-    """The embedded task's base model built with model.seed=seed (cached like any embedded build)."""
-    from alignctl.data import registry
-
-    seeded = copy.copy(cfg)
-    seeded.model = dataclasses.replace(cfg.model, seed=seed)
-    return Path(registry.get(cfg.dataset.name).embedded_model(seeded))
-
-
 def recipe(sources: Sequence[str]) -> dict[str, Any]:
     """What determines the soup: the merge method and each entry's content fingerprint, in order (the first entry
     gives the config and tokenizer)."""
-    from alignctl.data.sampled import model_fingerprint
-
-    return {"method": "linear", "entries": [model_fingerprint(source) for source in sources]}
+    return {"method": "linear", "entries": [files.model_fingerprint(source) for source in sources]}
 
 
-def build(cfg: Any) -> Path:
-    """The soup of model.soup's entries: a cached HF model directory (built on first use)."""
-    from alignctl.cache import cached
-
-    sources = entry_dirs(cfg)
+def build(sources: Sequence[str], trust_remote_code: bool = False) -> Path:
+    """The soup of the models at `sources`: a cached HF model directory (built on first use)."""
     built: list[float] = []
 
     def make(out: Path) -> None:
         start = time.perf_counter()
-        write_soup(sources, out, trust_remote_code=cfg.model.trust_remote_code)
+        write_soup(sources, out, trust_remote_code=trust_remote_code)
         built.append(time.perf_counter() - start)
 
     path = cached(KIND, recipe(sources), make)
@@ -125,11 +95,9 @@ def write_soup(sources: Sequence[str], out: Path, trust_remote_code: bool = Fals
     with the first source's config, generation config and tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignctl.cache import write_info
-    from alignctl.data.tasks import tiny_lm
 
     def load(source: str):
-        with tiny_lm.quiet():
+        with files.quiet():
             model = AutoModelForCausalLM.from_pretrained(source, dtype="auto", trust_remote_code=trust_remote_code)
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         return model, tokenizer
@@ -153,5 +121,5 @@ def write_soup(sources: Sequence[str], out: Path, trust_remote_code: bool = Fals
         raise UsageError(f"model.soup[{e.index}]={sources[e.index]} does not fit model.soup[0]={sources[0]}: it "
                          f"{e.detail}; a soup averages models of one architecture") from None  # fmt: skip
     base.load_state_dict(averaged)
-    tiny_lm.save_hf_dir(base, tokenizer, out)
+    files.save_hf_dir(base, tokenizer, out)
     write_info(out, {"entries": list(sources), "method": "linear"})

@@ -33,10 +33,11 @@ the "chosen" and "rejected" slots (in training: the chosen response and the stud
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from alignctl.lazy import torch
-
+from alignctl.constraints import NonNegative, Positive
 from alignctl.divergences import Divergence
+from alignctl.lazy import torch
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 from alignctl.objectives.dckd import per_token
 
@@ -56,7 +57,11 @@ def expected_advantage(kl_to_reference: torch.Tensor, kl_to_dpo: torch.Tensor) -
 
 
 def loss(
-    logps: PreferenceLogps, *, divergence: Divergence | None, beta: float = 1.6, sft_weight: float = 1.0
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    beta: Annotated[float, Positive] = 1.6,  # the authors' student_adpa.yaml: adpa_weight 1.6 on the unscaled log-ratio
+    sft_weight: Annotated[float, NonNegative] = 1.0,  # same file: sft_on_chosen 1
 ) -> ObjectiveOutput:
     """Per-example ADPA loss [B] (NaN where `sample_advantage` is missing: the rewards stay defined)."""
     resolve_divergence(OBJECTIVE, divergence)
@@ -70,10 +75,13 @@ def loss(
     return ObjectiveOutput(losses, chosen.detach(), sample.detach())
 
 
+# Token means. objective.teacher=<DPO run dir> is required; objective.teacher_reference defaults to that run's
+# reference (its SFT model). ADPA+: start the student from a dckd run (model=hf model.path=<dckd run>/model
+# model.reference=<the student's SFT model>).
 OBJECTIVE = Objective(
     name="adpa",
     loss=loss,
-    description="ADPA: SFT(y_w) + beta E_student[log pi_dpo - log pi_ref] on the student's samples (arXiv 2502.17927)",
+    description="ADPA (Gao et al. 2025, arXiv 2502.17927): SFT on y_w - beta * E_student(log pi_dpo - log pi_ref) on its samples.",
     divergences=(),
     data="pairs",
     needs_reference=False,  # the two teachers are loaded by the trainer (alignctl.trainers.distill)

@@ -29,9 +29,11 @@ For pairs with the chosen at index 0 and tau = 1/beta these are DPO's beta * h.
 
 from __future__ import annotations
 
-from alignctl.lazy import torch
+from typing import Annotated
 
+from alignctl.constraints import BelowHalf, Positive
 from alignctl.divergences import Divergence
+from alignctl.lazy import torch
 from alignctl.objectives.base import CandidateLogps, Objective, ObjectiveOutput, resolve_divergence, wide
 
 
@@ -56,7 +58,14 @@ def target(c: CandidateLogps, mask: torch.Tensor, *, beta_r: float, zscore: bool
 
 
 def loss(
-    c: CandidateLogps, *, divergence: Divergence | None, tau: float = 10.0, beta_r: float = 0.5, zscore: bool = False
+    c: CandidateLogps,
+    *,
+    divergence: Divergence | None,
+    # 1/beta for dpo's beta = 0.1: with hard labels on pairs ADPO is then exactly DPO (spec section 5)
+    tau: Annotated[float, Positive] = 10.0,
+    beta_r: Annotated[float, Positive] = 0.5,  # the author's verl port
+    # the verl port z-scores R per group; off here because with two candidates it erases the margin
+    zscore: bool = False,
 ) -> ObjectiveOutput:
     """Per-example ADPO loss [B]; divergence None means reverse_kl (the only one accepted: z is a plain log-ratio)."""
     resolve_divergence(OBJECTIVE, divergence)
@@ -75,9 +84,13 @@ def loss(
 OBJECTIVE = Objective(
     name="adpo",
     loss=loss,
-    description="ADPO: cross-entropy of soft/listwise labels q against softmax((l - l_anchor)/tau) (arXiv 2510.18913)",
+    description=(
+        "ADPO (Wang Zixian 2025, arXiv 2510.18913): -sum_i q_i log softmax_i((l_i - l_anc,i)/tau), q = softmax(R/beta_r) "
+        "over K candidates."
+    ),
     divergences=("reverse_kl",),
     data="candidates",
     needs_reference=True,
-    data_options=(("label_noise", 0.0),),
+    # share of training rows with reversed labels (the paper's noisy-label studies); 0 = clean data
+    data_options=(("label_noise", Annotated[float, BelowHalf], 0.0),),
 )

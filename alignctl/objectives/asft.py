@@ -24,9 +24,11 @@ preference probability.
 
 from __future__ import annotations
 
-from alignctl.lazy import torch
+from typing import Annotated
 
+from alignctl.constraints import NonNegative
 from alignctl.divergences import Divergence
+from alignctl.lazy import torch
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 _LBAR_MAX = -1e-5
@@ -37,7 +39,13 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def loss(logps: PreferenceLogps, *, divergence: Divergence | None, lam: float = 0.1) -> ObjectiveOutput:
+def loss(
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    # ORPO's lambda, which ASFT builds on; the paper's value is unverified (spec section 14)
+    lam: Annotated[float, NonNegative] = 0.1,
+) -> ObjectiveOutput:
     """Per-example ASFT loss [B]; uses no divergence (divergence must be None)."""
     resolve_divergence(OBJECTIVE, divergence)
     lbar_w = wide(logps.policy_chosen_logps) / wide(logps.chosen_lengths).clamp(min=1.0)
@@ -52,7 +60,10 @@ def loss(logps: PreferenceLogps, *, divergence: Divergence | None, lam: float = 
 OBJECTIVE = Objective(
     name="asft",
     loss=loss,
-    description="ASFT: NLL(y_w) + lam (-log P_w - log(1 - P_l)), P = exp(mean log-prob), no reference (arXiv 2409.10571)",
+    description=(
+        "ASFT (Wang et al. 2024, arXiv 2409.10571): NLL(chosen) + lam (-log P_w - log(1 - P_l)), absolute likelihoods, no"
+        " reference."
+    ),
     divergences=(),
     data="pairs",
     needs_reference=False,

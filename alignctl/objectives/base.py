@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
+from alignctl.divergences import Divergence
+from alignctl.divergences import get as get_divergence
 from alignctl.lazy import torch
-
-from alignctl.divergences import Divergence, get as get_divergence
 
 # Data kinds an objective can require; the dataset builders produce each of them.
 DATA_KINDS = ("pairs", "candidates", "negatives", "groups", "sft")
@@ -52,8 +52,9 @@ class Objective:
     needs_reference: bool
     needs_token_divergence: bool = False  # per-token full-vocabulary divergence (TDPO)
     preferred_divergence: str | None = None  # what `divergence=auto` picks; None: the first accepted, or "none"
-    # Config options that shape the training data rather than the loss (e.g. ADPO's label_noise): name -> default.
-    data_options: tuple[tuple[str, float], ...] = ()
+    # Config options that shape the training data rather than the loss (e.g. ADPO's label_noise): (name, annotation
+    # with its value rule, default).
+    data_options: tuple[tuple[str, Any, float], ...] = ()
     # Online objectives whose loss compares the completions of one prompt (disco, fdpg): a micro-batch must hold
     # whole groups.
     reads_groups: bool = False
@@ -68,7 +69,7 @@ class Objective:
     reward_threshold_only: bool = False
     # Config options naming models the objective reads besides the policy (distillation teachers: dckd, adpa):
     # string fields of the objective's config (null by default), not loss hyperparameters; resolved and checked by
-    # alignctl.models.loading.teacher_sources when the config is composed.
+    # alignctl.run.sources.teacher_sources when the run is validated, before anything loads.
     model_options: tuple[str, ...] = ()
 
     @property

@@ -19,13 +19,22 @@ P(samples over negative) = sigmoid(chosen - rejected) is exactly the loss's prob
 
 from __future__ import annotations
 
-from alignctl.lazy import F, torch
+from typing import Annotated
 
+from alignctl.constraints import NonNegative, Positive
 from alignctl.divergences import Divergence
+from alignctl.lazy import F, torch
 from alignctl.objectives.base import NegativeLogps, Objective, ObjectiveOutput, resolve_divergence, wide
 
 
-def loss(n: NegativeLogps, *, divergence: Divergence | None, beta: float = 0.1, alpha: float = 0.1) -> ObjectiveOutput:
+def loss(
+    n: NegativeLogps,
+    *,
+    divergence: Divergence | None,
+    # a third-party reimplementation; the paper's value is unverified (spec section 14)
+    beta: Annotated[float, Positive] = 0.1,
+    alpha: Annotated[float, NonNegative] = 0.1,  # same source, same caveat
+) -> ObjectiveOutput:
     """Per-example D2O loss [B]; divergence None means reverse_kl (the only one accepted)."""
     resolve_divergence(OBJECTIVE, divergence)
     h_samples = wide(n.policy_sample_logps) - wide(n.ref_sample_logps)
@@ -40,7 +49,10 @@ def loss(n: NegativeLogps, *, divergence: Divergence | None, beta: float = 0.1, 
 OBJECTIVE = Objective(
     name="d2o",
     loss=loss,
-    description="D2O: -log sigmoid((beta/K) sum_i h(y_i) - alpha h(y_l)), negatives vs. self-samples (arXiv 2403.03419)",
+    description=(
+        "D2O (Duan et al. 2024, arXiv 2403.03419): -log sigmoid((beta/K) sum_i h(y_i) - alpha h(y_l)), human negative y_l"
+        " vs K self-samples."
+    ),
     divergences=("reverse_kl",),
     data="negatives",
     needs_reference=True,

@@ -24,9 +24,11 @@ log-probs l_theta(y)/|y|, so P(y_w > y_l) = sigmoid(r_w - r_l) ranks the two by 
 
 from __future__ import annotations
 
-from alignctl.lazy import torch
+from typing import Annotated
 
+from alignctl.constraints import NonNegative
 from alignctl.divergences import NAMES, Divergence
+from alignctl.lazy import torch
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 
@@ -36,7 +38,12 @@ def per_token(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def loss(
-    logps: PreferenceLogps, *, divergence: Divergence | None, kd_weight: float = 0.1, sft_weight: float = 1.0
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    # the authors' student_dckd.yaml: distillation_weight 1 x chosen/rejected_distil_weight 0.1
+    kd_weight: Annotated[float, NonNegative] = 0.1,
+    sft_weight: Annotated[float, NonNegative] = 1.0,  # same file: sft_on_chosen 1
 ) -> ObjectiveOutput:
     """Per-example DCKD loss [B]; divergence (the teacher-student token term the trainer computed) None: forward_kl."""
     resolve_divergence(OBJECTIVE, divergence)
@@ -49,10 +56,14 @@ def loss(
     return ObjectiveOutput(losses, chosen.detach(), rejected.detach())
 
 
+# objective.teacher=<DPO run dir or model dir> is required: the run's final model is the teacher.
 OBJECTIVE = Objective(
     name="dckd",
     loss=loss,
-    description="DCKD: SFT(y_w) + kd_weight (KL_t(teacher || student) on y_w and y_l), token means (arXiv 2502.17927)",
+    description=(
+        "DCKD (Gao et al. 2025, arXiv 2502.17927): SFT on y_w + kd_weight * token-mean KL(teacher || student) on y_w, "
+        "y_l."
+    ),
     divergences=("forward_kl", *[n for n in NAMES if n != "forward_kl"]),
     data="pairs",
     needs_reference=True,  # the teacher, loaded in the reference's place (alignctl.run.train.offline_trainer)

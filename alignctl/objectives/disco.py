@@ -29,10 +29,10 @@ Defaults (official scripts): delta 1e-4, constraint_weight (the paper's beta) 1e
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
+from alignctl.constraints import NonNegative, Positive
 from alignctl.lazy import torch
-
 from alignctl.objectives.base import GroupLogps, Objective, OnlineOutput, group_index, token_mean, wide
 
 SCORES = ("logL", "Lratio")
@@ -58,11 +58,14 @@ def loss(
     stats: GroupLogps,
     *,
     divergence: None,
+    # logL (mean token log-prob) or Lratio (mean token ratio pi_theta / pi_old)
     score: Literal["logL", "Lratio"] = "logL",
-    dro: bool = True,
-    tau: float | None = None,
-    delta: float = 1e-4,
-    constraint_weight: float = 1e3,
+    dro: bool = True,  # true: DisCO (tau log-mean-exp over negatives); false: DisCO-b (plain mean)
+    tau: Annotated[float | None, Positive] = None,  # null: the official scripts' 10 for logL, 1 for Lratio
+    delta: Annotated[float, Positive] = 1e-4,  # KL budget to pi_old (official scripts)
+    # the paper's beta on (1/2)[D - delta]_+^2 (official scripts)
+    constraint_weight: Annotated[float, NonNegative] = 1e3,
+    # a completion is a positive when its reward > this (exact_match: 1 right, 0 wrong)
     positive_threshold: float = 0.5,
 ) -> OnlineOutput:
     """DisCO's loss on one batch of groups; see the module docstring. Logged stats: the mean objective J, the share
@@ -94,7 +97,10 @@ def loss(
 OBJECTIVE = Objective(
     name="disco",
     loss=loss,
-    description="DisCO (2505.12366): positives' minus negatives' score (logL/Lratio, DRO over negatives), KL constraint to pi_old",
+    description=(
+        "DisCO (Li et al. 2025, arXiv 2505.12366): score(positives) - DRO score(negatives) per prompt, s.t. KL(pi_old || "
+        "pi_theta) <= delta."
+    ),
     divergences=(),
     data="groups",
     reads_groups=True,

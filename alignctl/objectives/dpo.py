@@ -16,12 +16,20 @@ The math lives once, in `alignctl.objectives.fdpo`; this module only differs in 
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from alignctl.constraints import Positive
 from alignctl.divergences import NAMES, Divergence
 from alignctl.objectives import fdpo
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence
 
 
-def loss(logps: PreferenceLogps, *, divergence: Divergence | None, beta: float = 0.1) -> ObjectiveOutput:
+def loss(
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    beta: Annotated[float, Positive] = 0.1,  # the DPO paper's value for controlled sentiment generation
+) -> ObjectiveOutput:
     """Per-example DPO loss [B]; divergence None means reverse_kl (plain DPO)."""
     return fdpo.loss(logps, divergence=resolve_divergence(OBJECTIVE, divergence), beta=beta)
 
@@ -29,7 +37,7 @@ def loss(logps: PreferenceLogps, *, divergence: Divergence | None, beta: float =
 OBJECTIVE = Objective(
     name="dpo",
     loss=loss,
-    description="DPO: -log sigmoid(beta (h_w - h_l)); f-DPO's f'(u) for divergences other than reverse_kl",
+    description="DPO (Rafailov et al. 2023, arXiv 2305.18290): -log sigmoid(beta (h_w - h_l)); other divergences give f-DPO.",
     divergences=NAMES,
     data="pairs",
     needs_reference=True,

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Annotated
 
-from alignctl.lazy import torch
-
+from alignctl.constraints import Positive
 from alignctl.divergences import NAMES, Divergence
+from alignctl.lazy import torch
 from alignctl.objectives.base import GroupLogps, Objective, OnlineOutput, group_index, wide
 
 
@@ -89,7 +90,13 @@ def group_mean(values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     return (sums / counts)[dense]
 
 
-def loss(stats: TargetLogps, *, divergence: Divergence | None, beta: float = 0.1) -> OnlineOutput:
+def loss(
+    stats: TargetLogps,
+    *,
+    divergence: Divergence | None,
+    # temperature of the target's tilt; reverse KL to it is KL-regularised RL with this coefficient
+    beta: Annotated[float, Positive] = 0.1,
+) -> OnlineOutput:
     """f-DPG's surrogate loss on one batch of groups; see the module docstring. Logged stats: mean pseudo-reward,
     mean IS weight, mean log Z, and the batch's estimate of D_f(pi_theta || p) = E_q[w f(t) / t]."""
     if not isinstance(divergence, Divergence):
@@ -120,7 +127,10 @@ def loss(stats: TargetLogps, *, divergence: Divergence | None, beta: float = 0.1
 OBJECTIVE = Objective(
     name="fdpg",
     loss=loss,
-    description="f-DPG (2302.08215): policy gradient minimising D_f(pi_theta || p), p ~ pi_0 exp(r/beta)",
+    description=(
+        "f-DPG (Go et al. 2023, arXiv 2302.08215): policy gradient on D_f(pi_theta || p), p proportional to pi_0 exp(r / "
+        "beta)."
+    ),
     divergences=("js", *[n for n in NAMES if n != "js"]),
     data="groups",
     reads_groups=True,

@@ -21,13 +21,20 @@ alignment and diversity; that is this objective's default divergence. Computed i
 
 from __future__ import annotations
 
+from typing import Annotated
 
+from alignctl.constraints import Positive
 from alignctl.divergences import NAMES, Divergence
 from alignctl.lazy import F
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 
-def loss(logps: PreferenceLogps, *, divergence: Divergence | None, beta: float = 0.1) -> ObjectiveOutput:
+def loss(
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    beta: Annotated[float, Positive] = 0.1,  # the f-DPO paper's value (its IMDB experiments follow DPO's)
+) -> ObjectiveOutput:
     """Per-example f-DPO loss [B]; divergence None means js."""
     div = resolve_divergence(OBJECTIVE, divergence)
     h_w = wide(logps.policy_chosen_logps) - wide(logps.ref_chosen_logps)
@@ -41,7 +48,7 @@ def loss(logps: PreferenceLogps, *, divergence: Divergence | None, beta: float =
 OBJECTIVE = Objective(
     name="fdpo",
     loss=loss,
-    description="f-DPO: -log sigmoid(beta (f'(u_w) - f'(u_l))) for an f-divergence regulariser (arXiv 2309.16240)",
+    description="f-DPO (Wang et al. 2023, arXiv 2309.16240): -log sigmoid(beta (f'(u_w) - f'(u_l))), u = pi/pi_ref.",
     divergences=("js", *[n for n in NAMES if n != "js"]),
     data="pairs",
     needs_reference=True,

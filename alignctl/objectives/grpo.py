@@ -37,11 +37,11 @@ baseline's coefficient). Computed in float32 (float64 stays float64).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from alignctl.lazy import torch
-
+from alignctl.constraints import NonNegative
 from alignctl.divergences import NAMES, Divergence
+from alignctl.lazy import torch
 from alignctl.objectives.base import Objective, token_mean, wide
 
 
@@ -101,7 +101,10 @@ def loss(
     logps: TokenLogps,
     *,
     divergence: Divergence | None,
-    divergence_coef: float = 0.01,
+    # DPH-RL's c, also its reverse-KL baseline's coefficient (spec section 8)
+    divergence_coef: Annotated[float, NonNegative] = 0.01,
+    # forward_kl's and reverse_kl's estimate: exact (u - 1 - log u; TRL's k3) or low_var_kl (verl's clamped k3, which
+    # DPH-RL trains with: its forward KL and its reverse-KL baseline)
     kl_estimator: Literal["exact", "low_var_kl"] = "exact",
 ) -> DivergenceOutput:
     """divergence_coef * (token-mean divergence estimate); see the module docstring for which one."""
@@ -125,10 +128,12 @@ def loss(
     return DivergenceOutput(divergence_coef * penalty, penalty.detach())
 
 
+# `divergence=`: reverse_kl = TRL's k3 (beta), forward_kl/js/alpha = DPH-RL's generators on stored pi_0 samples (Li et
+# al. 2025, arXiv 2509.07430), none = plain GRPO/DAPO. Group size etc.: train.num_generations & co.
 OBJECTIVE = Objective(
     name="grpo",
     loss=loss,
-    description="GRPO (TRL) + divergence_coef * D(pi_theta, pi_0): k3 reverse KL or DPH-RL generators (2509.07430)",
+    description="GRPO (Shao et al. 2024, arXiv 2402.03300) on TRL's GRPOTrainer + divergence_coef * D(pi_theta, pi_0); D by",
     divergences=("forward_kl", *[n for n in NAMES if n != "forward_kl"], "none"),
     data="groups",
     needs_reference=False,

@@ -21,13 +21,21 @@ forward_kl/alpha at log-ratios below about -41/alpha. Never reached with reverse
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from alignctl.constraints import Positive
 from alignctl.divergences import NAMES, Divergence
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 _SCORE_MAX = 1e18  # (2e18)^2 = 4e36 < float32 max 3.4e38
 
 
-def loss(logps: PreferenceLogps, *, divergence: Divergence | None, tau: float = 0.1) -> ObjectiveOutput:
+def loss(
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    tau: Annotated[float, Positive] = 0.1,  # TRL's default (passed as beta there); the IPO paper sweeps it
+) -> ObjectiveOutput:
     """Per-example IPO loss [B]; divergence None means reverse_kl (plain IPO)."""
     div = resolve_divergence(OBJECTIVE, divergence)
     h_w = wide(logps.policy_chosen_logps) - wide(logps.ref_chosen_logps)
@@ -42,7 +50,7 @@ def loss(logps: PreferenceLogps, *, divergence: Divergence | None, tau: float = 
 OBJECTIVE = Objective(
     name="ipo",
     loss=loss,
-    description="IPO: (Delta - 1/(2 tau))^2 on length-normalised f'(u) scores (arXiv 2310.12036)",
+    description="IPO (Azar et al. 2023, arXiv 2310.12036): (delta - 1/(2 tau))^2 on length-normalised log-ratios.",
     divergences=NAMES,
     data="pairs",
     needs_reference=True,

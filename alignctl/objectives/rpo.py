@@ -16,13 +16,20 @@ not a preference between the two responses).
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from alignctl.constraints import NonNegative, Positive
 from alignctl.divergences import Divergence
 from alignctl.objectives import fdpo
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 
 def loss(
-    logps: PreferenceLogps, *, divergence: Divergence | None, beta: float = 0.01, eta: float = 0.005
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    beta: Annotated[float, Positive] = 0.01,  # the authors' alignment-handbook recipe
+    eta: Annotated[float, NonNegative] = 0.005,  # same source
 ) -> ObjectiveOutput:
     """Per-example RPO loss [B]; divergence None means reverse_kl (the only one accepted)."""
     div = resolve_divergence(OBJECTIVE, divergence)
@@ -34,7 +41,7 @@ def loss(
 OBJECTIVE = Objective(
     name="rpo",
     loss=loss,
-    description="RPO (Liu et al.): DPO + eta beta NLL(y_w), summed over tokens (arXiv 2405.16436)",
+    description="RPO (Liu et al. 2024, arXiv 2405.16436): DPO + eta * beta * NLL(chosen), NLL summed over tokens.",
     divergences=("reverse_kl",),
     data="pairs",
     needs_reference=True,

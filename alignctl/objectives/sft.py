@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignctl.lazy import torch
-
 from alignctl.divergences import Divergence
+from alignctl.lazy import torch
 from alignctl.objectives.base import Objective, OnlineOutput, resolve_divergence, token_mean, wide
 
 
@@ -26,7 +25,11 @@ class CompletionLogps:
     mask: torch.Tensor
 
 
-def loss(logps: CompletionLogps, *, divergence: Divergence | None) -> OnlineOutput:
+def loss(
+    logps: CompletionLogps,
+    *,
+    divergence: Divergence | None,
+) -> OnlineOutput:
     """Mean negative log-likelihood per completion token; uses no divergence (divergence must be None)."""
     resolve_divergence(OBJECTIVE, divergence)
     nll = -token_mean(wide(logps.policy_logps), logps.mask)
@@ -36,7 +39,10 @@ def loss(logps: CompletionLogps, *, divergence: Divergence | None) -> OnlineOutp
 OBJECTIVE = Objective(
     name="sft",
     loss=loss,
-    description="SFT: token-mean NLL of reference completions (TRL's SFTTrainer), the stage before preference training",
+    description=(
+        "SFT: supervised fine-tuning on chosen / reference completions (TRL's SFTTrainer); its model/ dir feeds "
+        "model.path."
+    ),
     divergences=(),
     data="sft",
     needs_reference=False,

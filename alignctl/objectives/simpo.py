@@ -16,14 +16,21 @@ sigmoid(r_w - r_l) is the Bradley-Terry probability before the margin).
 
 from __future__ import annotations
 
+from typing import Annotated
 
+from alignctl.constraints import NonNegative, Positive
 from alignctl.divergences import Divergence
 from alignctl.lazy import F
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 
 def loss(
-    logps: PreferenceLogps, *, divergence: Divergence | None, beta: float = 2.0, gamma_beta_ratio: float = 0.5
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    beta: Annotated[float, Positive] = 2.0,  # SimPO reference code, llama-3-8b-base config
+    # gamma / beta, same config and its README's suggested start (SimPOConfig's default: 0.25)
+    gamma_beta_ratio: Annotated[float, NonNegative] = 0.5,
 ) -> ObjectiveOutput:
     """Per-example SimPO loss [B]; uses no divergence (divergence must be None)."""
     resolve_divergence(OBJECTIVE, divergence)
@@ -36,7 +43,10 @@ def loss(
 OBJECTIVE = Objective(
     name="simpo",
     loss=loss,
-    description="SimPO: -log sigmoid(beta (lbar_w - lbar_l) - gamma), mean log-probs, no reference (arXiv 2405.14734)",
+    description=(
+        "SimPO (Meng et al. 2024, arXiv 2405.14734): -log sigmoid(beta (mean l_w - mean l_l) - gamma); no reference "
+        "model."
+    ),
     divergences=(),
     data="pairs",
     needs_reference=False,

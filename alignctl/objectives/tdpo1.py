@@ -17,9 +17,11 @@ Rewards: beta * (h + K) per response (as the reference code logs them), so P(y_w
 
 from __future__ import annotations
 
-from alignctl.lazy import F, torch
+from typing import Annotated
 
+from alignctl.constraints import Positive
 from alignctl.divergences import NAMES, Divergence
+from alignctl.lazy import F, torch
 from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
 
 
@@ -32,7 +34,12 @@ def terms(logps: PreferenceLogps) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return h_w, h_l, wide(logps.chosen_seq_kl), wide(logps.rejected_seq_kl)
 
 
-def loss(logps: PreferenceLogps, *, divergence: Divergence | None, beta: float = 0.1) -> ObjectiveOutput:
+def loss(
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    beta: Annotated[float, Positive] = 0.1,  # the authors' config/loss/tdpo.yaml
+) -> ObjectiveOutput:
     """Per-example TDPO1 loss [B]; divergence (the token term the trainer computed) None means forward_kl."""
     resolve_divergence(OBJECTIVE, divergence)
     h_w, h_l, k_w, k_l = terms(logps)
@@ -45,7 +52,10 @@ def loss(logps: PreferenceLogps, *, divergence: Divergence | None, beta: float =
 OBJECTIVE = Objective(
     name="tdpo1",
     loss=loss,
-    description="TDPO1: -log sigmoid(beta (h_w - h_l + K_w - K_l)), K = sequential KL(ref || policy) (arXiv 2404.11999)",
+    description=(
+        "TDPO1 (Zeng et al. 2024, arXiv 2404.11999): -log sigmoid(beta (h_w - h_l + K_w - K_l)), K = sequential "
+        "full-vocab divergence."
+    ),
     divergences=("forward_kl", *[n for n in NAMES if n != "forward_kl"]),
     data="pairs",
     needs_reference=True,

@@ -18,7 +18,9 @@ the logit this loss uses. The reference code logs beta * (h + K) regardless of a
 
 from __future__ import annotations
 
+from typing import Annotated
 
+from alignctl.constraints import NonNegative, Positive
 from alignctl.divergences import NAMES, Divergence
 from alignctl.lazy import F
 from alignctl.objectives import tdpo1
@@ -26,7 +28,12 @@ from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps
 
 
 def loss(
-    logps: PreferenceLogps, *, divergence: Divergence | None, beta: float = 0.1, alpha: float = 0.5
+    logps: PreferenceLogps,
+    *,
+    divergence: Divergence | None,
+    beta: Annotated[float, Positive] = 0.1,  # the authors' config/loss/tdpo.yaml
+    # same source (whose if_tdpo2 has been false, i.e. TDPO1, since 2024-07: docs/conventions.md)
+    alpha: Annotated[float, NonNegative] = 0.5,
 ) -> ObjectiveOutput:
     """Per-example TDPO2 loss [B]; divergence (the token term the trainer computed) None means forward_kl."""
     resolve_divergence(OBJECTIVE, divergence)
@@ -41,7 +48,7 @@ def loss(
 OBJECTIVE = Objective(
     name="tdpo2",
     loss=loss,
-    description="TDPO2: -log sigmoid(beta (h_w - h_l + alpha (sg(K_w) - K_l))), K = sequential KL (arXiv 2404.11999)",
+    description="TDPO2 (Zeng et al. 2024, arXiv 2404.11999): -log sigmoid(beta (h_w - h_l + alpha (sg(K_w) - K_l))).",
     divergences=("forward_kl", *[n for n in NAMES if n != "forward_kl"]),
     data="pairs",
     needs_reference=True,

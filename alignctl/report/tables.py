@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from alignctl.eval.curve import CURVE_FILE, read_curve
 from alignctl.errors import UsageError
+from alignctl.eval.curve import CURVE_FILE, read_curve
 
 CI_NAME = "95% t-interval over seeds"
 CONFIDENCE = 0.95
@@ -667,7 +667,8 @@ def report(paths: list[Path], out_dir: Path, wandb: bool = True, console: Any = 
     into out_dir. Returns the sections."""
     from rich.console import Console
 
-    from alignctl.report import plots as report_plots
+    from alignctl.report import plots as report_plots  # matplotlib: only when figures are drawn
+
     console = console or Console()
     runs, skipped = load_runs(paths)
     sections = split_sections(runs)

@@ -10,7 +10,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from alignctl.errors import UsageError
+
 Reward = Callable[[list[str], list[str]], list[float]]  # (prompts, completions) -> one score per completion
+TRANSFORMS = ("identity", "bon", "worst_of_n")  # reward.transform (InfAlign's, alignctl.rewards.calibration)
 
 
 @dataclass
@@ -35,9 +38,6 @@ class RewardConfig:
     calibration_samples: int = 16  # m: reference samples per prompt
 
     def __post_init__(self) -> None:
-        from alignctl.errors import UsageError
-        from alignctl.rewards.calibration import TRANSFORMS
-
         if self.transform not in TRANSFORMS:
             raise UsageError(f"reward.transform={self.transform} is not valid; choose one of: {', '.join(TRANSFORMS)}")
         if self.transform != "identity" and not self.calibrate:

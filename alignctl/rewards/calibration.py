@@ -36,10 +36,8 @@ import math
 from typing import Callable
 
 from alignctl.lazy import torch
+from alignctl.rewards.base import TRANSFORMS, Reward
 
-from alignctl.rewards.base import Reward
-
-TRANSFORMS = ("identity", "bon", "worst_of_n")
 # N -> t of Phi = exp(t C) (bon) / -exp(-t C) (worst_of_n); see the module docstring for how they were derived.
 DEFAULT_T = {
     "bon": {1: 1.0, 2: 4.0, 4: 12.0, 8: 25.0, 16: 50.0},
@@ -123,7 +121,7 @@ class CalibratedReward:
 def reference_sampler(model, tokenizer, *, m: int, max_new_tokens: int) -> Callable[[str, int], list[str]]:
     """(prompt, seed) -> m completions of `model` at temperature 1 (ancestral), drawn with their own seed inside
     fork_rng: the caller's RNG state (a training run's) is the same afterwards."""
-    from alignctl.models.sampling import sample
+    from alignctl.models.sampling import sample  # transformers: the reward registry imports this module
 
     def draw(prompt: str, seed: int) -> list[str]:
         with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):

@@ -39,8 +39,8 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 
-from alignctl.data.tasks.arith_problems import parse_question
 from alignctl.errors import DataError
+from alignctl.rewards.arith_problems import parse_question
 from alignctl.rewards.base import Reward, RewardConfig, RewardContext, RewardEntry
 
 Answers = Callable[[str], "str | None"]  # prompt -> reference answer, or None where the dataset has none

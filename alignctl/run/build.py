@@ -13,16 +13,17 @@ import random
 from typing import Any
 
 from alignctl import objectives
-
-from alignctl.run import runtime
 from alignctl.config.schema import RunConfig
-from alignctl.data import chat, registry
+from alignctl.data import chat, registry, sampled
 from alignctl.data.base import DatasetEntry
 from alignctl.divergences import Divergence
 from alignctl.errors import DataError
+from alignctl.models import files, loading
 from alignctl.objectives.base import Objective
+from alignctl.rewards import calibration
 from alignctl.rewards import registry as rewards
 from alignctl.rewards.base import Reward, RewardContext
+from alignctl.run import runtime, sources
 
 _ROWS: dict[tuple[str, int], Any] = {}  # rendered rows per (dataset config, tokenizer), loaded once per process
 _REWARDS: dict[tuple[str, str, str], Reward] = {}  # built rewards (a classifier loads a model) per config and device
@@ -66,8 +67,6 @@ def training_reward(cfg: RunConfig) -> Reward:
     settings = calibration_settings(cfg)
     key = ("calibrated", repr(cfg.reward), repr(cfg.dataset), repr(cfg.model), repr(sorted(settings.items())))
     if key not in _REWARDS:
-        from alignctl.models import loading
-        from alignctl.rewards import calibration
 
         model = loading.load_causal_lm(cfg, settings["reference"], trainable=False).to(runtime.device())
         tokenizer = loading.load_tokenizer(cfg, settings["reference"])
@@ -81,15 +80,12 @@ def training_reward(cfg: RunConfig) -> Reward:
 def calibration_settings(cfg: RunConfig) -> dict[str, Any]:
     """reward.calibrate's settings with t resolved (reward.t, else the tabulated t for reward.n; never from eval.*,
     which a resumed run may change): also the cache-key part of a calibrated reward."""
-    from alignctl.models import loading
-    from alignctl.rewards import calibration
-
     r, t = cfg.reward, cfg.reward.t
     if r.transform != "identity" and t is None:  # RewardConfig saw to it that n is set then
         t = calibration.default_t(r.transform, r.n)
     return {
         "transform": r.transform, "t": t, "samples": r.calibration_samples, "seed": cfg.train.seed,
-        "max_new_tokens": cfg.dataset.max_new_tokens, "reference": loading.reference_source(cfg),
+        "max_new_tokens": cfg.dataset.max_new_tokens, "reference": sources.reference_source(cfg),
     }  # fmt: skip
 
 
@@ -98,10 +94,8 @@ def reward_recipe(cfg: RunConfig) -> dict[str, Any]:
     recipe = rewards.get(cfg.reward.name).recipe(cfg.reward)
     if not cfg.reward.calibrate:
         return recipe
-    from alignctl.data import sampled
-
     settings = calibration_settings(cfg)  # the reference model by its content, not its (machine's) path
-    return {**recipe, "calibration": {**settings, "reference": sampled.model_fingerprint(settings["reference"])}}
+    return {**recipe, "calibration": {**settings, "reference": files.model_fingerprint(settings["reference"])}}
 
 
 def is_binary_reward(cfg: RunConfig) -> bool:
@@ -118,8 +112,6 @@ def preference_pairs(cfg: RunConfig, tokenizer, model_dir: str):
     """train/test splits of prompt, chosen, rejected (+ chosen_reward, rejected_reward where known)."""
     if dataset_entry(cfg).rows == "preferences":
         return rows(cfg, tokenizer)
-    from alignctl.data import sampled
-
     return sampled.build_pairs(sampled_source(cfg, tokenizer, model_dir))
 
 
@@ -128,16 +120,12 @@ def candidates(cfg: RunConfig, tokenizer, model_dir: str):
     (chosen first, scored by their rewards when the dataset has them, else a hard label)."""
     if dataset_entry(cfg).rows == "preferences":
         return _pairs_as_candidates(rows(cfg, tokenizer))
-    from alignctl.data import sampled
-
     return sampled.build_candidates(sampled_source(cfg, tokenizer, model_dir))
 
 
 def negatives(cfg: RunConfig, tokenizer, model_dir: str):
     """train/test splits of prompt, negative, samples (D2O): the rejected completion of each pair (human-labelled, or
     the worst of sampled ones) and K self-samples of the SFT model."""
-    from alignctl.data import sampled
-
     human = rows(cfg, tokenizer) if dataset_entry(cfg).rows == "preferences" else None  # None: sampled pairs
     return sampled.build_negatives(sampled_source(cfg, tokenizer, model_dir), human)
 
@@ -171,15 +159,13 @@ DATA_KINDS = {  # by Objective.data
 def training_data(cfg: RunConfig, entry: Objective, tokenizer, model_dir: str):
     """The train split of the objective's data kind, with its `label_noise` data option (if any) applied."""
     train = DATA_KINDS[entry.data](cfg, tokenizer, model_dir)["train"]
-    share = cfg.objective.label_noise if "label_noise" in dict(entry.data_options) else 0.0
+    share = cfg.objective.label_noise if any(name == "label_noise" for name, _, _ in entry.data_options) else 0.0
     return flip_labels(train, share, cfg.train.seed) if share else train
 
 
 def sampled_source(cfg: RunConfig, tokenizer, model_dir: str):
     """What the general builder samples from: the SFT model, the prompts (rendered), the reward and the dataset's
     sampling settings."""
-    from alignctl.data import sampled
-
     entry, d = dataset_entry(cfg), cfg.dataset
     train_prompts, test_prompts = prompts(cfg, tokenizer, "train"), prompts(cfg, tokenizer, "test")
     stream = (lambda: entry.prompt_stream(d)) if entry.prompt_stream is not None else train_prompts

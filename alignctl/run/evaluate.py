@@ -11,15 +11,14 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
-from alignctl.trainers import batches
-
-from alignctl.run import build
 from alignctl.config.schema import RunConfig, hyperparameters
 from alignctl.errors import UsageError
 from alignctl.eval import metrics as m
-from alignctl.models.sampling import Batch, pad_left, sample, score
 from alignctl.models import loading
+from alignctl.models.sampling import Batch, pad_left, sample, score
 from alignctl.models.scoring import resolve_kernel
+from alignctl.run import build, sources
+from alignctl.trainers import batches
 
 console = Console(stderr=True)
 
@@ -132,7 +131,7 @@ def pass_at_ks(rewards: list[float], n: int, prefix: str) -> dict[str, float]:
 
 def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int, kernel: str) -> list[float]:
     """P(chosen > rejected) on held-out pairs from the objective's own implicit rewards."""
-    pairs = build.preference_pairs(cfg, tokenizer, loading.policy_source(cfg))["test"]
+    pairs = build.preference_pairs(cfg, tokenizer, sources.policy_source(cfg))["test"]
     objective, divergence = build.objective(cfg)
     chosen = list(zip(pairs["prompt"], pairs["chosen"]))
     rejected = list(zip(pairs["prompt"], pairs["rejected"]))
@@ -177,7 +176,7 @@ def evaluate_and_report(cfg: RunConfig, model_dir: Path, out_dir: Path, referenc
         if cfg.eval.reference:
             reference_dir = loading.check_source("eval.reference", cfg.eval.reference)
         else:
-            reference_dir = loading.reference_source(cfg)
+            reference_dir = sources.reference_source(cfg)
     results, samples, diagram = evaluate(cfg, model_dir, reference_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -20,6 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from alignctl.config import schema as config
+from alignctl.config.compose import RESOLVED_CONFIG
 from alignctl.errors import UsageError
 
 try:
@@ -27,7 +28,6 @@ try:
 except ImportError:  # not POSIX: run directories are claimed (O_EXCL) but not locked against concurrent resumes
     fcntl = None
 
-RESOLVED_CONFIG = "config.yaml"  # the composed, validated config, written at the top of each run directory
 
 
 class Interrupted(BaseException):

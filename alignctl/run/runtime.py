@@ -7,7 +7,8 @@ import warnings
 
 import torch
 
-from alignctl.config.schema import EMBEDDED_MODELS, RunConfig
+from alignctl.config.schema import RunConfig
+from alignctl.models.schema import EMBEDDED_MODELS
 
 
 def prepare(cfg: RunConfig) -> None:

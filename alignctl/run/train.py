@@ -24,26 +24,14 @@ from transformers.trainer_callback import ProgressCallback
 from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import RichProgressCallback
 
-from alignctl import jsonl
-
-from alignctl.run import build
-
+from alignctl import jsonl, ranks
 from alignctl.config import compose
-
 from alignctl.config import schema as config
-
-from alignctl.run import distributed
-
-from alignctl.run import rundir
-
-from alignctl.run import runtime
-
-from alignctl.models import scoring
-
-from alignctl.run import tracking
 from alignctl.errors import UsageError
 from alignctl.eval.curve import CURVE_FILE, RewardKLCurve, curve_point
-from alignctl.models import loading
+from alignctl.models import loading, scoring
+from alignctl.run import build, rundir, runtime, sources, tracking
+from alignctl.run import evaluate as eval_run
 from alignctl.trainers import distill, hybrid
 from alignctl.trainers.candidates import CandidateTrainer
 from alignctl.trainers.groups import GROUP_TRAINERS
@@ -160,8 +148,8 @@ class StopOnSignal(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         stop = self.signum is not None
-        if distributed.in_ranks():  # all ranks stop after the same step (one training on would wait for the rest)
-            stop = distributed.any_rank(stop)
+        if ranks.in_ranks():  # all ranks stop after the same step (one training on would wait for the rest)
+            stop = ranks.any_rank(stop)
             self.signum = self.signum or (signal.SIGTERM if stop else None)
         if stop:
             control.should_save = control.should_log = control.should_training_stop = True
@@ -207,7 +195,7 @@ class RunRecord:
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
-        if not distributed.is_main():  # rank 0 keeps the record of a multi-process run
+        if not ranks.is_main():  # rank 0 keeps the record of a multi-process run
             return
         partial = self.path.with_name(self.path.name + ".partial")
         partial.write_text(json.dumps(self.data, indent=2) + "\n")
@@ -255,7 +243,7 @@ def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> 
     return dict(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size // distributed.world_size(),  # batch_size is the global batch
+        per_device_train_batch_size=t.batch_size // ranks.world_size(),  # batch_size is the global batch
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         warmup_steps=t.warmup_steps,
@@ -313,7 +301,8 @@ def check_rollout(cfg: config.RunConfig) -> None:
     if not torch.cuda.is_available():
         raise UsageError("model.rollout=vllm needs a CUDA GPU and there is none; use model.rollout=transformers")
     if importlib.util.find_spec("vllm") is None:
-        raise UsageError("model.rollout=vllm needs the vllm package (pip install vllm); or use model.rollout=transformers")
+        raise UsageError('model.rollout=vllm needs the vllm package (pip install "vllm>=0.22,<=0.31", the versions TRL '
+                         "1.16 accepts); or use model.rollout=transformers")
 
 
 def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel) -> GRPOTrainer:
@@ -380,15 +369,16 @@ def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objec
         return SFTTrainer(model=model, args=sft_args(cfg, run_dir, report_to), train_dataset=train_data,
                           processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)  # fmt: skip
     if objective.model_options:  # distillation (dckd, adpa): the teachers load instead of a reference
+        teacher, teacher_reference, kernel = sources.load_teachers(cfg, model, kernel)
         return distill.distillation_trainer(
-            cfg, train_data, kernel, model=model, args=training_args(cfg, run_dir, report_to),
+            train_data, teacher, teacher_reference, kernel, cfg.dataset.max_new_tokens, cfg.train.seed, model=model, args=training_args(cfg, run_dir, report_to),
             processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config, objective=objective,
             hyperparameters=config.hyperparameters(cfg.objective), divergence=divergence,
         )  # fmt: skip
     reference = None
     # With LoRA the reference is the base with the adapter off (no second copy), unless model.reference names one.
     if objective.needs_reference and (peft_config is None or cfg.model.reference is not None):
-        reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
+        reference = loading.load_causal_lm(cfg, sources.reference_source(cfg), trainable=False)
     trainer_class = PreferenceTrainer if objective.data == "pairs" else CandidateTrainer
     extra = {}
     if objective.name in hybrid.TRAINERS:  # pairs plus fresh samples of the current policy at every step (hypo)
@@ -413,12 +403,11 @@ def train_and_evaluate(
     cfg: config.RunConfig, run_dir: Path, command: list[str] | None = None, plan: rundir.RunPlan | None = None
 ) -> dict[str, Any]:
     """Train (or resume, see rundir.plan_run), save the final model, evaluate, all in run_dir (claimed by the
-    caller: compose._hydra_entry). command: the alignctl command line that started it, for the resume line printed
+    caller: alignctl.run.launch._job). command: the alignctl command line that started it, for the resume line printed
     when a signal stops it (exit 128 + signal number)."""
-    from alignctl.run import evaluate as eval_run
     runtime.prepare(cfg)
     check_rollout(cfg)
-    main = distributed.is_main()  # one rank of several: rank 0 alone prints, writes files, tracks and evaluates
+    main = ranks.is_main()  # one rank of several: rank 0 alone prints, writes files, tracks and evaluates
     console.quiet = not main
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or rundir.plan_run(cfg, run_dir)
@@ -434,7 +423,7 @@ def train_and_evaluate(
         if main:
             compose.save_resolved(cfg, run_dir)
         console.print(f"[bold]run[/] {run_dir}  objective={cfg.objective.name} divergence={cfg.divergence.name}")
-        reference_dir = loading.reference_source(cfg)
+        reference_dir = sources.reference_source(cfg)
         if plan.action == "evaluate":  # trained and saved; stopped before (or while) evaluating
             console.print(f"trained to step {plan.step} already; evaluating")
             if main:
@@ -491,13 +480,13 @@ def build_inputs(cfg: config.RunConfig) -> None:
     """Build what the run reads from the cache (an embedded task's base model, sampled training data), in this one
     process: ranks of a multi-process run only read it (alignctl.cache.cached says why)."""
     runtime.prepare(cfg)
-    loading.reference_source(cfg)  # where it is an embedded build of its own
+    sources.reference_source(cfg)  # where it is an embedded build of its own
     _inputs(cfg)
 
 
 def _inputs(cfg: config.RunConfig) -> tuple:
     """The policy's model dir, objective, divergence, tokenizer and training data (built into the cache if new)."""
-    model_dir = loading.policy_source(cfg)
+    model_dir = sources.policy_source(cfg)
     objective, divergence = build.objective(cfg)
     tokenizer = loading.load_tokenizer(cfg, model_dir)
     if cfg.eval.enabled or objective.data == "groups":
@@ -511,7 +500,7 @@ def _load(cfg: config.RunConfig) -> tuple:
     model = loading.load_causal_lm(cfg, model_dir)
     kernel = scoring.resolve_kernel(model, cfg.model.kernel)
     if cfg.model.reference is not None and objective.needs_reference and kernel == "fused":  # its own LM head
-        reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
+        reference = loading.load_causal_lm(cfg, sources.reference_source(cfg), trainable=False)
         kernel = scoring.resolve_kernel(reference, kernel)
     return objective, divergence, tokenizer, train_data, model, kernel
 
@@ -537,7 +526,7 @@ def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, 
         tracker.summary(metrics_file.write_summary(trainer.state), prefix="")
     if stop.signum is not None and trainer.state.global_step < cfg.train.max_steps:
         return trainer.state.global_step
-    if distributed.is_main():
+    if ranks.is_main():
         loading.save_policy(trainer.model, tokenizer, run_dir / "model")
     return trainer.state.global_step
 
@@ -547,7 +536,7 @@ def _curve(cfg: config.RunConfig, run_dir: Path, trainer, tokenizer, kernel: str
     teacher), else its own copy."""
     reference = getattr(trainer, "ref_model", None)
     if reference is None or build.objective(cfg)[0].model_options:
-        reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
+        reference = loading.load_causal_lm(cfg, sources.reference_source(cfg), trainable=False)
     prompts = build.eval_prompts(cfg, tokenizer)[: cfg.eval.curve_prompts]
     reward, e = build.reward(cfg), cfg.eval
     max_new_tokens = cfg.dataset.max_new_tokens if build.is_binary_reward(cfg) else e.max_new_tokens  # as eval

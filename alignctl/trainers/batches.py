@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from alignctl.objectives.base import CandidateLogps, NegativeLogps, Objective, PreferenceLogps
 from alignctl.models.scoring import SequenceStats
+from alignctl.objectives.base import CandidateLogps, NegativeLogps, Objective, PreferenceLogps
 
 
 def pairs(stats: SequenceStats, objective: Objective) -> PreferenceLogps:

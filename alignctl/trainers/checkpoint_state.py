@@ -26,7 +26,7 @@ class CheckpointState:
 
     # Private Trainer hooks (no public hook saves into, or reads from, a checkpoint folder): the state is written
     # before Trainer's own files, so a checkpoint that has trainer_state.json (written last; what counts as complete,
-    # rundir.last_checkpoint) has it too, however the process dies (tests/trainers/test_checkpoint_state.py).
+    # rundir.last_checkpoint) has it too, however the process dies (tests/trainers/test_trl_seams.py).
     def _save_checkpoint(self, model, trial):
         state = self.checkpoint_state()
         if state is not None and self.args.should_save:

@@ -19,12 +19,10 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from alignctl.models import scoring
 from alignctl.divergences import get as get_divergence
 from alignctl.models.sampling import sample
-from alignctl.models import loading
-from alignctl.objectives.adpa import AdvantageLogps, expected_advantage
 from alignctl.models.scoring import SequenceStats, sequence_stats
+from alignctl.objectives.adpa import AdvantageLogps, expected_advantage
 from alignctl.trainers.preference import PreferenceTrainer, token_entropy
 
 REVERSE_KL = get_divergence("reverse_kl")
@@ -33,32 +31,17 @@ REVERSE_KL = get_divergence("reverse_kl")
 SAMPLE_BATCH_SIZE = 64
 
 
-def load_teachers(cfg, policy, kernel: str) -> tuple[Any, Any | None, str]:
-    """The frozen teacher (and, for adpa, the teacher's reference), checked against the policy's vocabulary, and the
-    kernel all models can share ("naive" if any of them needs it)."""
-    teacher_dir, reference_dir = loading.teacher_sources(cfg)
-    policy_dir = loading.policy_source(cfg)
-    models = []
-    for field, source in (("objective.teacher", teacher_dir), ("objective.teacher_reference", reference_dir)):
-        if source is None:
-            models.append(None)
-            continue
-        model = loading.load_causal_lm(cfg, source, trainable=False)
-        loading.check_same_vocabulary(field, model, source, policy, policy_dir)
-        kernel = scoring.resolve_kernel(model, kernel)
-        models.append(model)
-    return models[0], models[1], kernel
-
-
-def distillation_trainer(cfg, train_data: Dataset, kernel: str, **kwargs: Any) -> PreferenceTrainer:
-    """dckd: PreferenceTrainer with the teacher as its reference; adpa: AdvantageTrainer on the student's samples.
+def distillation_trainer(
+    train_data: Dataset, teacher, teacher_reference, kernel: str, max_new_tokens: int, seed: int, **kwargs: Any
+) -> PreferenceTrainer:
+    """dckd (no teacher_reference): PreferenceTrainer with the teacher as its reference; adpa: AdvantageTrainer on
+    the student's samples. The teachers are loaded and checked by alignctl.run.sources.load_teachers.
     kwargs: PreferenceTrainer's (model, args, processing_class, callbacks, peft_config, objective, ...)."""
-    teacher, teacher_reference, kernel = load_teachers(cfg, kwargs["model"], kernel)
     if teacher_reference is None:  # dckd
         return PreferenceTrainer(ref_model=teacher, train_dataset=train_data, kernel=kernel, **kwargs)
     samples = with_student_samples(
-        kwargs["model"], kwargs["processing_class"], train_data, max_new_tokens=cfg.dataset.max_new_tokens,
-        seed=cfg.train.seed, batch_size=SAMPLE_BATCH_SIZE,
+        kwargs["model"], kwargs["processing_class"], train_data, max_new_tokens=max_new_tokens,
+        seed=seed, batch_size=SAMPLE_BATCH_SIZE,
     )  # fmt: skip
     return AdvantageTrainer(
         teacher=teacher, teacher_reference=teacher_reference, train_dataset=samples, kernel=kernel, **kwargs

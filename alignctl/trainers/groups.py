@@ -3,7 +3,7 @@
 TRL keeps prompt sampling (each prompt repeated num_generations times), generation, reward scoring, the old-policy
 and reference log-probs, optimisation, logging and checkpointing. What changes: the loss. Every generated batch
 gets each completion's reward (`rewards`: TRL's weighted sum over reward functions) and its prompt's id
-(`group_ids`: a hash of the prompt text, the same on every process), and `_compute_loss` hands per-token log-probs
+(`group_ids`: a hash of the prompt text, the same on every process), and `compute_loss` hands per-token log-probs
 to the objective's pure loss (alignctl.objectives.disco / fdpg) as `GroupLogps`.
 
 Both objectives read whole groups, so one micro-batch must hold every completion of its prompts: TRL splits a
@@ -46,6 +46,8 @@ class GroupObjectiveTrainer(RowSeededGeneration, GRPOTrainer):
         self.divergence = divergence
         super().__init__(*args, **kwargs)
 
+    # Private TRL method (tests/trainers/test_trl_seams.py): the one place where a generated batch can carry more
+    # per-completion fields (rewards, group ids) to the loss; no public hook sees the batch between the two.
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         prompts = [x["prompt"] for x in inputs]
         output = super()._generate_and_score_completions(inputs)
@@ -57,6 +59,7 @@ class GroupObjectiveTrainer(RowSeededGeneration, GRPOTrainer):
         output["group_ids"] = torch.tensor([prompt_id(p) for p in prompts], dtype=torch.long, device=device)
         return output
 
+    # Private TRL method: keeps each reward function's scores, which TRL turns into advantages without returning them.
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         self._last_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         return self._last_rewards_per_func
@@ -65,7 +68,10 @@ class GroupObjectiveTrainer(RowSeededGeneration, GRPOTrainer):
         """Hook for what an objective needs beyond GroupLogps (fdpg: the log-partition estimates)."""
         return stats
 
-    def _compute_loss(self, model, inputs):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # TRL's public hook (its own compute_loss only hands over to the private _compute_loss, replaced here whole)
+        if return_outputs:
+            raise ValueError("the objective's trainer does not return outputs (neither does TRL's GRPOTrainer)")
         prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)

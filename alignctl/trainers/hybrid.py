@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from alignctl.models.sampling import sample
+from alignctl.models.scoring import sequence_stats
 from alignctl.objectives import dpo
 from alignctl.objectives.hypo import HybridLogps, reverse_kl_term
-from alignctl.models.scoring import sequence_stats
 from alignctl.trainers.preference import PreferenceTrainer
 from alignctl.trainers.sampling import RowSeededSampler, row_seeded
 

@@ -29,9 +29,9 @@ from trl import GRPOTrainer
 from alignctl.divergences import Divergence
 from alignctl.errors import UsageError
 from alignctl.models.sampling import Batch, sample
+from alignctl.models.scoring import completion_token_logps
 from alignctl.objectives.base import Objective
 from alignctl.objectives.grpo import TokenLogps
-from alignctl.models.scoring import completion_token_logps
 from alignctl.trainers.checkpoint_state import CheckpointState
 from alignctl.trainers.sampling import RowSeededGeneration
 

@@ -16,12 +16,10 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
-from alignctl.trainers import batches
-
-from alignctl.trainers import reference_cache
 from alignctl.divergences import Divergence
-from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps
 from alignctl.models.scoring import SequenceStats, sequence_stats
+from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps
+from alignctl.trainers import batches, reference_cache
 
 
 class PreferenceTrainer(DPOTrainer):

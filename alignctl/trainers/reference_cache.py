@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignctl.run import distributed
+from alignctl import ranks
 from alignctl.cache import cached, canonical_json, write_info
 from alignctl.models.scoring import sequence_stats
 
@@ -178,7 +178,7 @@ def with_reference_logps(
     stored = load_file(str(path / FILE))
     index = {bytes(d): i for i, d in enumerate(stored["digests"].numpy())}
     logps = stored["logps"].numpy()
-    if distributed.is_main():  # every rank reads the entry (the first to take its lock builds it); rank 0 says so
+    if ranks.is_main():  # every rank reads the entry (the first to take its lock builds it); rank 0 says so
         if seconds is None:
             print(f"reference log-probs: cache hit ({path})", file=sys.stderr, flush=True)
         else:

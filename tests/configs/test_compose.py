@@ -3,14 +3,11 @@
 import pytest
 
 from alignctl import objectives
-
-
-
+from alignctl.cli import listing
 from alignctl.config import compose
-
 from alignctl.config import schema as config
 
-from alignctl.cli import listing
+
 def test_default_is_dpo_with_reverse_kl():
     cfg = compose.compose_one([])
     assert cfg.objective.name == "dpo" and cfg.divergence.name == "reverse_kl"

@@ -12,10 +12,9 @@ import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 
 from alignctl.config import compose
-
-from alignctl.run import distributed
-from alignctl.config.schema import ConfigError, DistributedConfig
-from alignctl.errors import UsageError
+from alignctl.config.schema import DistributedConfig
+from alignctl.errors import ConfigError, UsageError
+from alignctl.run import distributed, launch
 
 CLUSTER_FIELDS = {f.name for f in dataclasses.fields(ClusterConfig)}
 EXPECTED_TYPE = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}
@@ -140,11 +139,11 @@ def test_only_rank_0_prints_a_usage_error(monkeypatch, capsys):
 
 def test_a_slurm_sweep_checks_the_machine_in_the_job_and_gpus_against_processes(cpu_machine):
     # composed on a login node without GPUs: the GPUs are the job's, checked where it runs (_launch_ranks)
-    jobs = compose.validate(["distributed=fsdp", "model.kernel=naive", "launcher=slurm", "launcher.gpus_per_node=2",
+    jobs = launch.validate(["distributed=fsdp", "model.kernel=naive", "launcher=slurm", "launcher.gpus_per_node=2",
                              "objective=dpo,ipo"], multirun=True)  # fmt: skip
     assert [j.distributed.name for j in jobs] == ["fsdp", "fsdp"]
     with pytest.raises(UsageError, match="distributed=fsdp needs CUDA GPUs"):
         distributed.check_machine(jobs[0])
     with pytest.raises(UsageError, match="distributed.num_processes=2 must equal launcher.gpus_per_node=4: each rank"):
-        compose.validate(["distributed=ddp", "launcher=slurm", "launcher.gpus_per_node=4", "objective=dpo,ipo"],
+        launch.validate(["distributed=ddp", "launcher=slurm", "launcher.gpus_per_node=4", "objective=dpo,ipo"],
                          multirun=True)  # fmt: skip

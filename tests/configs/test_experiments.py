@@ -7,11 +7,11 @@ from importlib import resources
 import pytest
 from omegaconf import OmegaConf
 
-from alignctl.cli import main as cli
-
-from alignctl.config import compose
-
 from alignctl.cli import listing
+from alignctl.cli import main as cli
+from alignctl.config import compose
+from alignctl.run import launch
+
 EXPERIMENTS = sorted(listing.options("experiment"))
 
 
@@ -72,10 +72,10 @@ def test_an_unknown_experiment_lists_the_valid_ones(capsys):
 def test_a_preset_sweep_is_validated_job_by_job_before_it_runs():
     """`alignctl train -m +experiment=...` composes every arm x seed up front, as Hydra's sweeper will run them; a
     command-line value replaces the preset's (one seed instead of three)."""
-    assert len(compose.validate(["+experiment=fdpo_divergences"], multirun=True)) == 18
-    one_seed = compose.validate(["+experiment=dph_rl", "train.seed=0"], multirun=True)
+    assert len(launch.validate(["+experiment=fdpo_divergences"], multirun=True)) == 18
+    one_seed = launch.validate(["+experiment=dph_rl", "train.seed=0"], multirun=True)
     assert [(job.divergence.name, job.train.seed) for job in one_seed] == [
         ("none", 0), ("reverse_kl", 0), ("forward_kl", 0), ("js", 0)
     ]
     with pytest.raises(compose.UsageError, match="objective.beta=-1"):
-        compose.validate(["+experiment=fdpo_divergences", "objective.beta=-1"], multirun=True)
+        launch.validate(["+experiment=fdpo_divergences", "objective.beta=-1"], multirun=True)

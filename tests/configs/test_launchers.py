@@ -16,16 +16,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from alignctl.cli import main as cli
-
-from alignctl.config import compose
-
+from alignctl.config import compose, run_names
 from alignctl.config import schema as config
+from alignctl.run import launch, rundir, tracking
 
-from alignctl.run import rundir
-
-from alignctl.config import run_names
-
-from alignctl.run import tracking
 LAUNCHER_DIR = Path(compose.__file__).parents[1] / "conf" / "launcher"
 
 
@@ -75,8 +69,8 @@ def test_every_launcher_composes_and_its_hydra_launcher_resolves(option):
     launcher = hydra["launcher"]
     assert launcher.items() >= expected.items()
     get_class(launcher["_target_"])  # the plugin's launcher class imports
-    if option != "basic":  # a parallel job's bad input comes back to the sweep (compose.FailedJobs)
-        assert get_class(hydra["callbacks"]["failed_jobs"]["_target_"]) is compose.FailedJobs
+    if option != "basic":  # a parallel job's bad input comes back to the sweep (launch.FailedJobs)
+        assert get_class(hydra["callbacks"]["failed_jobs"]["_target_"]) is launch.FailedJobs
 
 
 def test_slurm_defaults_reach_submitit():
@@ -172,7 +166,7 @@ def test_launcher_keys_never_name_a_run():
 def test_a_sweep_jobs_rerun_command_is_a_single_run_without_the_launcher():
     hydra_cfg = OmegaConf.create({"mode": RunMode.MULTIRUN, "overrides": {"task": [
         "launcher=local", "launcher.n_jobs=2", "divergence=js", "train.resume=auto"]}})  # fmt: skip
-    assert compose._rerun_command(hydra_cfg) == ["alignctl", "train", "divergence=js"]
+    assert launch._rerun_command(hydra_cfg) == ["alignctl", "train", "divergence=js"]
 
 
 def test_a_resumed_run_may_change_its_launcher(tmp_path):
@@ -188,31 +182,31 @@ def test_a_resumed_run_may_change_its_launcher(tmp_path):
 def test_a_sweep_into_a_named_directory_skips_or_resumes_its_jobs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     named = ["divergence=js,reverse_kl", f"hydra.sweep.dir={tmp_path / 'mine'}"]
-    extra = compose._sweep_overrides(named, compose.validate(named, multirun=True))
+    extra = launch._sweep_overrides(named, launch.validate(named, multirun=True))
     assert "train.resume=auto" in extra
     assert "hydra.job.config.override_dirname.exclude_keys=[hydra.sweep.dir,train.resume]" in extra
     for own in (["train.resume=false"], ["train.overwrite=true"]):  # the user's choice stands
-        extra = compose._sweep_overrides(named + own, compose.validate(named + own, multirun=True))
+        extra = launch._sweep_overrides(named + own, launch.validate(named + own, multirun=True))
         assert not any(o.startswith("train.resume=") for o in extra)
     unnamed = ["divergence=js,reverse_kl"]  # a new sweep directory: nothing to resume
-    assert not any(o.startswith("train.resume=") for o in compose._sweep_overrides(unnamed, []))
+    assert not any(o.startswith("train.resume=") for o in launch._sweep_overrides(unnamed, []))
 
 
 def test_parallel_jobs_that_fail_or_stop_end_the_sweep_with_one_line_each_and_the_highest_code(tmp_path, capsys):
     sweep = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    callback = compose.FailedJobs()
+    callback = launch.FailedJobs()
 
     def job(num, dirname=""):
         return OmegaConf.create({"sweep": {"dir": str(tmp_path)}, "job": {"num": num, "override_dirname": dirname}})
 
-    compose.FailedJobs.record(job(10, "divergence=js"), 2, "bad input")
-    compose.FailedJobs.record(job(2), 143, "stopped by SIGTERM")
+    launch.FailedJobs.record(job(10, "divergence=js"), 2, "bad input")
+    launch.FailedJobs.record(job(2), 143, "stopped by SIGTERM")
     with pytest.raises(SystemExit) as exc:
         callback.on_multirun_end(sweep)
     assert exc.value.code == 143
     assert capsys.readouterr().err.splitlines() == [
         "alignctl: job 2: stopped by SIGTERM", "alignctl: error: job 10 (divergence=js): bad input"]  # fmt: skip
-    compose.FailedJobs.record(job(0), 2, "from an earlier launch")
+    launch.FailedJobs.record(job(0), 2, "from an earlier launch")
     callback.on_multirun_start(sweep)
     callback.on_multirun_end(sweep)  # nothing failed in this launch
     assert capsys.readouterr().err == ""
@@ -220,9 +214,9 @@ def test_parallel_jobs_that_fail_or_stop_end_the_sweep_with_one_line_each_and_th
 
 def test_ctrl_c_while_a_parallel_sweep_waits_says_how_to_continue_it():
     argv = ["alignctl", "--multirun", "hydra.sweep.dir='runs/s'", "divergence=js,reverse_kl"]
-    local = compose._sweep_stopped("local", argv)
+    local = launch._sweep_stopped("local", argv)
     assert local == "alignctl: sweep stopped by SIGINT; run it again with hydra.sweep.dir=runs/s to resume its jobs"
-    slurm = compose._sweep_stopped("slurm", argv)
+    slurm = launch._sweep_stopped("slurm", argv)
     assert "SLURM jobs go on" in slurm and "scancel" in slurm and "hydra.sweep.dir=runs/s" in slurm
 
 
@@ -250,6 +244,7 @@ def hydra_mode():
 
 def test_a_sweeps_jobs_share_a_wandb_group_named_after_the_sweep_directory(tmp_path, wandb_init, hydra_mode):
     from alignctl.run import train
+
     hydra_mode(RunMode.MULTIRUN)
     run_dir = tmp_path / "20261201-120000-sweep" / "0-dpo-reverse_kl"
     run_dir.mkdir(parents=True)

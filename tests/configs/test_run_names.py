@@ -9,11 +9,9 @@ from hydra import initialize_config_module
 from omegaconf import OmegaConf
 
 from alignctl import objectives
-
 from alignctl.config import compose
-
-from alignctl.run import rundir
 from alignctl.config.run_names import MAX_LENGTH, run_name
+from alignctl.run import launch, rundir
 
 
 @pytest.mark.parametrize(
@@ -69,9 +67,9 @@ def test_two_sweeps_started_in_the_same_second_get_their_own_directories(tmp_pat
     # the same second for both, as ${now:} gives two sweeps started together
     monkeypatch.setattr(hydra.core.utils, "datetime", FrozenClock)
     overrides = ["objective=fdpo", "divergence=alpha", "divergence.alpha=0.3,0.5", "train.max_steps=1"]
-    jobs = compose.validate(overrides, multirun=True)
-    first = compose._sweep_overrides(overrides, jobs)
-    second = compose._sweep_overrides(overrides, jobs)
+    jobs = launch.validate(overrides, multirun=True)
+    first = launch._sweep_overrides(overrides, jobs)
+    second = launch._sweep_overrides(overrides, jobs)
     dirs = [next(o for o in extra if o.startswith("hydra.sweep.dir=")) for extra in (first, second)]
     assert dirs[0] != dirs[1]
     base = dirs[0].split("=", 1)[1].strip("'")
@@ -83,11 +81,11 @@ def test_two_sweeps_started_in_the_same_second_get_their_own_directories(tmp_pat
 def test_a_sweep_the_user_names_is_left_as_named_and_resume_needs_a_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     named = ["divergence=js,reverse_kl", f"hydra.sweep.dir={tmp_path / 'mine'}"]
-    extra = compose._sweep_overrides(named, compose.validate(named, multirun=True))
+    extra = launch._sweep_overrides(named, launch.validate(named, multirun=True))
     assert not any(o.startswith("hydra.sweep.dir=") for o in extra) and not (tmp_path / "runs").exists()
     resumed = ["divergence=js,reverse_kl", "train.resume=true"]
     with pytest.raises(compose.UsageError, match="name it with hydra.sweep.dir"):
-        compose._sweep_overrides(resumed, compose.validate(resumed, multirun=True))
+        launch._sweep_overrides(resumed, launch.validate(resumed, multirun=True))
 
 
 def test_claim_sweep_dir_counts_on(tmp_path):

@@ -5,8 +5,8 @@ import contextlib
 import pytest
 import torch
 
-from alignctl.config.schema import TinyModelConfig
 from alignctl.data.tasks.toy_sentiment import ToySentimentConfig
+from alignctl.models.schema import TinyModelConfig
 
 # Small but not degenerate: a vocabulary large enough for whole-word tokens makes even a 0.16M-parameter model
 # write real (if ungrammatical) words, so its samples differ in sentiment and pairs exist.

@@ -14,9 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from alignctl.data import sampled
-
 from alignctl import cache
+from alignctl.data import sampled
 from alignctl.data.tasks import tiny_lm
 
 
@@ -179,6 +178,7 @@ def test_concurrent_processes_rebuild_a_corrupt_entry_once(root, tmp_path):
         """
         import sys, time
         from alignctl import cache
+
         def build(out):
             with open(sys.argv[1], "a") as log:
                 log.write("built\\n")
@@ -324,6 +324,7 @@ def read_only(tmp_path):
 LOAD = """
     import sys
     from alignctl.errors import UsageError
+
     sys.path.insert(0, {repo!r})
     from tests.data import test_cache_integrity as t
 

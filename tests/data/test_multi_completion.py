@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 from transformers import AutoTokenizer
 
-from alignctl.config.schema import ConfigError
-from alignctl.data.tasks.toy_sentiment import ToySentimentConfig
 from alignctl.cache import recipe_hash
 from alignctl.data.tasks import tiny_lm, toy_sentiment
+from alignctl.data.tasks.toy_sentiment import ToySentimentConfig
+from alignctl.errors import ConfigError
 from alignctl.rewards.sentiment import sentiment
 
 from .conftest import one_thread, tiny_cfgs

@@ -9,11 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignctl.config.schema import TinyModelConfig
-from alignctl.data import sampled
 from alignctl.cache import recipe_hash
+from alignctl.data import sampled
 from alignctl.data.tasks import tiny_lm
 from alignctl.errors import UsageError
+from alignctl.models import files
+from alignctl.models.schema import TinyModelConfig
 
 from .conftest import one_thread
 
@@ -56,7 +57,7 @@ def _model_dir(path, pad=True, steps=40):
         if not pad:  # a GPT-2-like tokenizer: the builder pads with EOS
             tok.pad_token = None
             model.config.pad_token_id = model.generation_config.pad_token_id = None
-        tiny_lm.save_hf_dir(model, tok, path)
+        files.save_hf_dir(model, tok, path)
     return path
 
 
@@ -205,17 +206,17 @@ def test_a_finite_prompt_list_that_runs_out(model_dir, cache):
 
 def test_cache_key_follows_weights_reward_and_prompts(model_dir, tmp_path):
     key = recipe_hash(sampled.pairs_recipe(source(model_dir)))
-    fp = sampled.model_fingerprint(model_dir)
+    fp = files.model_fingerprint(model_dir)
     assert len(fp) == 64 and sampled.pairs_recipe(source(model_dir))["model"] == fp
     copy = shutil.copytree(model_dir, tmp_path / "copy")
     (copy / "README.md").write_text("notes")  # not a file that changes what the model samples
-    assert sampled.model_fingerprint(copy) == fp and recipe_hash(sampled.pairs_recipe(source(copy))) == key
+    assert files.model_fingerprint(copy) == fp and recipe_hash(sampled.pairs_recipe(source(copy))) == key
     weights = load_file(copy / "model.safetensors")
     name = next(iter(weights))
     weights[name] = weights[name].clone()
     weights[name].view(-1)[0] += 1e-3
     save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
-    assert sampled.model_fingerprint(copy) != fp
+    assert files.model_fingerprint(copy) != fp
     assert recipe_hash(sampled.pairs_recipe(source(copy))) != key
     assert recipe_hash(sampled.pairs_recipe(source(model_dir, reward_recipe={"name": "length", "v": 2}))) != key
     assert recipe_hash(sampled.pairs_recipe(source(model_dir, data_fingerprint="other"))) != key
@@ -224,7 +225,7 @@ def test_cache_key_follows_weights_reward_and_prompts(model_dir, tmp_path):
     assert sampled.fingerprint_texts(["ab", "c"]) != sampled.fingerprint_texts(["a", "bc"])
     assert sampled.fingerprint_texts(TRAIN) != sampled.fingerprint_texts(TRAIN[::-1])
     with pytest.raises(UsageError, match="config.json"):
-        sampled.model_fingerprint(tmp_path)
+        files.model_fingerprint(tmp_path)
 
 
 def test_reward_of_the_wrong_length_raises(model_dir, cache):
@@ -245,7 +246,7 @@ def test_sources_are_checked(model_dir, cache):
     with pytest.raises(TypeError, match="prompts must be strings"):
         source(model_dir, test_prompts=[{"prompt": "It was"}])
     with pytest.raises(UsageError, match="neither a local directory nor in the local HF cache"):
-        sampled.model_fingerprint("no-such-org/no-such-model")
+        files.model_fingerprint("no-such-org/no-such-model")
     with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
         sampled.build_pairs(source(model_dir, samples_per_prompt=1))
     with pytest.raises(ValueError, match="self_samples >= 1"):

@@ -7,12 +7,14 @@ from collections import Counter
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignctl.config.schema import ConfigError, TinyModelConfig
 from alignctl import cache
 from alignctl.cache import RECIPE_FILE, recipe_hash
-from alignctl.data.tasks import arith_problems, tiny_lm, toy_arith
-from alignctl.data.tasks.arith_problems import Problem
+from alignctl.data.tasks import tiny_lm, toy_arith
 from alignctl.data.tasks.toy_arith import ToyArithConfig
+from alignctl.errors import ConfigError
+from alignctl.models.schema import TinyModelConfig
+from alignctl.rewards import arith_problems
+from alignctl.rewards.arith_problems import Problem
 from alignctl.rewards.exact_match import exact_match
 
 from .conftest import one_thread

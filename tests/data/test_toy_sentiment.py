@@ -9,11 +9,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignctl.data import sampled
-
 from alignctl import cache
 from alignctl.cache import RECIPE_FILE, recipe_hash
 from alignctl.data.tasks import tiny_lm, toy_sentiment
+from alignctl.models import files
 from alignctl.rewards.sentiment import sentiment
 
 from .conftest import TINY_MODEL, build_tiny, tiny_cfgs
@@ -111,7 +110,7 @@ def test_recipes_key_what_matters(tiny_build, tiny_cache, monkeypatch):
     base = recipe_hash(toy_sentiment.base_model_recipe(data_cfg, model_cfg))
     recipe = toy_sentiment.pairs_recipe(data_cfg, model_cfg)
     pairs = recipe_hash(recipe)
-    assert recipe["model"] == sampled.model_fingerprint(path)  # the base model's weights (and config, tokenizer)
+    assert recipe["model"] == files.model_fingerprint(path)  # the base model's weights (and config, tokenizer)
     assert recipe["data"] == recipe_hash(toy_sentiment.prompts_recipe(data_cfg))
     assert recipe["reward"] == {"name": "sentiment"}
     more_pairs = dataclasses.replace(data_cfg, num_train_prompts=99)

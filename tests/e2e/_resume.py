@@ -3,6 +3,8 @@
 import json
 
 from alignctl.cli import main as cli
+
+
 def step_rows(run_dir) -> dict[int, dict]:
     """metrics.jsonl's logged steps, keyed by step."""
     return {row["step"]: row for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())

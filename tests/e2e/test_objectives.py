@@ -6,10 +6,8 @@ import math
 import pytest
 
 from alignctl import objectives
-
-from alignctl.cli import main as cli
-
 from alignctl.cli import listing
+from alignctl.cli import main as cli
 from tests.e2e.test_train_eval import EVAL_KEYS, TINY
 
 pytestmark = pytest.mark.slow

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from alignctl.cli import main as cli
-
-from alignctl.config import compose
 from alignctl.cache import cached_path
-from alignctl.data.sampled import model_fingerprint
-from alignctl.models import loading, soup
+from alignctl.cli import main as cli
+from alignctl.config import compose
+from alignctl.models import soup
+from alignctl.models.files import model_fingerprint
+from alignctl.run import sources
 from tests.e2e.test_train_eval import EVAL_KEYS, TINY
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ def test_dpo_with_a_soup_of_two_seeds_trains_and_evaluates(tmp_path):
     assert cli.main(["train", *overrides, "train.max_steps=2", f"hydra.run.dir={run_dir}"]) == 0
     assert EVAL_KEYS <= json.loads((run_dir / "eval.json").read_text()).keys()
     cfg = compose.compose_one(overrides)
-    seeds = [loading.policy_source(compose.compose_one([*TINY, f"model.seed={k}"])) for k in (0, 1)]
+    seeds = [sources.policy_source(compose.compose_one([*TINY, f"model.seed={k}"])) for k in (0, 1)]
     built = cached_path(soup.KIND, {"method": "linear", "entries": [model_fingerprint(d) for d in seeds]})
-    assert loading.reference_source(cfg) == loading.policy_source(cfg) == str(built)
+    assert sources.reference_source(cfg) == sources.policy_source(cfg) == str(built)
     assert json.loads((built / "build_info.json").read_text())["entries"] == seeds

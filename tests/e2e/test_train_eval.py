@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from alignctl.cli import main as cli
+
 pytestmark = pytest.mark.slow
 
 # The same small task as tests/data (built once per session in the shared cache), a few steps of training.

@@ -6,11 +6,10 @@ import shutil
 
 import pytest
 
-from alignctl.run import build
-
 from alignctl.config import compose
 from alignctl.eval.curve import curve_point, read_curve
 from alignctl.models import loading
+from alignctl.run import build, sources
 from alignctl.run.train import train_and_evaluate
 
 pytestmark = pytest.mark.slow
@@ -51,7 +50,7 @@ def test_the_last_point_is_the_final_model_measured_afresh(runs):
     cfg, root = runs
     tokenizer = loading.load_tokenizer(cfg, str(root / "curve" / "model"))
     policy = loading.load_causal_lm(cfg, str(root / "curve" / "model"), trainable=False)
-    reference = loading.load_causal_lm(cfg, loading.reference_source(cfg), trainable=False)
+    reference = loading.load_causal_lm(cfg, sources.reference_source(cfg), trainable=False)
     e = cfg.eval
     again = curve_point(policy, reference, tokenizer, build.eval_prompts(cfg, tokenizer)[: e.curve_prompts],
                         build.reward(cfg), samples_per_prompt=e.curve_samples_per_prompt,

@@ -86,9 +86,10 @@ def build_family(family: str, path: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     from alignctl.data.tasks import tiny_lm
+    from alignctl.models import files
 
     trained = tiny_lm.train_bpe_tokenizer(FAMILY_TEXTS, vocab_size=VOCAB_SIZE, model_max_length=128)
-    with tiny_lm.quiet():
+    with files.quiet():
         trained.save_pretrained(path)
         _config(family, trained, len(trained)).save_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -98,7 +99,7 @@ def build_family(family: str, path: Path) -> Path:
         _bend_gemma2_logits(model, tokenizer)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.generation_config, key, getattr(tokenizer, key))
-    tiny_lm.save_hf_dir(model, tokenizer, path)
+    files.save_hf_dir(model, tokenizer, path)
     return path
 
 

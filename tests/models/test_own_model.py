@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from alignctl.config import compose
 from alignctl.errors import UsageError
+from alignctl.run import sources
 
 from .conftest import FAMILIES
 
@@ -137,8 +138,8 @@ CHAT_TEMPLATE = (
 
 
 def test_conversational_data_renders_through_the_chat_template(family_model_dirs, tmp_path):
-    from alignctl.run import build
     from alignctl.models import loading
+    from alignctl.run import build
 
     rows = [
         {"prompt": [{"role": "user", "content": "how was the film?"}],
@@ -180,8 +181,8 @@ def test_bad_model_input_is_one_line(overrides, fragments, family_model_dirs, pa
     filled = [o.format(tmp=tmp_path, llama=family_model_dirs["llama"]) for o in overrides]
     cfg = compose.compose_one(["model=hf", "dataset=preference_file", f"dataset.path={pairs_file}", *filled])
     with pytest.raises(UsageError) as e:
-        source = loading.policy_source(cfg)
-        loading.reference_source(cfg)
+        source = sources.policy_source(cfg)
+        sources.reference_source(cfg)
         loading.load_tokenizer(cfg, source)
     message = str(e.value)
     assert "\n" not in message
@@ -221,8 +222,9 @@ def sft_llama_dir(family_model_dirs, tmp_path_factory) -> Path:
     random model writes random bytes, which no pair builder keeps)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
+    from alignctl.models import files
+    from alignctl.models.schema import TinyModelConfig
 
     from .conftest import FAMILY_TEXTS
 
@@ -231,7 +233,7 @@ def sft_llama_dir(family_model_dirs, tmp_path_factory) -> Path:
     steps = TinyModelConfig(pretrain_steps=60, pretrain_batch_size=8, pretrain_lr=1e-2, max_position_embeddings=64)
     tiny_lm.pretrain(model, tokenizer, FAMILY_TEXTS, steps, desc="test: SFT of the llama fixture")
     path = tmp_path_factory.mktemp("sft-llama")
-    tiny_lm.save_hf_dir(model, tokenizer, path)
+    files.save_hf_dir(model, tokenizer, path)
     return path
 
 
@@ -239,10 +241,10 @@ def sft_llama_dir(family_model_dirs, tmp_path_factory) -> Path:
 def test_imdb_pairs_sampled_from_the_sft_model_and_scored_by_a_classifier(sft_llama_dir, classifier_dir, tmp_path):
     """The DPO/f-DPO IMDB setup on a local file of IMDB's schema: prompts are review openings, the SFT model samples
     completions, the classifier's P(positive) - P(negative) ranks them, best vs worst is a pair."""
-    from alignctl.run import build
     from alignctl.models import loading
     from alignctl.rewards import registry as rewards
     from alignctl.rewards.base import RewardContext
+    from alignctl.run import build
 
     words = ["warm", "dull", "loud", "quiet", "great", "flat", "honest", "wooden"]
     reviews = [{"text": f"a {w} film<br /><br />was {i}", "label": i % 2} for i, w in enumerate(words * 2)]
@@ -286,6 +288,7 @@ def test_grpo_on_gsm8k_schema_with_exact_match(sft_llama_dir, tmp_path):
 
 def test_exact_match_scores_gsm8k_answers_from_the_loader(tmp_path):
     from alignctl.run import build
+
     rows = [{"question": "What is 1000 plus 2000?", "answer": "1000 + 2000 = 3000\n#### 3,000"}] * 3
     path = write_jsonl(tmp_path / "gsm8k.jsonl", rows)
     cfg = compose.compose_one(["objective=grpo", "model=hf", "model.path=unused", "dataset=gsm8k",
@@ -334,6 +337,7 @@ def test_cli_trains_and_re_evaluates_a_hub_format_model(family_model_dirs, pairs
 
 def test_eval_against_a_reference_with_another_tokenizer_is_one_line(family_model_dirs, pairs_file, capsys, tmp_path):
     from alignctl.cli import main as cli
+
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", f"model_dir={family_model_dirs['qwen2']}", f"eval.reference={family_model_dirs['llama']}",
                   "model=hf", f"model.path={family_model_dirs['qwen2']}", "dataset=preference_file",
@@ -344,6 +348,7 @@ def test_eval_against_a_reference_with_another_tokenizer_is_one_line(family_mode
 
 def test_bad_data_found_at_load_leaves_no_run_directory(family_model_dirs, tmp_path, monkeypatch, capsys):
     from alignctl.cli import main as cli
+
     bad = write_jsonl(tmp_path / "bad.jsonl", [*PAIRS[:3], {"prompt": "x", "chosen": "", "rejected": " y"}, *PAIRS])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:

@@ -10,20 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from alignctl.config.schema import ConfigError, HFModelConfig, TinyModelConfig
-from alignctl.errors import UsageError
+from alignctl.errors import ConfigError, UsageError
 from alignctl.models import loading, soup
+from alignctl.models.schema import HFModelConfig, TinyModelConfig
+from alignctl.run import sources
 
 TEXTS = ["the film was a quiet delight.", "a dull plot and wooden acting.", "an honest, warm story."] * 4
 
 
 def save_model(path: Path, seed: int, hidden_size: int = 32, texts: list[str] = TEXTS) -> Path:
     from alignctl.data.tasks import tiny_lm
+    from alignctl.models import files
 
     tokenizer = tiny_lm.train_bpe_tokenizer(texts, vocab_size=300, model_max_length=32)
     cfg = TinyModelConfig(seed=seed, hidden_size=hidden_size, num_layers=1, num_heads=2, intermediate_size=64,
                           max_position_embeddings=32)  # fmt: skip
-    tiny_lm.save_hf_dir(tiny_lm.build_llama(cfg, tokenizer), tokenizer, path)
+    files.save_hf_dir(tiny_lm.build_llama(cfg, tokenizer), tokenizer, path)
     return path
 
 
@@ -81,7 +83,7 @@ def test_mismatched_state_dicts_name_the_entry(other, detail):
 
 # --- the cached soup directory -------------------------------------------------------------------------------------
 def test_soup_of_identical_models_is_the_model(models):
-    path = soup.build(soup_cfg([str(models["a"]), str(models["a"])]))
+    path = sources.build_soup(soup_cfg([str(models["a"]), str(models["a"])]))
     a, got = weights(models["a"]), weights(path)
     assert a.keys() == got.keys()
     for name in a:
@@ -90,7 +92,7 @@ def test_soup_of_identical_models_is_the_model(models):
 
 def test_soup_of_two_models_is_their_average_and_is_cached(models, monkeypatch):
     cfg = soup_cfg([str(models["a"]), str(models["b"])])
-    path = soup.build(cfg)
+    path = sources.build_soup(cfg)
     a, b, got = weights(models["a"]), weights(models["b"]), weights(path)
     for name in a:
         want = ((a[name].astype(np.float64) + b[name].astype(np.float64)) / 2).astype(a[name].dtype)
@@ -101,20 +103,20 @@ def test_soup_of_two_models_is_their_average_and_is_cached(models, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    assert loading.policy_source(cfg) == loading.reference_source(cfg) == str(path)
+    assert sources.policy_source(cfg) == sources.reference_source(cfg) == str(path)
 
     def fail(*args, **kwargs):
         raise AssertionError("rebuilt a cached soup")
 
     monkeypatch.setattr(soup, "write_soup", fail)
-    assert soup.build(cfg) == path  # second time: from the cache
+    assert sources.build_soup(cfg) == path  # second time: from the cache
 
 
 def test_a_retrained_entry_is_not_a_stale_hit(models, tmp_path):
     b = save_model(tmp_path / "b", seed=1)
-    first = soup.build(soup_cfg([str(models["a"]), str(b)]))
+    first = sources.build_soup(soup_cfg([str(models["a"]), str(b)]))
     save_model(b, seed=2)  # the same directory, other weights
-    second = soup.build(soup_cfg([str(models["a"]), str(b)]))
+    second = sources.build_soup(soup_cfg([str(models["a"]), str(b)]))
     assert second != first and differs(weights(second), weights(first))
 
 
@@ -124,7 +126,7 @@ def test_run_directory_entry_means_its_model(models, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(models["b"], run / "model")
     (run / "config.yaml").write_text("objective:\n  name: dpo\n")  # what makes a directory a run's
-    assert soup.entry_dirs(soup_cfg([str(models["a"]), str(run)])) == [str(models["a"]), str(run / "model")]
+    assert sources.soup_entries(soup_cfg([str(models["a"]), str(run)])) == [str(models["a"]), str(run / "model")]
 
 
 def test_integer_entries_are_the_embedded_base_model_with_that_seed(monkeypatch):
@@ -136,7 +138,7 @@ def test_integer_entries_are_the_embedded_base_model_with_that_seed(monkeypatch)
     monkeypatch.setattr(loading, "check_source", lambda field, value: value)
     model = TinyModelConfig(reference="soup", soup=[3, 1])
     cfg = SimpleNamespace(model=model, dataset=SimpleNamespace(name="toy_sentiment"))
-    assert soup.entry_dirs(cfg) == ["/base/seed3", "/base/seed1"]
+    assert sources.soup_entries(cfg) == ["/base/seed3", "/base/seed1"]
     assert built == [3, 1] and model.seed == 0  # the run's own config is untouched
 
 
@@ -148,7 +150,7 @@ def test_integer_entries_are_the_embedded_base_model_with_that_seed(monkeypatch)
 def test_bad_entries_fail_with_one_line_naming_the_entry(models, tmp_path, bad, message):
     entry = str(tmp_path / "missing") if bad == "missing" else str(models[bad])
     with pytest.raises(UsageError, match=message) as e:
-        soup.build(soup_cfg([str(models["a"]), entry]))
+        sources.build_soup(soup_cfg([str(models["a"]), entry]))
     assert "\n" not in str(e.value)
 
 
@@ -177,6 +179,7 @@ def test_hf_config_rules():
 
 def test_online_objectives_take_a_soup_but_no_other_reference(nothing_loads):
     from alignctl.config import compose
+
     cfg = compose.compose_one(["objective=grpo", "model.reference=soup", "model.soup=[0,1]"])
     assert (cfg.model.reference, cfg.model.soup) == ("soup", [0, 1])
     with pytest.raises(UsageError, match="model.reference=/x is not supported by objective=grpo"):
@@ -185,5 +188,6 @@ def test_online_objectives_take_a_soup_but_no_other_reference(nothing_loads):
 
 def test_alignctl_ls_names_the_soup_reference(capsys):
     from alignctl.cli import listing
+
     listing.show(None)
     assert "model.soup=" in capsys.readouterr().out.replace("\n", " ")

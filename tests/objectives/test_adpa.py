@@ -127,8 +127,8 @@ TEXTS = ["the film was a quiet delight.", "a dull plot and wooden acting.", "an 
 
 @pytest.fixture(scope="module")
 def models():
-    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
+    from alignctl.models.schema import TinyModelConfig
 
     tokenizer = tiny_lm.train_bpe_tokenizer(TEXTS, vocab_size=280, model_max_length=64)
     built = []

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from alignctl.objectives import dckd
+from alignctl.run import sources
 
 from ._helpers import DIV_IDS, DIVERGENCES, assert_finite, div, extreme_pairs, grads, np_, random_pairs
 from ._token import random_logits, token_batch
@@ -90,12 +91,13 @@ def test_registry_entry():
     )  # fmt: skip
 
 
-# --- objective.teacher / objective.teacher_reference: checked when the config is composed ---------------------
+# --- objective.teacher / objective.teacher_reference: checked when the run is validated -----------------------
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory):
     """Two tiny HF model dirs with one tokenizer, and a third with another vocabulary."""
-    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
+    from alignctl.models import files
+    from alignctl.models.schema import TinyModelConfig
 
     root = tmp_path_factory.mktemp("teachers")
     texts = ["the film was a quiet delight.", "a dull plot and wooden acting."] * 4
@@ -104,14 +106,16 @@ def hf_dirs(tmp_path_factory):
         tokenizer = tiny_lm.train_bpe_tokenizer(texts if vocab == 270 else texts[:1], vocab, model_max_length=64)
         cfg = TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                               max_position_embeddings=64)  # fmt: skip
-        tiny_lm.save_hf_dir(tiny_lm.build_llama(cfg, tokenizer), tokenizer, root / name)
+        files.save_hf_dir(tiny_lm.build_llama(cfg, tokenizer), tokenizer, root / name)
         dirs[name] = root / name
     return dirs
 
 
 def _compose(*overrides):
-    from alignctl.config import compose
-    return compose.compose_one(["tracking=none", *overrides])
+    """The run's validation (alignctl train's): the config's rules, then the teachers (alignctl.run.sources)."""
+    from alignctl.run import launch
+
+    return launch.validate(["tracking=none", *overrides], multirun=False)[0]
 
 
 def test_teacher_is_required_and_checked():
@@ -127,11 +131,10 @@ def test_teacher_run_dir_and_its_reference(hf_dirs, tmp_path):
     from alignctl.config import compose
     from alignctl.config import schema as config
     from alignctl.errors import UsageError
-    from alignctl.models import loading
 
     student = ("model=hf", f"model.path={hf_dirs['student']}")
     cfg = _compose("objective=dckd", f"objective.teacher={hf_dirs['teacher']}", *student)
-    assert loading.teacher_sources(cfg) == (str(hf_dirs["teacher"]), None)
+    assert sources.teacher_sources(cfg) == (str(hf_dirs["teacher"]), None)
     assert config.hyperparameters(cfg.objective) == {"kd_weight": 0.1, "sft_weight": 1.0}  # paths are not loss args
     # a DPO run of the teacher: <run>/model is the teacher, the run's own reference (its starting model) pi_ref
     run = tmp_path / "teacher-run"
@@ -142,10 +145,10 @@ def test_teacher_run_dir_and_its_reference(hf_dirs, tmp_path):
     for f in hf_dirs["teacher"].iterdir():
         (run / "model" / f.name).write_bytes(f.read_bytes())
     cfg = _compose("objective=adpa", f"objective.teacher={run}", *student)
-    assert loading.teacher_sources(cfg) == (str(run / "model"), str(hf_dirs["foreign"]))
+    assert sources.teacher_sources(cfg) == (str(run / "model"), str(hf_dirs["foreign"]))
     assert config.hyperparameters(cfg.objective) == {"beta": 1.6, "sft_weight": 1.0}
     cfg = _compose("objective=adpa", f"objective.teacher={run}", f"objective.teacher_reference={run}", *student)
-    assert loading.teacher_sources(cfg) == (str(run / "model"), str(run / "model"))
+    assert sources.teacher_sources(cfg) == (str(run / "model"), str(run / "model"))
     with pytest.raises(UsageError, match="is a model dir, not a run dir"):
         _compose("objective=adpa", f"objective.teacher={hf_dirs['teacher']}", *student)
 

@@ -33,8 +33,8 @@ def test_equals_trl_sft_trainer_loss(tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
+    from alignctl.models.schema import TinyModelConfig
 
     texts = ["a good film", "a bad film", "the plot was fine"] * 4
     tokenizer = tiny_lm.train_bpe_tokenizer(texts, vocab_size=300, model_max_length=32)

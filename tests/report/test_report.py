@@ -13,11 +13,9 @@ import yaml
 from matplotlib.image import imread
 
 from alignctl.cli import main as cli
-
-from alignctl.report import tables as report
-
-from alignctl.report import plots as report_plots
 from alignctl.errors import UsageError
+from alignctl.report import plots as report_plots
+from alignctl.report import tables as report
 
 T975 = {2: 12.706204736174707, 3: 4.302652729911275}  # scipy.stats.t.ppf(0.975, n - 1), written out
 

@@ -146,8 +146,8 @@ def test_calibrated_reward_end_to_end_against_a_hand_count():
 def test_reference_sampler_leaves_the_callers_rng_alone_and_is_seeded(tmp_path):
     import torch
 
-    from alignctl.config.schema import TinyModelConfig
     from alignctl.data.tasks import tiny_lm
+    from alignctl.models.schema import TinyModelConfig
     from tests.rewards.conftest import NO_PAD, _tokenizer
 
     tokenizer = _tokenizer(NO_PAD, bert=False)  # a word-level vocabulary: nothing to train
@@ -199,10 +199,9 @@ def test_a_transform_is_refused_for_disco_which_only_thresholds_the_reward():
 
 
 def test_t_comes_from_reward_t_then_reward_n_never_eval(monkeypatch):
-    from alignctl.run import build
-    from alignctl.models import loading
+    from alignctl.run import build, sources
 
-    monkeypatch.setattr(loading, "reference_source", lambda cfg: "/reference")  # builds no model
+    monkeypatch.setattr(sources, "reference_source", lambda cfg: "/reference")  # builds no model
     base = ["reward.calibrate=true", "reward.transform=bon"]
     t = [build.calibration_settings(compose.compose_one(base + o))["t"]
          for o in (["reward.t=3", "reward.n=2"], ["reward.n=2", "eval.best_of_n=8"])]  # fmt: skip

@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from alignctl.data.tasks.arith_problems import Problem, parse_answer, parse_question
 from alignctl.errors import DataError
+from alignctl.rewards.arith_problems import Problem, parse_answer, parse_question
 from alignctl.rewards.base import RewardConfig, RewardContext
 from alignctl.rewards.exact_match import ENTRY, build, exact_match, final_answer, parse_reference
 

@@ -12,11 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig
 
 from alignctl import divergences, objectives
-
-from alignctl.trainers import batches
-
-from alignctl.trainers import reference_cache
 from alignctl.models.scoring import sequence_stats
+from alignctl.trainers import batches, reference_cache
 from alignctl.trainers.preference import PreferenceTrainer
 
 from ._tiny import PROMPTS, plain_token_logps

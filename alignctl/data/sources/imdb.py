@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated
 
+from alignctl.constraints import Positive
 from alignctl.data.base import DatasetEntry, SourceDatasetConfig
 from alignctl.data.sources.reading import EXPECTED, TEXT, read_source, row_error
 
@@ -24,7 +26,7 @@ BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 class ImdbConfig(SourceDatasetConfig):
     name: str = "imdb"
     path: str = "stanfordnlp/imdb"
-    prompt_words: int = 8  # a prompt is the review's first prompt_words words
+    prompt_words: Annotated[int, Positive] = 8  # a prompt is the review's first prompt_words words
 
 
 def review_opening(text: str, words: int) -> str:

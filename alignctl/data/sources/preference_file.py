@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from alignctl.data.base import DatasetEntry, SourceDatasetConfig
 from alignctl.data.sources.reading import NUMBER, TEXT_OR_MESSAGES, missing_path_message, read_source, row_error
+from alignctl.errors import ConfigError
 
 DESCRIPTION = "your own preference pairs: a .jsonl/.json/.parquet/.csv file or save_to_disk folder in TRL's format"
 COLUMNS = {"chosen": TEXT_OR_MESSAGES, "rejected": TEXT_OR_MESSAGES}
@@ -34,8 +35,6 @@ class PreferenceFileConfig(SourceDatasetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.path in (None, ""):
-            from alignctl.config.schema import ConfigError
-
             raise ConfigError(missing_path_message(self.name))
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from alignctl.data.base import DatasetEntry, SourceDatasetConfig
 from alignctl.data.sources.reading import TEXT_OR_MESSAGES, missing_path_message, read_source
+from alignctl.errors import ConfigError
 
 DESCRIPTION = "your own prompts: a .jsonl/.json/.parquet/.csv file or save_to_disk folder with a prompt column"
 
@@ -23,8 +24,6 @@ class PromptFileConfig(SourceDatasetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.path in (None, ""):
-            from alignctl.config.schema import ConfigError
-
             raise ConfigError(missing_path_message(self.name))
 
 

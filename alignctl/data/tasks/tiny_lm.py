@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import os
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,44 +18,16 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from alignctl.cache import INFO_FILE, cached
+from alignctl.models import files
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from alignctl.config.schema import TinyModelConfig
+    from alignctl.models.schema import TinyModelConfig
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 console = Console(stderr=True)
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence transformers/TRL/datasets logs, progress bars and warnings inside the block, then restore them."""
-    import datasets
-    import transformers
-
-    tf_level = transformers.logging.get_verbosity()
-    ds_level = datasets.logging.get_verbosity()
-    ds_bars = datasets.is_progress_bar_enabled()
-    trl_logger = logging.getLogger("trl")
-    trl_level = trl_logger.level
-    tf_bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    trl_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers.logging.set_verbosity(tf_level)
-        if tf_bars:
-            transformers.utils.logging.enable_progress_bar()
-        datasets.logging.set_verbosity(ds_level)
-        if ds_bars:
-            datasets.enable_progress_bars()
-        trl_logger.setLevel(trl_level)
 
 
 @contextlib.contextmanager
@@ -178,7 +147,7 @@ def pretrain(
 
     logged: dict[str, float] = {}
 
-    with progress() as bar, quiet(), tempfile.TemporaryDirectory(prefix="alignctl-sft-") as out:
+    with progress() as bar, files.quiet(), tempfile.TemporaryDirectory(prefix="alignctl-sft-") as out:
         task = bar.add_task(desc, total=cfg.pretrain_steps, info="")
 
         class _Progress(TrainerCallback):
@@ -251,7 +220,7 @@ def sample_continuations(
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        with progress() as bar, quiet(), torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        with progress() as bar, files.quiet(), torch.inference_mode(), torch.random.fork_rng(devices=[]):
             task = bar.add_task(desc, total=len(rows), info="")
             for b, start in enumerate(range(0, len(rows), batch_size)):
                 chunk = rows[start : start + batch_size]
@@ -280,21 +249,9 @@ def param_count(model: PreTrainedModel) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def save_hf_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
-    """The ordinary hub layout: config.json, model.safetensors, generation_config.json, tokenizer files."""
-    with quiet():
-        model.save_pretrained(path)  # safetensors is the only format in transformers 5
-        tokenizer.save_pretrained(path)
-    if not (path / "config.json").is_file():  # transformers writes nothing on a rank other than 0 of a process group
-        raise RuntimeError(f"save_pretrained wrote no model into {path} (rank {os.environ.get('RANK')} of a started "
-                           "process group?); build before the group starts")
-
-
 def cached_base_model(kind: str, recipe: dict[str, Any], build: Any, summary: Any) -> Path:
     """The cached HF directory built by ``build(out)`` (caller's RNG states preserved); when this call built it,
     print ``summary(info, path)`` from its build_info.json."""
-    from alignctl.cache import INFO_FILE, cached
-
     built = False
 
     def build_once(out: Path) -> None:

@@ -47,57 +47,65 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from alignctl.config.schema import NOT_IN_RECIPE, ConfigError, check_ranges
-from alignctl.data.base import DatasetEntry
 from alignctl.cache import write_info
-from alignctl.data.tasks import arith_problems, tiny_lm
-from alignctl.data.tasks.arith_problems import Problem
+from alignctl.constraints import NonNegative, Positive, Probability, UnitBelowOne, check_ranges
+from alignctl.data.base import DatasetEntry
+from alignctl.data.tasks import tiny_lm
+from alignctl.errors import ConfigError
+from alignctl.models import files
+from alignctl.models.schema import NOT_IN_RECIPE
+from alignctl.rewards import arith_problems
+from alignctl.rewards.arith_problems import MAX_OPERAND_DIGITS, OPERATIONS, Problem
+from alignctl.rewards.exact_match import exact_match
 
 if TYPE_CHECKING:
-    from alignctl.config.schema import TinyModelConfig
+    from alignctl.models.schema import TinyModelConfig
 
 @dataclass
 class ToyArithConfig:
     """The embedded arithmetic task (DESIGN.md section 5): exact answers, for online RL and pass@k."""
 
     name: str = "toy_arith"
-    seed: int = 0
+    seed: Annotated[int, NonNegative] = 0
     operations: str = "+"  # train/test operations, any of + - (a-b has a >= b: answers are never negative)
-    digits: int = 2  # operand length of the train and test splits
+    digits: Annotated[int, Positive] = 2  # operand length of the train and test splits
     ood_operations: str = "-"  # operations of the "ood" split (same format; must differ if the digits are equal)
-    ood_digits: int = 2  # operand length of the "ood" split
-    corpus_size: int = 8000  # worked solutions of train-side questions, for tokenizer + pretraining
+    ood_digits: Annotated[int, Positive] = 2  # operand length of the "ood" split
+    # worked solutions of train-side questions, for tokenizer + pretraining
+    corpus_size: Annotated[int, Positive] = 8000
     # Share of the corpus that is ood-kind (train-side questions, never the ood split's): the base model learns
     # some of that skill, but less than the in-distribution one, for alignment training to keep or forget.
-    ood_corpus_share: float = 0.25
+    ood_corpus_share: Annotated[float, UnitBelowOne] = 0.25
     # Share of the corpus's worked solutions with one careless slip (a column's result off by one, the rest
     # consistent with it): the base model learns to slip about as often, so its temperature-1 pass@1 sits near
     # 1 - slip_rate while the right answer stays its most likely one (what RL can sharpen and pass@k sees).
-    slip_rate: float = 0.5
+    slip_rate: Annotated[float, UnitBelowOne] = 0.5
     # Share of the column facts (a column's terms: two digits and the carry or borrow) that the corpus's writer
     # misremembers: each is written off by one, the same way, in ``hard_fact_slip_rate`` of the columns that use
     # it. Questions that need such a fact are ones the base model rarely gets right (per-sample success of a few
     # percent): the headroom pass@k at large k measures, and what an RL objective can keep or lose (DPH-RL).
-    hard_fact_share: float = 0.0
-    hard_fact_slip_rate: float = 0.97
+    hard_fact_share: Annotated[float, UnitBelowOne] = 0.0
+    hard_fact_slip_rate: Annotated[float, Probability] = 0.97
     # This task's pretraining budget, replacing model.pretrain_steps (tuned for toy_sentiment's corpus): the
     # default tiny model learns the column arithmetic within it (~60 s on one CPU thread).
-    pretrain_steps: int = 500
-    num_train_prompts: int = 1024  # training prompts (online RL); their worked solutions are in the corpus
-    num_test_prompts: int = 256  # held-out in-distribution questions for eval (never in the corpus)
-    num_ood_prompts: int = 256  # held-out ood-kind questions: what alignment training may make the model forget
-    max_new_tokens: int = 64  # completion budget: a worked solution is <= 26 tokens at 2 digits, <= 40 at 3
+    pretrain_steps: Annotated[int, Positive] = 500
+    # training prompts (online RL); their worked solutions are in the corpus
+    num_train_prompts: Annotated[int, Positive] = 1024
+    # held-out in-distribution questions for eval (never in the corpus)
+    num_test_prompts: Annotated[int, Positive] = 256
+    # held-out ood-kind questions: what alignment training may make the model forget
+    num_ood_prompts: Annotated[int, Positive] = 256
+    # completion budget: a worked solution is <= 26 tokens at 2 digits, <= 40 at 3
+    max_new_tokens: Annotated[int, Positive] = 64
     # Sampling pairs / candidates / self-samples from the base model for offline objectives (scored by exact_match:
     # a prompt whose samples are all right or all wrong gives no pair)
-    samples_per_prompt: int = 4
-    candidates_per_prompt: int = 4
-    self_samples: int = 4
+    samples_per_prompt: Annotated[int, Positive] = 4
+    candidates_per_prompt: Annotated[int, Positive] = 4
+    self_samples: Annotated[int, Positive] = 4
 
     def __post_init__(self) -> None:
-        from alignctl.data.tasks.arith_problems import MAX_OPERAND_DIGITS, OPERATIONS
-
         check_ranges("dataset", self)
         for key in ("operations", "ood_operations"):
             ops = getattr(self, key)
@@ -108,13 +116,6 @@ class ToyArithConfig:
                 raise ConfigError(
                     f"dataset.{key}={getattr(self, key)} is out of range; it must be <= {MAX_OPERAND_DIGITS}"
                 )
-        for key in ("ood_corpus_share", "slip_rate", "hard_fact_share"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"dataset.{key}={getattr(self, key)} is out of range; it must lie in [0, 1)")
-        if not 0.0 <= self.hard_fact_slip_rate <= 1.0:
-            raise ConfigError(
-                f"dataset.hard_fact_slip_rate={self.hard_fact_slip_rate} is out of range; it must lie in [0, 1]"
-            )
         if self.ood_digits == self.digits and set(self.ood_operations) & set(self.operations):
             raise ConfigError(
                 f"dataset.ood_operations={self.ood_operations!r} shares an operation with dataset.operations="
@@ -283,7 +284,7 @@ def _build_base_model(out: Path, data_cfg: ToyArithConfig, model_cfg: TinyModelC
         model, tokenizer, texts, cfg, desc="toy_arith: pretraining base model", sampling=PRETRAIN_SAMPLING
     )
     build_s = time.perf_counter() - start
-    tiny_lm.save_hf_dir(model, tokenizer, out)
+    files.save_hf_dir(model, tokenizer, out)
     measure_start = time.perf_counter()
     pass_at_1 = {
         split: pass_rate(model, tokenizer, data_cfg, split, _MEASURE_SAMPLES, seed=data_cfg.seed)
@@ -312,8 +313,6 @@ def _build_base_model(out: Path, data_cfg: ToyArithConfig, model_cfg: TinyModelC
 
 def pass_rate(model, tokenizer, data_cfg: ToyArithConfig, split: str, num_samples: int, seed: int = 0) -> float:
     """Mean exact-match reward of ``num_samples`` temperature-1 samples per prompt of ``split`` (pass@1)."""
-    from alignctl.rewards.exact_match import exact_match
-
     qs = prompts(data_cfg, split)
     conts = tiny_lm.sample_continuations(
         model, tokenizer, qs, num_samples=num_samples, max_new_tokens=data_cfg.max_new_tokens, seed=seed,

@@ -31,36 +31,40 @@ import functools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from alignctl.config.schema import NOT_IN_RECIPE, check_ranges
+from alignctl.cache import recipe_hash, write_info
+from alignctl.constraints import NonNegative, Positive, check_ranges
 from alignctl.data import sampled
 from alignctl.data.base import GENERAL_REWARDS, DatasetEntry
-from alignctl.cache import recipe_hash, write_info
 from alignctl.data.tasks import review_grammar, tiny_lm
+from alignctl.models import files
+from alignctl.models.schema import NOT_IN_RECIPE
 from alignctl.rewards.sentiment import sentiment
 
 if TYPE_CHECKING:
     import datasets
 
-    from alignctl.config.schema import TinyModelConfig
+    from alignctl.models.schema import TinyModelConfig
 
 @dataclass
 class ToySentimentConfig:
     """The embedded controlled-sentiment task (DESIGN.md section 5)."""
 
     name: str = "toy_sentiment"
-    seed: int = 0
-    corpus_size: int = 10000  # generated reviews for tokenizer + pretraining (~1 epoch at 300 x 32)
-    prompt_words: int = 4  # a prompt is the first few words of a held-out review
-    num_train_prompts: int = 1024  # preference pairs for training
-    num_test_prompts: int = 128  # held-out prompts/pairs for eval
-    samples_per_prompt: int = 4  # continuations sampled per prompt to build a pair (best vs worst)
-    max_new_tokens: int = 24
-    candidates_per_prompt: int = 4  # ranked continuations per prompt for listwise objectives (ADPO)
+    seed: Annotated[int, NonNegative] = 0
+    # generated reviews for tokenizer + pretraining (~1 epoch at 300 x 32)
+    corpus_size: Annotated[int, Positive] = 10000
+    prompt_words: Annotated[int, Positive] = 4  # a prompt is the first few words of a held-out review
+    num_train_prompts: Annotated[int, Positive] = 1024  # preference pairs for training
+    num_test_prompts: Annotated[int, Positive] = 128  # held-out prompts/pairs for eval
+    samples_per_prompt: Annotated[int, Positive] = 4  # continuations sampled per prompt to build a pair (best vs worst)
+    max_new_tokens: Annotated[int, Positive] = 24
+    # ranked continuations per prompt for listwise objectives (ADPO)
+    candidates_per_prompt: Annotated[int, Positive] = 4
     # Self-samples per human negative (D2O). The spec's default (third-party reimplementation) is 11; 4 scores
     # 1 + 4 sequences per prompt instead of DPO's 2: 200 default steps train in 64 s vs DPO's 43 s on 2 CPU cores.
-    self_samples: int = 4
+    self_samples: Annotated[int, Positive] = 4
 
     def __post_init__(self) -> None:
         check_ranges("dataset", self)
@@ -156,7 +160,7 @@ def _build_base_model(out: Path, data_cfg: ToySentimentConfig, model_cfg: TinyMo
     prep_s = time.perf_counter() - start
     model = tiny_lm.build_llama(model_cfg, tokenizer)
     stats = tiny_lm.pretrain(model, tokenizer, texts, model_cfg, desc="toy_sentiment: pretraining base model")
-    tiny_lm.save_hf_dir(model, tokenizer, out)
+    files.save_hf_dir(model, tokenizer, out)
     info = {
         "params": tiny_lm.param_count(model),
         "vocab_size": len(tokenizer),
@@ -172,7 +176,7 @@ def load_base_model(path: Path):
     """(model, tokenizer) from a base-model directory, model in eval mode on CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with tiny_lm.quiet():
+    with files.quiet():
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer

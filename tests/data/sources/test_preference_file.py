@@ -1,10 +1,9 @@
 import pytest
 from datasets import Dataset
 
-from alignctl.config.schema import ConfigError
 from alignctl.data.sources import preference_file
 from alignctl.data.sources.reading import read_source
-from alignctl.errors import DataError, UsageError
+from alignctl.errors import ConfigError, DataError, UsageError
 
 from ._helpers import canonical, one_line_error, rows_of, write_jsonl
 

@@ -1,8 +1,7 @@
 import pytest
 
-from alignctl.config.schema import ConfigError
 from alignctl.data.sources import prompt_file
-from alignctl.errors import DataError
+from alignctl.errors import ConfigError, DataError
 
 from ._helpers import canonical, one_line_error, rows_of, write_jsonl
 

@@ -1,4 +1,5 @@
-"""Seeded arithmetic questions, their worked solutions, and the parsers the ``exact_match`` reward uses.
+"""Seeded arithmetic questions, their worked solutions, and the parsers the ``exact_match`` reward uses (here,
+beside that reward, since the toy_arith dataset writes this format and the reward reads it).
 
 A question is a prompt ``"Q: 23+58=? A:"``; its worked solution (the completion, with a leading space) adds or
 subtracts column by column, units first, and ends on one parseable sentence::

@@ -1,0 +1,83 @@
+"""Which rank this process is, and what the ranks of one multi-process run agree on (alignctl.run.distributed
+launches them). A leaf: the trainers' shared caches and the run's set-up both read it."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from alignctl.errors import EXIT_USAGE, UsageError
+
+AGREE_KEY = "alignctl/run-dir-and-plan"
+T = TypeVar("T")
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def in_ranks() -> bool:
+    """Whether this process is one rank of several (started by accelerate launch / torchrun)."""
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def agree(decide: Callable[[], T] | None) -> T:
+    """Rank 0's `decide()`, shared with every rank (the run directory, the plan); the other ranks pass None. A
+    UsageError there ends every rank with exit code 2; rank 0 alone raises it, so the user reads it once.
+
+    Exchanged through the launcher's key-value store (torchrun's, at MASTER_ADDR:MASTER_PORT), not the process
+    group: the group is left for the Trainer to start, after the run's models and data are loaded, because
+    transformers' save_pretrained writes nothing on a rank other than 0 of a started group (a cached model built
+    there would come out empty) and because a rank waiting in a collective cannot take a signal."""
+    store = _store()
+    if is_main():
+        try:
+            payload: tuple[str, Any] = ("ok", decide())
+        except UsageError as e:
+            payload = ("error", e)
+        store.set(AGREE_KEY, pickle.dumps(payload))
+    else:
+        payload = pickle.loads(store.get(AGREE_KEY))
+    kind, value = payload
+    if kind == "error":
+        if is_main():
+            raise value
+        raise SystemExit(EXIT_USAGE)
+    return value
+
+
+def _store():
+    from torch.distributed import TCPStore
+
+    return TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ["MASTER_PORT"]), world_size(),
+                    is_master=False, timeout=timedelta(minutes=10))  # fmt: skip
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether `flag` holds on any rank (every rank must call it at the same point)."""
+    import torch
+    import torch.distributed as dist
+
+    state = _process_group()
+    value = torch.tensor([int(flag)], device=state.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _process_group():
+    """The ranks' process group, as the Trainer's accelerator will find it (gloo on CPU): accelerate's state."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
