@@ -242,10 +242,10 @@ class RunConfig:
                 "samples at reward > objective.positive_threshold (a monotone transform just moves the threshold); use "
                 "reward.transform=identity (threshold 0.5: better than the reference's median sample)"
             )
-        if self.reward.name not in dataset.rewards:
+        if self.reward.name not in dataset.accepted_rewards():
             raise ConfigError(
                 f"reward={self.reward.name} does not fit dataset={self.dataset.name}; "
-                f"choose one of: {', '.join(dataset.rewards)}"
+                f"choose one of: {', '.join(dataset.accepted_rewards())}"
             )
         if self.model.name in EMBEDDED_MODELS and dataset.embedded_model is None:
             embedded = [name for name, d in data_registry.REGISTRY.items() if d.embedded_model is not None]

@@ -19,9 +19,9 @@ from typing import Annotated, Any, Callable
 
 from alignctl.constraints import NonNegative, Positive, check_ranges
 from alignctl.errors import ConfigError
+from alignctl.rewards import registry as reward_registry
 
 ROW_KINDS = ("preferences", "prompts")
-GENERAL_REWARDS = ("sentiment", "classifier", "function")  # rewards that can score any text
 
 
 @dataclass
@@ -61,7 +61,8 @@ class DatasetEntry:
     description: str
     rows: str  # one of ROW_KINDS: what `load` returns
     load: Callable[[Any], Any]  # cfg.dataset -> DatasetDict(train=..., test=...)
-    rewards: tuple[str, ...] = GENERAL_REWARDS  # reward options that can score this dataset's completions
+    # Reward options that can score this dataset's completions; None: every reward that scores any text.
+    rewards: tuple[str, ...] | None = None
     # Reference answers for verifiable rewards (exact_match): cfg.dataset -> (prompt -> answer string or None).
     answers: Callable[[Any], Callable[[str], str | None]] | None = None
     # Embedded tasks (model=tiny): cfg -> the locally built base model directory.
@@ -73,3 +74,7 @@ class DatasetEntry:
     # Train prompts for sampled data when more than load()'s train split may be needed (toy_sentiment's endless
     # held-out stream: prompts whose samples all tie give no pair, and the next prompt is taken): cfg -> iterable.
     prompt_stream: Callable[[Any], Any] | None = None
+
+    def accepted_rewards(self) -> tuple[str, ...]:
+        """The reward options this dataset can be scored by."""
+        return self.rewards if self.rewards is not None else reward_registry.any_text()

@@ -68,4 +68,7 @@ class RewardEntry:
     description: str
     build: Callable[[Any, RewardContext], Reward]
     binary: bool = False  # scores are 1 (correct) / 0: pass@k is defined, pair building keeps correct samples
+    # Scores any prompt and completion, so every dataset accepts it unless the dataset lists its own rewards
+    # (DatasetEntry.rewards); False: it needs what only some datasets have (exact_match: reference answers).
+    scores_any_text: bool = True
     recipe: Callable[[Any], dict[str, Any]] = field(default=lambda cfg: {"name": cfg.name})  # for cache keys

@@ -135,5 +135,6 @@ ENTRY = RewardEntry(
     "reference answer (GSM8K) or the prompt's arithmetic answer (toy_arith), else 0.0.",
     build=build,
     binary=True,
+    scores_any_text=False,
     recipe=lambda cfg: {"name": cfg.name, "answer_format": ANSWER_FORMAT_VERSION},
 )

@@ -16,6 +16,11 @@ def get(name: str) -> RewardEntry:
     return lookup(REGISTRY, name, "reward")
 
 
+def any_text() -> tuple[str, ...]:
+    """The rewards that score any text: what a dataset accepts unless it lists its own."""
+    return tuple(name for name, entry in REGISTRY.items() if entry.scores_any_text)
+
+
 def build(cfg_reward: Any, context: RewardContext | None = None) -> Reward:
     """The scoring function of a composed ``cfg.reward`` (loads models, imports user code: call it before
     training, once)."""

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from alignctl.cache import recipe_hash, write_info
 from alignctl.constraints import NonNegative, Positive, check_ranges
 from alignctl.data import sampled
-from alignctl.data.base import GENERAL_REWARDS, DatasetEntry
+from alignctl.data.base import DatasetEntry
 from alignctl.data.tasks import review_grammar, tiny_lm
 from alignctl.models import files
 from alignctl.models.schema import NOT_IN_RECIPE
@@ -306,7 +306,6 @@ ENTRY = DatasetEntry(
     description="embedded controlled-sentiment task: review openings, pairs sampled from the base model",
     rows="prompts",
     load=load,
-    rewards=GENERAL_REWARDS,
     embedded_model=lambda cfg: build_base_model(cfg.dataset, cfg.model),
     prompt_stream=lambda data_cfg: _heldout_prompts(data_cfg, "train"),
 )
