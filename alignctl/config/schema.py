@@ -97,6 +97,67 @@ class TrainConfig:
 RESUME_MODES = ("false", "true", "auto")
 
 
+JUDGE_KINDS = ("reward", "hf", "openai")
+EXPORT_FORMATS = ("alpaca_eval", "arena_hard")
+
+
+@dataclass
+class JudgeConfig:
+    """Who decides the pairwise win rate of the policy's samples against the reference's (alignctl.eval.judges)."""
+
+    # reward: the run's reward scores both sides (win_rate_vs_reference); hf: a local causal LM picks the better
+    # response, asked in both orders; openai: any OpenAI-compatible chat endpoint (a local vLLM or SGLang server, or
+    # a hosted judge), both orders, verdicts cached on disk.
+    kind: str = "reward"
+    path: str | None = None  # kind=hf: the judge model's dir or hub id
+    base_url: str | None = None  # kind=openai: e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # kind=openai: the model name the endpoint serves
+    api_key_env: str = "OPENAI_API_KEY"  # kind=openai: the NAME of the environment variable holding the key
+    template: str | None = None  # a file or the template text ({prompt}, {output_a}, {output_b}); null: the default
+    batch_size: Annotated[int, Positive] = 8  # kind=hf: comparisons per forward pass
+    max_concurrency: Annotated[int, Positive] = 8  # kind=openai: requests in flight
+    max_retries: Annotated[int, NonNegative] = 4  # kind=openai: retries of a failed request, with backoff
+    timeout_s: Annotated[float, Positive] = 60.0  # kind=openai: per request
+
+    def __post_init__(self) -> None:
+        ranged("eval.judge", {"kind": JUDGE_KINDS})(self)
+        needs = {"hf": ("path",), "openai": ("base_url", "model")}.get(self.kind, ())
+        for name in needs:
+            if getattr(self, name) is None:
+                raise ConfigError(f"eval.judge.kind={self.kind} needs eval.judge.{name}=<"
+                                  f"{'model dir or hub id' if name == 'path' else name}>")  # fmt: skip
+        if self.kind == "openai" and not self.api_key_env:
+            raise ConfigError("eval.judge.api_key_env is empty; name the environment variable holding the API key")
+
+
+@dataclass
+class LmEvalConfig:
+    """lm-evaluation-harness tasks run on the policy and on the reference (alignctl.eval.benchmarks)."""
+
+    tasks: list[str] = field(default_factory=list)  # lm-eval task names; [] = none
+    include_path: str | None = None  # a folder of task YAMLs (local tasks, which need no network)
+    limit: Annotated[int | None, Positive] = None  # documents per task (null: all)
+    num_fewshot: Annotated[int | None, NonNegative] = None  # null: each task's own default
+    batch_size: Annotated[int, Positive] = 8
+
+    __post_init__ = ranged("eval.lm_eval")
+
+
+@dataclass
+class ExportConfig:
+    """The policy's completions written for external judges (alignctl.eval.export)."""
+
+    formats: list[str] = field(default_factory=list)  # alpaca_eval (model_outputs.json), arena_hard (answers .jsonl)
+    prompts: str | None = None  # a prompt file in AlpacaEval's or Arena-Hard's layout; null: the eval prompts
+    max_new_tokens: Annotated[int, Positive] = 512  # completions for external judges are full answers
+
+    def __post_init__(self) -> None:
+        check_ranges("eval.export", self)
+        for name in self.formats:
+            if name not in EXPORT_FORMATS:
+                raise ConfigError(f"eval.export.formats has {name!r}; choose from: {', '.join(EXPORT_FORMATS)}")
+
+
 @dataclass
 class EvalConfig:
     enabled: bool = True
@@ -117,6 +178,12 @@ class EvalConfig:
     # InfAlign's metric: per held-out prompt, the best of N policy samples vs the best of N reference samples (by the
     # raw reward), (wins + ties/2) / prompts -> best_of_{N}_win_rate_vs_reference in eval.json; 0: off.
     best_of_n: Annotated[int, NonNegative] = 0
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    # A reward benchmark in RewardBench's layout (prompt, chosen, rejected, optional subset; .jsonl/.json/.parquet/
+    # .csv): each pair scored by the policy's implicit reward against the reference, accuracy per subset and overall.
+    preference_data: str | None = None
 
 
 LAUNCHERS = ("basic", "local", "slurm", "submitit_local")

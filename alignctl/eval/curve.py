@@ -9,12 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from alignctl import jsonl
 from alignctl.eval import metrics as m
-from alignctl.models.sampling import sample, score
+from alignctl.models.sampling import sample_rows, score
 
 CURVE_FILE = "curve.jsonl"
 
@@ -39,9 +38,8 @@ def curve_point(
     was_training, padding_side = policy.training, tokenizer.padding_side
     policy.eval()
     try:
-        with torch.random.fork_rng(devices=[]):  # sample() seeds the global generator
-            got = sample(policy, tokenizer, prompts, n=samples_per_prompt, max_new_tokens=max_new_tokens,
-                         temperature=temperature, seed=seed, batch_size=batch_size)  # fmt: skip
+        got = sample_rows(policy, tokenizer, prompts, n=samples_per_prompt, max_new_tokens=max_new_tokens,
+                          temperature=temperature, seed=seed, batch_size=batch_size)  # fmt: skip
         stats = score(policy, reference, got.batch, batch_size, kernel=kernel)
         rewards = reward(got.prompts, got.completions)
     finally:

@@ -11,6 +11,8 @@ Conventions for empty or degenerate input, chosen once for the whole module:
 - `distinct_n` is the exception the spec asks for: it returns 0.0 when there are no n-grams at all.
 - Mismatched shapes/lengths and out-of-range values (probabilities outside [0, 1], c > n in pass@k)
   raise ValueError naming the argument.
+- `pearson` returns None when either side is constant (r = 0/0). `length_controlled_win_rate` names its
+  degenerate cases (no length variation, all outcomes equal, separation by length) in its `fit` field.
 
 | function                   | definition                                                            |
 |----------------------------|-----------------------------------------------------------------------|
@@ -29,10 +31,16 @@ Conventions for empty or degenerate input, chosen once for the whole module:
 | win_rate                   | (wins + ties/2) / N, paired per prompt                                |
 | best_of_n_win_rate         | win_rate of each prompt's best of n samples vs the baseline's best    |
 | pass_at_k, mean_pass_at_k  | 1 - C(n-c, k)/C(n, k), averaged over problems                         |
+| length_stats               | mean and median (mean of the two middle values for even N) of lengths |
+| pearson                    | Pearson r of x and y (e.g. reward vs length); None if a side is const |
+| length_controlled_win_rate | sigmoid(theta), (theta, phi) the soft-label logistic MLE of           |
+|                            | P(win_i) = sigmoid(theta + phi tanh(d_i / std(d))), d = policy - ref  |
+|                            | length: AlpacaEval 2's LC win rate without the difficulty term        |
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Iterable, Sequence
@@ -401,3 +409,236 @@ def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
     if not values:
         raise ValueError("mean_pass_at_k: no problems given")
     return math.fsum(values) / len(values)
+
+
+# --------------------------------------------------------------------------------------------------
+# length: statistics, correlation with reward, length-controlled win rate
+
+
+def length_stats(lengths: Any) -> dict[str, float]:
+    """Mean and median of completion lengths ([N]; tokens or characters, the caller decides).
+
+    median = the middle of the sorted lengths, or the mean of the two middle ones when N is even (as
+    `statistics.median`; not `torch.median`, which returns the lower one). Lengths must be finite and >= 0.
+    """
+    t = _vec(lengths, "lengths")
+    if not bool(torch.all(torch.isfinite(t) & (t >= 0))):
+        raise ValueError("lengths must be finite and non-negative (no NaN)")
+    s = torch.sort(t).values
+    mid = s.numel() // 2
+    median = s[mid].item() if s.numel() % 2 else (s[mid - 1].item() + s[mid].item()) / 2
+    return {"mean": t.mean().item(), "median": median}
+
+
+def pearson(x: Any, y: Any) -> float | None:
+    """Pearson correlation r = sum_i dx_i dy_i / sqrt(sum_i dx_i^2 * sum_i dy_i^2), dx = x - mean(x), dy likewise.
+
+    For the correlation between reward and length: pearson(rewards, lengths). Returns None when either side is
+    constant (all values exactly equal, N = 1 included): r is 0/0 there. Clipped to [-1, 1] against rounding.
+    Raises ValueError on empty or non-finite input and when x and y differ in length.
+    """
+    tx, ty = _pair(x, y, "x", "y")
+    if not bool(torch.all(torch.isfinite(tx)) & torch.all(torch.isfinite(ty))):
+        raise ValueError("pearson: x and y must be finite (no NaN or inf)")
+    # Exact test, not sum(dx^2) == 0: the float mean of a constant vector can differ from it in the last bit.
+    if tx.min() == tx.max() or ty.min() == ty.max():
+        return None
+    dx, dy = tx - tx.mean(), ty - ty.mean()
+    r = (dx * dy).sum() / (torch.sqrt((dx * dx).sum()) * torch.sqrt((dy * dy).sum()))
+    return min(1.0, max(-1.0, r.item()))
+
+
+# AlpacaEval fits its GLM with sklearn's LogisticRegressionCV (L1, liblinear, C picked by 5-fold CV from
+# Cs = np.logspace(-4, 4, 10)); 1e4 is the largest C of that grid, the one its CV picks when every held-out
+# fold is separated too (always when all outcomes are wins). Used here only when the MLE does not exist.
+LC_SEPARATED_L1_C = 1e4
+
+
+def _glm_objective(w: Any, X: Any, p: Any, lam: float) -> float:
+    """Mean soft-label logistic loss + lam * |w|_1 (numpy arrays, float64)."""
+    import numpy as np
+
+    z = X @ w
+    return float(np.mean(p * np.logaddexp(0.0, -z) + (1.0 - p) * np.logaddexp(0.0, z)) + lam * np.abs(w).sum())
+
+
+def _lasso_qp_2d(H: Any, b: Any, lam: float) -> Any:
+    """argmin_z 0.5 z'Hz + b'z + lam |z|_1 for a 2x2 positive definite H, exactly: the minimiser lies on one of
+    the faces (support, signs); solve each face in closed form and keep the sign-consistent one of least value."""
+    import numpy as np
+
+    def value(z: Any) -> float:
+        return float(0.5 * z @ H @ z + b @ z + lam * np.abs(z).sum())
+
+    best, best_val = np.zeros(2), 0.0
+    for support in ((0,), (1,), (0, 1)):
+        idx = list(support)
+        for signs in itertools.product((-1.0, 1.0), repeat=len(idx)):
+            s = np.array(signs)
+            z = np.zeros(2)
+            try:
+                z[idx] = -np.linalg.solve(H[np.ix_(idx, idx)], b[idx] + lam * s)
+            except np.linalg.LinAlgError:
+                continue
+            if np.all(np.sign(z[idx]) == s) and (v := value(z)) < best_val:
+                best, best_val = z, v
+    return best
+
+
+def _fit_soft_logistic(X: Any, p: Any, lam: float = 0.0) -> Any:
+    """w minimising mean_i [p_i softplus(-x_i w) + (1 - p_i) softplus(x_i w)] + lam |w|_1, for 2 features.
+
+    Proximal Newton (liblinear's newGLMNET scheme for L1 logistic regression) with the 2-D subproblem solved
+    exactly and an Armijo line search; with lam = 0 it is plain damped Newton (IRLS). Converges to the unique
+    minimiser when X has full rank and either lam > 0 or the data overlap (the MLE exists).
+    """
+    import numpy as np
+
+    n = X.shape[0]
+    w = np.zeros(2)
+    f = _glm_objective(w, X, p, lam)
+    for _ in range(100):
+        q = np.exp(-np.logaddexp(0.0, -(X @ w)))  # sigmoid, as AlpacaEval's _logistic
+        g = X.T @ (q - p) / n
+        H = (X * (q * (1.0 - q))[:, None]).T @ X / n
+        H = H + np.eye(2) * 1e-14 * max(1.0, float(np.trace(H)))  # keeps a saturated H invertible
+        z = w - np.linalg.solve(H, g) if lam == 0.0 else _lasso_qp_2d(H, g - H @ w, lam)
+        step = z - w
+        decrease = float(g @ step + lam * (np.abs(z).sum() - np.abs(w).sum()))  # < 0 unless optimal
+        if decrease >= -1e-28:
+            break
+        alpha = 1.0
+        while alpha >= 2.0**-30:
+            w_new = w + alpha * step
+            f_new = _glm_objective(w_new, X, p, lam)
+            if f_new <= f + 1e-4 * alpha * decrease:
+                break
+            alpha *= 0.5
+        else:
+            break  # no decrease representable in float64 any more: converged to rounding
+        w, f = w_new, f_new
+        if np.max(np.abs(alpha * step)) <= 1e-10 * (1.0 + np.max(np.abs(w))):
+            break  # the remaining error is below the last (quadratically shrinking) step
+    return w
+
+
+def length_controlled_win_rate(outcomes: Any, length_diffs: Any) -> dict[str, Any]:
+    """Length-controlled (LC) win rate: AlpacaEval 2's GLM without the instruction-difficulty term.
+
+    outcomes[i] in [0, 1]: the judge's preference for the policy in comparison i (1 policy wins, 0 it loses,
+    0.5 tie, anything between for soft judges); length_diffs[i] = len(policy output) - len(reference output)
+    (tokens or characters, the caller decides; AlpacaEval uses characters). [N] each.
+
+    Model, fitted by maximum likelihood with soft labels (the cross-entropy of sigmoid(eta_i) against p_i, which
+    is what AlpacaEval's trick computes: each comparison twice, as a win with sample weight p_i and as a loss
+    with weight 1 - p_i, so a tie is half a win and half a loss):
+        P(policy beats reference | i) = sigmoid(eta_i),  eta_i = theta + phi * tanh(d_i / sd),
+        sd = std(d, ddof=1)  (not centred: d = 0 stays 0),
+    and LC = sigmoid(theta), the predicted win rate with the length difference set to zero. Returns fractions:
+    `lc_win_rate`, `lc_standard_error`, `win_rate` (mean of outcomes) and `win_rate_standard_error`
+    (std(outcomes, ddof=1)/sqrt(N), AlpacaEval's `standard_error`; None for N = 1), `length_coefficient` phi
+    (> 0: the judge prefers the longer output), `model_coefficient` theta (None where infinite), `length_sd`
+    sd (None for N = 1), `n` and `fit`. The fit is Newton's method (IRLS) in float64 to convergence.
+
+    lc_standard_error is a delta-method SE, LC (1 - LC) SE(theta), with SE(theta) from the
+    heteroskedasticity-robust (HC1) sandwich H^-1 [sum_i (p_i - q_i)^2 x_i x_i'] H^-1 * N/(N - 2),
+    H = sum_i q_i (1 - q_i) x_i x_i', x_i = (1, tanh(d_i/sd)), q_i the fitted probabilities. Robust because
+    soft labels are not Bernoulli draws (ties make the model-based SE too large); with no length term the
+    same formula is exactly win_rate_standard_error. It treats sd as fixed. None when N <= 2 or separated.
+
+    `fit` names the case taken; degenerate inputs are handled deliberately:
+    - "mle": the usual case, the unpenalised maximum-likelihood fit.
+    - "no_length_variation": all length differences equal (all zero included) or N = 1: phi is not
+      identifiable (tanh(d/sd) is constant or undefined), so the model is sigmoid(theta) alone, whose fit is the
+      raw mean: LC = win_rate, phi = 0.0, SE = win_rate_standard_error. (AlpacaEval would divide by sd = 0.)
+    - "all_outcomes_equal": every outcome 1 (or every outcome 0), lengths varying: the MLE does not exist
+      (theta -> +-inf). We return the limit: LC = win_rate (1.0 or 0.0), phi = 0.0, SE = 0.0, theta None.
+      AlpacaEval's fit on all wins gives the same phi (exactly 0: its L1 optimality condition holds because
+      |mean tanh| < 1) and LC = 1 - 1/(1e4 N), since its CV then picks C = 1e4 and the L1 optimum has
+      sigmoid(-theta) = 1/(C N): a difference of 1e-4/N. (On all losses its code, run with sklearn 1.9,
+      returns 0.5: its CV picks C = 1e-4 and all-zero weights, an artifact we do not copy.)
+    - "separated": outcomes mixed but perfectly separated by length (every comparison the policy wins, even
+      partly, has tanh(d/sd) >= every one it loses, even partly, or the reverse): the MLE does not exist
+      (|phi| -> inf, theta undetermined). We then regularise as AlpacaEval does, with the largest C of its grid:
+      minimise ||(theta, phi)||_1 + C sum_i loss_i, C = 1e4 (`LC_SEPARATED_L1_C`), solved exactly (what
+      sklearn's LogisticRegression(l1, liblinear, fit_intercept=False) on AlpacaEval's duplicated rows gives at
+      a tight tol). Its CV picks 1e4 on such data when the held-out folds are separated too, not always, and
+      then reports the liblinear optimum at tol 1e-4; separation leaves theta to the regulariser, so treat
+      this LC as unreliable either way. SE None.
+    Empty input, mismatched lengths, outcomes outside [0, 1] or NaN, non-finite length_diffs: ValueError.
+
+    Relation to AlpacaEval 2's published LC win rate (src/alpaca_eval/metrics/glm_winrate.py, GLM
+    "length_controlled_v1", read at tatsu-lab/alpaca_eval@cd543a1): the same model form (theta for model minus
+    baseline, phi times tanh of the length difference divided by its ddof=1 standard deviation, not centred),
+    the same soft-label likelihood (ties = 0.5 are half a win and half a loss), the same counterfactual
+    (predict with the length difference set to 0, then average over comparisons; without the difficulty term
+    every comparison has the same prediction sigmoid(theta)). It is their simpler GLM
+    "length_controlled_minimal" (`np.tanh(std_delta_len) + not_gamed_baseline.astype(float) - 1`) up to the
+    fit. Differences: (1) no instruction-difficulty term (psi_m - psi_b) gamma_x: gamma_x is precomputed for
+    AlpacaEval's 805 instructions only, so our LC is sigmoid(theta), not mean_x sigmoid(theta + delta_psi
+    gamma_x); (2) no "regularize to baseline": their v1 also fits the annotations of verbose- and
+    concise-prompted versions of their baseline (gpt4_1106_preview), downloaded from the hub, with sample
+    weight 0.1 and theta = 0, which pulls phi and the difficulty weight towards the baseline's; (3) their fit is
+    L1-penalised, C chosen by 5-fold GroupKFold CV over logspace(-4, 4, 10) by soft log loss, solved by
+    liblinear at tol 1e-4; ours is the unpenalised MLE (C -> inf), so it agrees when their CV picks a large C
+    and differs by the L1 shrinkage of theta towards 0 (LC towards 0.5) when it picks a small one, typically
+    with few comparisons; (4) sign: they regress on tanh((baseline - model length)/sd), so their length
+    weight is minus our phi; (5) lengths are whatever the caller passes (they use characters, str.len);
+    (6) fractions, not percentages (they multiply by 100); (7) their `lc_standard_error` is the sem (ddof=1)
+    of the per-instruction LC predictions, i.e. the spread of instruction difficulty, without estimation
+    uncertainty; without the difficulty term it would be exactly 0, so ours is the delta-method SE above;
+    (8) NaN outcomes raise here (they drop NaN preferences from the fit); (9) degenerate inputs as above.
+    """
+    import numpy as np
+
+    p_t, d_t = _pair(outcomes, length_diffs, "outcomes", "length_diffs")
+    if not bool(torch.all((p_t >= 0.0) & (p_t <= 1.0))):  # also rejects NaN
+        raise ValueError("outcomes must be preferences in [0, 1] (1 policy wins, 0 loses, 0.5 tie; no NaN)")
+    if not bool(torch.all(torch.isfinite(d_t))):
+        raise ValueError("length_diffs must be finite (no NaN or inf)")
+    p, d = p_t.numpy(), d_t.numpy()
+    n = p.size
+    win = math.fsum(p.tolist()) / n
+    win_se = float(np.std(p, ddof=1)) / math.sqrt(n) if n > 1 else None
+    out: dict[str, Any] = {"n": n, "win_rate": win, "win_rate_standard_error": win_se}
+
+    def result(lc: float, se: float | None, phi: float, theta: float | None, sd: float | None, fit: str):
+        return {
+            "lc_win_rate": lc,
+            "lc_standard_error": se,
+            "length_coefficient": phi,
+            "model_coefficient": theta,
+            "length_sd": sd,
+            "fit": fit,
+            **out,
+        }
+
+    def logit_or_none(x: float) -> float | None:
+        return math.log(x / (1.0 - x)) if 0.0 < x < 1.0 else None
+
+    if n < 2 or d.min() == d.max():
+        sd = float(np.std(d, ddof=1)) if n > 1 else None
+        return result(win, win_se, 0.0, logit_or_none(win), sd, "no_length_variation")
+    sd = float(np.std(d, ddof=1))
+    won, lost = p > 0.0, p < 1.0  # comparisons that count (at least partly) as a win / as a loss
+    if not won.any() or not lost.any():
+        return result(win, 0.0, 0.0, None, sd, "all_outcomes_equal")
+
+    t = np.tanh(d / sd)
+    X = np.stack([np.ones(n), t], axis=1)
+    separated = t[lost].max() <= t[won].min() or t[won].max() <= t[lost].min()
+    if separated:
+        theta, phi = _fit_soft_logistic(X, p, lam=1.0 / (LC_SEPARATED_L1_C * n))
+        lc = float(np.exp(-np.logaddexp(0.0, -theta)))
+        return result(lc, None, float(phi), float(theta), sd, "separated")
+
+    theta, phi = _fit_soft_logistic(X, p)
+    lc = float(np.exp(-np.logaddexp(0.0, -theta)))
+    se = None
+    if n > 2:
+        q = np.exp(-np.logaddexp(0.0, -(X @ np.array([theta, phi]))))
+        H_inv = np.linalg.inv((X * (q * (1.0 - q))[:, None]).T @ X)
+        meat = (X * ((p - q) ** 2)[:, None]).T @ X
+        var_theta = float((H_inv @ meat @ H_inv)[0, 0]) * n / (n - 2)
+        se = lc * (1.0 - lc) * math.sqrt(max(var_theta, 0.0))
+    return result(lc, se, float(phi), float(theta), sd, "mle")

@@ -9,9 +9,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from alignctl.divergences import Divergence
 from alignctl.divergences import get as get_divergence
+from alignctl.models.row_seeded import RowSeededSampler, row_seeded
 from alignctl.models.scoring import SequenceStats, sequence_stats
 
 REVERSE_KL = get_divergence("reverse_kl")
+EVAL_STEP = -1  # the step key of sample_rows' noise (training steps are >= 0): eval never reuses a training draw
 
 
 @dataclass
@@ -71,9 +73,63 @@ def sample(
     return Samples(repeated, texts, pad_left(rows, tokenizer.pad_token_id))
 
 
+@torch.no_grad()
+def sample_rows(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+    by_length: bool = True,
+) -> Samples:
+    """n completions per prompt (ancestral, temperature applied), completion j of prompt i drawn with noise keyed by
+    (seed, i * n + j, position) (alignctl.models.row_seeded): the same completions however the prompts are grouped
+    into batches, ordered or padded. by_length: batches of prompts of similar token length, which wastes less
+    compute on padding; the result is in the prompts' order either way. The caller's RNG state is left as it was."""
+    tokenizer.padding_side = "left"
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i)) if by_length else list(range(len(prompts)))
+    drawn: dict[int, tuple[list[tuple[list[int], list[int]]], list[str]]] = {}
+    step = max(1, batch_size // n)
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        for start in range(0, len(order), step):
+            chunk = order[start : start + step]
+            rows = torch.tensor([i * n + j for i in chunk for j in range(n)], dtype=torch.int64)
+            sampler = RowSeededSampler(seed, EVAL_STEP, temperature=temperature, rows=rows)
+            enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(model.device)
+            with row_seeded(model, sampler):
+                out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,  # the sampler
+                                     max_new_tokens=max_new_tokens, num_return_sequences=n,  # applies temperature
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+            prompt_len = enc["input_ids"].shape[1]
+            for k, i in enumerate(chunk):
+                prompt_ids = enc["input_ids"][k][enc["attention_mask"][k].bool()].tolist()
+                completions = [_until_eos(out[k * n + j][prompt_len:].tolist(), tokenizer.eos_token_id) for j in range(n)]
+                drawn[i] = ([(prompt_ids, c) for c in completions],
+                            [tokenizer.decode(c, skip_special_tokens=True) for c in completions])  # fmt: skip
+    rows_in_order = [row for i in range(len(prompts)) for row in drawn[i][0]]
+    texts = [text for i in range(len(prompts)) for text in drawn[i][1]]
+    repeated = [p for p in prompts for _ in range(n)]
+    return Samples(repeated, texts, pad_left(rows_in_order, tokenizer.pad_token_id) if rows_in_order else None)
+
+
 def _until_eos(ids: list[int], eos: int) -> list[int]:
     """The completion up to and including the first EOS (the model chose to stop: that choice is scored)."""
     return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+
+def split_at_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of prompt + completion + EOS, cut where the tokens of the prompt alone stop
+    matching (a merge across the boundary goes to the completion), as TRL's DPOTrainer does."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    eos = "" if completion.endswith(tokenizer.eos_token) else tokenizer.eos_token
+    full = tokenizer(prompt + completion + eos)["input_ids"]
+    cut = next((i for i, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), min(len(prompt_ids), len(full)))
+    return full[:cut], full[cut:]
 
 
 def pad_left(rows: list[tuple[list[int], list[int]]], pad_id: int) -> Batch:

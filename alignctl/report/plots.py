@@ -193,8 +193,29 @@ def reliability(groups: list[Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def length(groups: list[Any], path: Path) -> Path | None:
+    """reward_mean against the mean completion length in tokens ("did it just get longer?"), the reference's mean
+    length and reward as a star. None when no run has both metrics."""
+    x_metric, y_metric = "length_tokens_mean", "reward_mean"
+    if not any(x_metric in g.stats and y_metric in g.stats for g in groups):
+        return None
+    fig = _figure(6.5, 4.8)
+    ax = fig.add_subplot()
+    _scatter_groups(ax, groups, x_metric, y_metric)
+    ref_x, ref_y = _values(groups, "reference_length_tokens_mean"), _values(groups, "reference_reward_mean")
+    if ref_x and ref_y:
+        ax.plot([sum(ref_x) / len(ref_x)], [sum(ref_y) / len(ref_y)], "*", color="black", ms=10, label="reference")
+    ax.set_xlabel("completion length (tokens, mean)")
+    ax.set_ylabel("reward (mean)")
+    ax.set_title("reward vs length (mean ± 95% t-interval over seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
 def write_figures(groups: list[Any], out_dir: Path, suffix: str = "") -> list[Path]:
-    """frontier, diversity, pass_at_k and reliability PNGs (those with data) as <name><suffix>.png in out_dir."""
-    makers = {"frontier": frontier, "diversity": diversity, "pass_at_k": pass_at_k, "reliability": reliability}
+    """frontier, length, diversity, pass_at_k and reliability PNGs (those with data) as <name><suffix>.png."""
+    makers = {"frontier": frontier, "length": length, "diversity": diversity, "pass_at_k": pass_at_k,
+              "reliability": reliability}  # fmt: skip
     written = [make(groups, out_dir / f"{name}{suffix}.png") for name, make in makers.items()]
     return [p for p in written if p is not None]

@@ -33,6 +33,10 @@ BOOKKEEPING = {"num_prompts", "samples_per_prompt", "max_new_tokens", "num_pairs
 MAIN_METRICS = (
     "reward_mean",
     "win_rate_vs_reference",
+    "lc_win_rate_vs_reference",
+    "judge_win_rate",
+    "judge_lc_win_rate",
+    "length_tokens_mean",
     "kl_to_reference",
     "entropy_per_token",
     "distinct_2",
@@ -41,6 +45,7 @@ MAIN_METRICS = (
     "ece",
     "pass@1",
 )
+LM_EVAL_ACCURACY = re.compile(r"lm_eval/[^/]+/acc(_norm)?")  # eval.json's lm_eval/<task>/<metric> keys
 NOISE_METRICS = ("reward_mean", "pass@1")  # higher is better: the best group and who is within noise of it
 PASS_AT_K = re.compile(r"^(reference_)?(.*?)pass@(\d+)$")  # (reference_)(split prefix, e.g. ood_)pass@k
 
@@ -337,6 +342,9 @@ def main_metrics(metrics: list[str]) -> list[str]:
     ks = [int(m[len("pass@") :]) for m in metrics if re.fullmatch(r"pass@\d+", m)]
     if ks and max(ks) > 1:
         shown.append(f"pass@{max(ks)}")
+    # lm-eval tasks' accuracy, the policy's beside the reference's (the alignment tax)
+    for name in sorted(m for m in metrics if LM_EVAL_ACCURACY.fullmatch(m)):
+        shown += [name] + ([f"reference_{name}"] if f"reference_{name}" in metrics else [])
     return shown
 
 

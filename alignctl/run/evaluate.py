@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
+from alignctl.cache import cache_root
 from alignctl.config.schema import RunConfig, hyperparameters
 from alignctl.errors import UsageError
+from alignctl.eval import benchmarks, export, judges, reward_bench
 from alignctl.eval import metrics as m
 from alignctl.models import loading
-from alignctl.models.sampling import Batch, pad_left, sample, score
+from alignctl.models.sampling import Batch, Samples, pad_left, sample_rows, score, split_at_prompt
 from alignctl.models.scoring import resolve_kernel
 from alignctl.run import build, sources
 from alignctl.trainers import batches
@@ -23,8 +25,11 @@ from alignctl.trainers import batches
 console = Console(stderr=True)
 
 
-def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: str) -> tuple[dict[str, Any], list[dict], dict]:
-    """Metrics of the policy in model_dir against the reference (spec section 12)."""
+def evaluate(
+    cfg: RunConfig, model_dir: Path, reference_dir: str, out_dir: Path | None = None
+) -> tuple[dict[str, Any], list[dict], dict]:
+    """Metrics of the policy in model_dir against the reference (spec section 12); with out_dir, eval.export's files
+    are written there."""
     e = cfg.eval
     tokenizer = loading.load_tokenizer(cfg, str(model_dir))
     policy = loading.load_causal_lm(cfg, str(model_dir), trainable=False)
@@ -44,8 +49,8 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: str) -> tuple[dict[
     with console.status(f"sampling {e.samples_per_prompt} completions for {len(prompts)} held-out prompts"):
         args = dict(n=e.samples_per_prompt, max_new_tokens=max_new_tokens, temperature=e.temperature,
                     seed=e.seed, batch_size=e.batch_size)
-        ours = sample(policy, tokenizer, prompts, **args)
-        theirs = sample(reference, tokenizer, prompts, **args)
+        ours = sample_rows(policy, tokenizer, prompts, **args)
+        theirs = sample_rows(reference, tokenizer, prompts, **args)
     with console.status("scoring samples and held-out pairs"):
         rewards = reward(ours.prompts, ours.completions)
         ref_rewards = reward(theirs.prompts, theirs.completions)
@@ -76,6 +81,10 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: str) -> tuple[dict[
         "model_dir": str(model_dir),
         "reference_dir": str(reference_dir),
     }
+    results |= length_metrics(ours, theirs, rewards)
+    lc = m.length_controlled_win_rate(outcomes(rewards, ref_rewards), length_diffs(ours, theirs))
+    results |= {"win_rate_vs_reference_se": lc["win_rate_standard_error"], "lc_win_rate_vs_reference": lc["lc_win_rate"],
+                "lc_win_rate_vs_reference_se": lc["lc_standard_error"]}  # fmt: skip
     if p is None:
         results["preference_metrics_skipped"] = (
             f"objective={cfg.objective.name} has no implicit reward to classify held-out pairs with"
@@ -93,14 +102,121 @@ def evaluate(cfg: RunConfig, model_dir: Path, reference_dir: str) -> tuple[dict[
             split_prompts = build.eval_prompts(cfg, tokenizer, split)[: e.num_prompts]
             with console.status(f"sampling {n} completions for {len(split_prompts)} {split} prompts"):
                 for prefix, model in ((f"{split}_", policy), (f"reference_{split}_", reference)):
-                    got = sample(model, tokenizer, split_prompts, **args)
+                    got = sample_rows(model, tokenizer, split_prompts, **args)
                     results |= pass_at_ks(reward(got.prompts, got.completions), n, prefix)
             results[f"num_{split}_prompts"] = len(split_prompts)
+    verdicts = None
+    if e.judge.kind != "reward":
+        verdicts = judges.from_config(e.judge, cache_root() / "judge_verdicts", device=str(policy.device)).judge(
+            ours.prompts, ours.completions, theirs.completions)  # fmt: skip
+        results |= judge_metrics(e.judge, verdicts, length_diffs(ours, theirs))
+    if e.lm_eval.tasks:
+        results |= lm_eval_scores(e, policy, reference, tokenizer)
+    if e.preference_data is not None:
+        results |= preference_data_accuracy(e, policy, reference, tokenizer, kernel)
+    if e.export.formats and out_dir is not None:
+        results["exported"] = export_completions(cfg, policy, tokenizer, out_dir)
     samples = [
         {"prompt": pr, "completion": c, "reward": r, "reference_completion": rc, "reference_reward": rr}
         for pr, c, r, rc, rr in zip(ours.prompts, ours.completions, rewards, theirs.completions, ref_rewards)
     ]
+    for row, verdict in zip(samples, verdicts or []):  # each verdict with the judge's raw answers, both orders
+        row |= {"judge_winner": verdict.winner, "judge_policy_first": verdict.raw_policy_a,
+                "judge_reference_first": verdict.raw_policy_b}  # fmt: skip
     return results, samples, diagram
+
+
+def judge_metrics(judge_cfg: Any, verdicts: list, diffs: list[float]) -> dict[str, Any]:
+    """The judge's win rate of the policy (ties 1/2; unparseable answers counted apart, never as wins) with its
+    standard error, and its length-controlled twin fitted on the comparisons it could judge."""
+    rate = judges.win_rate(verdicts)
+    judged = [(o, d) for o, d in zip(judges.outcomes(verdicts), diffs) if o is not None]
+    lc = m.length_controlled_win_rate([o for o, _ in judged], [d for _, d in judged]) if judged else {}
+    return {
+        "judge": judge_cfg.kind, "judge_win_rate": rate["win_rate"], "judge_win_rate_se": rate["stderr"],
+        "judge_lc_win_rate": lc.get("lc_win_rate"), "judge_lc_win_rate_se": lc.get("lc_standard_error"),
+        "judge_comparisons": rate["judged"], "judge_ties": rate["ties"], "judge_unparseable": rate["unparseable"],
+    }  # fmt: skip
+
+
+def lm_eval_scores(e: Any, policy, reference, tokenizer) -> dict[str, float]:
+    """eval.lm_eval.tasks on the policy and on the reference, side by side (the alignment tax):
+    lm_eval/<task>/<metric> and reference_lm_eval/<task>/<metric>."""
+    out: dict[str, float] = {}
+    for prefix, model in (("", policy), ("reference_", reference)):
+        with console.status(f"lm-eval: {', '.join(e.lm_eval.tasks)} on the {prefix.rstrip('_') or 'policy'}"):
+            scores = benchmarks.run_lm_eval(model, tokenizer, list(e.lm_eval.tasks), e.lm_eval.include_path,
+                                            limit=e.lm_eval.limit, num_fewshot=e.lm_eval.num_fewshot,
+                                            batch_size=e.lm_eval.batch_size, seed=e.seed)  # fmt: skip
+        out |= {f"{prefix}lm_eval/{task}/{metric}": value for task, got in scores.items() for metric, value in got.items()}
+    return out
+
+
+def preference_data_accuracy(e: Any, policy, reference, tokenizer, kernel: str) -> dict[str, float]:
+    """RewardBench's DPO evaluation on eval.preference_data: the share of pairs whose chosen response gets the higher
+    implicit reward sum(log pi - log pi_ref), overall and per subset (and RewardBench's section scores when the
+    file is RewardBench itself)."""
+    rows = reward_bench.read_preference_data(e.preference_data)
+    if tokenizer.chat_template is not None:  # as RewardBench feeds chat models
+        rows = reward_bench.render_chat(rows, tokenizer)
+    with console.status(f"scoring {len(rows)} pairs of {e.preference_data} with the implicit reward"):
+        chosen, rejected = reward_bench.score_pairs(policy, reference, tokenizer, rows, e.batch_size, kernel=kernel)
+    acc = reward_bench.accuracy(chosen, rejected, [row["subset"] for row in rows])
+    out = {"preference_data_accuracy": acc["overall"], "preference_data_pairs": acc["num_pairs"]}
+    out |= {f"preference_data_accuracy/{subset}": value for subset, value in acc["per_subset"].items()}
+    sections = reward_bench.rewardbench_sections(acc["per_subset"], acc["num_pairs_per_subset"])
+    out |= {f"rewardbench/{name}": value for name, value in (sections or {}).items()}
+    return out
+
+
+def export_completions(cfg: RunConfig, policy, tokenizer, out_dir: Path) -> list[str]:
+    """eval.export: the policy's completions (one per prompt, eval.seed, eval.temperature,
+    eval.export.max_new_tokens) on eval.export.prompts (else the eval prompts) in AlpacaEval's and/or Arena-Hard's
+    answer format, for their own tools to judge. Returns the files written."""
+    e = cfg.eval
+    if e.export.prompts is not None:
+        rows = export.read_prompt_file(e.export.prompts)
+    else:
+        rows = [{"id": f"{i}", "prompt": p} for i, p in enumerate(build.eval_prompts(cfg, tokenizer)[: e.num_prompts])]
+    prompts = [row["prompt"] for row in rows]
+    with console.status(f"export: sampling {len(prompts)} completions"):
+        got = sample_rows(policy, tokenizer, prompts, n=1, max_new_tokens=e.export.max_new_tokens,
+                          temperature=e.temperature, seed=e.seed, batch_size=e.batch_size)  # fmt: skip
+    name = out_dir.resolve().name  # the run's name: the generator / model id the judges' leaderboards show
+    written = []
+    if "alpaca_eval" in e.export.formats:
+        datasets = [row.get("dataset") for row in rows]
+        written.append(export.write_alpaca_eval(out_dir / "alpaca_eval", prompts, got.completions, name,
+                                                datasets=datasets if all(datasets) else None))  # fmt: skip
+    if "arena_hard" in e.export.formats:
+        written.append(export.write_arena_hard(out_dir / "arena_hard", [row["id"] for row in rows], prompts,
+                                               got.completions, name))  # fmt: skip
+    return [str(path) for path in written]
+
+
+def length_metrics(ours: Samples, theirs: Samples, rewards: list[float]) -> dict[str, Any]:
+    """"Did it just get longer?": mean and median completion length (tokens, EOS included, and characters) of the
+    policy and the reference, their ratio, and the correlation of the policy's reward with its length."""
+    out: dict[str, Any] = {}
+    for prefix, got in (("", ours), ("reference_", theirs)):
+        tokens = m.length_stats(got.batch.completion_mask.sum(-1).tolist())
+        chars = m.length_stats([len(c) for c in got.completions])
+        out |= {f"{prefix}length_tokens_mean": tokens["mean"], f"{prefix}length_tokens_median": tokens["median"],
+                f"{prefix}length_chars_mean": chars["mean"], f"{prefix}length_chars_median": chars["median"]}  # fmt: skip
+    reference_mean = out["reference_length_tokens_mean"]
+    out["length_ratio"] = out["length_tokens_mean"] / reference_mean if reference_mean else None
+    out["reward_length_correlation"] = m.pearson(rewards, ours.batch.completion_mask.sum(-1).tolist())
+    return out
+
+
+def outcomes(policy_scores: list[float], reference_scores: list[float]) -> list[float]:
+    """Per comparison: 1 the policy's sample scores higher, 0.5 a tie, 0 lower (win_rate_vs_reference's terms)."""
+    return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(policy_scores, reference_scores)]
+
+
+def length_diffs(ours: Samples, theirs: Samples) -> list[float]:
+    """Policy minus reference completion length in characters, per comparison (AlpacaEval's length measure)."""
+    return [float(len(a) - len(b)) for a, b in zip(ours.completions, theirs.completions)]
 
 
 def _check_vocabularies(policy, reference, model_dir, reference_dir) -> None:
@@ -118,7 +234,7 @@ def best_of_n_win_rate(policy, reference, tokenizer, prompts, reward, n: int, ar
     """InfAlign's metric: n samples per prompt from each model (eval.seed, the main samples' settings), the best of
     each side by the RAW reward (eval never calibrates, so runs with and without reward.calibrate compare)."""
     with console.status(f"best-of-{n}: sampling {n} completions per prompt from the policy and the reference"):
-        ours, theirs = sample(policy, tokenizer, prompts, **args), sample(reference, tokenizer, prompts, **args)
+        ours, theirs = sample_rows(policy, tokenizer, prompts, **args), sample_rows(reference, tokenizer, prompts, **args)
         rate = m.best_of_n_win_rate(reward(ours.prompts, ours.completions), reward(theirs.prompts, theirs.completions), n)
     return {f"best_of_{n}_win_rate_vs_reference": rate}
 
@@ -159,14 +275,7 @@ def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int, kern
 
 def _tokenize(tokenizer: PreTrainedTokenizerBase, rows: list[tuple[str, str]]) -> Batch:
     """Prompt and prompt+completion+EOS, split at their common prefix, as TRL's DPOTrainer does."""
-    out = []
-    for prompt, completion in rows:
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        eos = "" if completion.endswith(tokenizer.eos_token) else tokenizer.eos_token
-        full = tokenizer(prompt + completion + eos)["input_ids"]
-        cut = next((i for i, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), min(len(prompt_ids), len(full)))
-        out.append((full[:cut], full[cut:]))
-    return pad_left(out, tokenizer.pad_token_id)
+    return pad_left([split_at_prompt(tokenizer, prompt, completion) for prompt, completion in rows], tokenizer.pad_token_id)
 
 
 def evaluate_and_report(cfg: RunConfig, model_dir: Path, out_dir: Path, reference_dir: str | None = None) -> dict[str, Any]:
@@ -177,8 +286,8 @@ def evaluate_and_report(cfg: RunConfig, model_dir: Path, out_dir: Path, referenc
             reference_dir = loading.check_source("eval.reference", cfg.eval.reference)
         else:
             reference_dir = sources.reference_source(cfg)
-    results, samples, diagram = evaluate(cfg, model_dir, reference_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results, samples, diagram = evaluate(cfg, model_dir, reference_dir, out_dir)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     with (out_dir / "eval_samples.jsonl").open("w") as f:
         for row in samples:

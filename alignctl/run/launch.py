@@ -25,16 +25,19 @@ from alignctl import ranks
 from alignctl.config import compose
 from alignctl.config.schema import RunConfig
 from alignctl.errors import EXIT_USAGE, UsageError, fail
-from alignctl.run import distributed, rundir, sources
+from alignctl.run import distributed, eval_checks, rundir, sources
 
 
 def validate(overrides: list[str], multirun: bool) -> list[RunConfig]:
     """Every job of the run or sweep composed and checked before any model or data loads: the config's own rules
-    (alignctl.config.compose), then what needs more than the config: teacher runs and their references, and the
-    distributed settings against this machine."""
+    (alignctl.config.compose), then what needs more than the config: teacher runs and their references, what eval
+    names (judges, lm-eval tasks, files: alignctl.run.eval_checks), and the distributed settings against this
+    machine."""
     jobs = compose.compose_jobs(overrides, multirun)
     for job in jobs:
         sources.check_teachers(job)
+        if job.eval.enabled:
+            eval_checks.check(job.eval)
         if not ranks.in_ranks():  # in the ranks the parent checked it (or, plainly launched, _job checks it)
             distributed.check(job)
     return jobs

@@ -11,7 +11,7 @@ checkpoint draws the samples the uninterrupted run drew, and 1 or N processes dr
 pairs are a contiguous slice of the global batch). The global RNG is left as it was.
 
 k lives in train.num_generations (the online objectives' "completions sampled per prompt"), not in the loss
-signature: the loss reads k off its [B, k] input, and integers that shape a run are train.* fields (config.py).
+signature: the loss reads k off its [B, k] input, and integers that shape a run are train.* fields (alignctl/config/schema.py).
 
 The reference model stays loaded (keeps_reference_model): the pairs' reference log-probs are still precomputed and
 shared (alignctl.trainers.reference_cache), but the fresh samples need the reference at every step.
@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
+from alignctl.models.row_seeded import RowSeededSampler, row_seeded
 from alignctl.models.sampling import sample
 from alignctl.models.scoring import sequence_stats
 from alignctl.objectives import dpo
 from alignctl.objectives.hypo import HybridLogps, reverse_kl_term
 from alignctl.trainers.preference import PreferenceTrainer
-from alignctl.trainers.sampling import RowSeededSampler, row_seeded
 
 
 class HybridTrainer(PreferenceTrainer):

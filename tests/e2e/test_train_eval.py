@@ -161,3 +161,67 @@ def test_multi_completion_objectives_train_and_evaluate(name, tmp_path, tmp_path
     metrics = json.loads((tmp_path / "eval.json").read_text())
     assert EVAL_KEYS <= metrics.keys() and metrics["num_pairs"] >= 1
     assert 0.0 <= metrics["preference_accuracy"] <= 1.0 and 0.0 <= metrics["ece"] <= 1.0
+
+
+def _read_samples(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_eval_like_a_paper(run_dir, monkeypatch, tmp_path):
+    """alignctl eval of a run with an hf judge, an lm-eval task on a local YAML, a reward benchmark file and both
+    exports: every number lands in eval.json, consistent with the samples it was computed from."""
+    from pathlib import Path
+
+    root, cache = run_dir
+    monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(cache))
+    tasks = Path(__file__).resolve().parents[1] / "eval" / "lm_eval_tasks"
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the task YAML's data path is relative to the repo
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"prompt": "The film", "chosen": " was great.", "rejected": " was bad.",
+                                         "subset": s}) + "\n" for s in ("a", "a", "b")))  # fmt: skip
+    out = tmp_path / "paper"
+    assert cli.main(["eval", f"run_dir={root}", f"out_dir={out}", "tracking=none", "eval.judge.kind=hf",
+                     f"eval.judge.path={root / 'model'}", "eval.lm_eval.tasks=[alignctl_toy_mc]",
+                     f"eval.lm_eval.include_path={tasks}", "eval.lm_eval.limit=4", f"eval.preference_data={bench}",
+                     "eval.export.formats=[alpaca_eval,arena_hard]", "eval.export.max_new_tokens=4"]) == 0  # fmt: skip
+    metrics = json.loads((out / "eval.json").read_text())
+    rows = _read_samples(out / "eval_samples.jsonl")
+    assert metrics["length_chars_mean"] == pytest.approx(sum(len(r["completion"]) for r in rows) / len(rows))
+    assert metrics["reference_length_chars_mean"] == pytest.approx(
+        sum(len(r["reference_completion"]) for r in rows) / len(rows))
+    assert metrics["length_ratio"] == pytest.approx(metrics["length_tokens_mean"] / metrics["reference_length_tokens_mean"])
+    judged = [r["judge_winner"] for r in rows if r["judge_winner"] is not None]
+    wins = sum(w == "policy" for w in judged) + 0.5 * sum(w == "tie" for w in judged)
+    assert metrics["judge_comparisons"] == len(judged) and metrics["judge_win_rate"] == pytest.approx(wins / len(judged))
+    assert 0.0 <= metrics["judge_lc_win_rate"] <= 1.0 and all(r["judge_policy_first"] for r in rows)
+    assert 0.0 <= metrics["lm_eval/alignctl_toy_mc/acc"] <= 1.0
+    assert 0.0 <= metrics["reference_lm_eval/alignctl_toy_mc/acc"] <= 1.0
+    assert metrics["preference_data_pairs"] == 3 and {"preference_data_accuracy/a", "preference_data_accuracy/b"} <= set(metrics)
+    alpaca = json.loads((out / "alpaca_eval" / "model_outputs.json").read_text())
+    assert len(alpaca) == 4 and {"instruction", "output", "generator"} <= set(alpaca[0])
+    arena = (out / "arena_hard" / f"{out.name}.jsonl").read_text().splitlines()
+    assert len(arena) == 4 and json.loads(arena[0])["messages"][-1]["content"]["answer"] is not None
+
+
+def test_an_openai_compatible_judge_through_the_cli_is_cached(run_dir, monkeypatch, tmp_path):
+    """The judge endpoint is a real HTTP server on 127.0.0.1 answering from the run's model: the second eval of the
+    same samples asks it nothing (every verdict is in the on-disk cache) and reports the same win rate."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.eval.judge_server import JudgeServer
+
+    root, cache = run_dir
+    monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(cache))
+    monkeypatch.setenv("ALIGNCTL_TEST_JUDGE_KEY", "local")
+    model = AutoModelForCausalLM.from_pretrained(root / "model").eval()
+    with JudgeServer(model, AutoTokenizer.from_pretrained(root / "model")) as server:
+        args = ["eval", f"run_dir={root}", "tracking=none", "eval.judge.kind=openai", f"eval.judge.base_url={server.url}",
+                f"eval.judge.model={server.model_name}", "eval.judge.api_key_env=ALIGNCTL_TEST_JUDGE_KEY"]  # fmt: skip
+        assert cli.main([*args, f"out_dir={tmp_path / 'first'}"]) == 0
+        asked = server.requests["chat"]
+        server.reset_counts()
+        assert cli.main([*args, f"out_dir={tmp_path / 'second'}"]) == 0
+        assert asked > 0 and server.requests["chat"] == 0
+    first, second = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("first", "second"))
+    assert first["judge"] == "openai" and first["judge_win_rate"] == second["judge_win_rate"]
+    assert first["judge_comparisons"] + first["judge_unparseable"] == first["num_prompts"] * first["samples_per_prompt"]

@@ -501,3 +501,29 @@ def test_figures_reach_a_real_offline_wandb_run(tmp_path, monkeypatch, capsys):
 def test_a_run_reached_by_two_paths_is_read_once(tmp_path):
     run = make_run(tmp_path / "sweep", "0-fdpo-js")
     assert report.find_run_dirs([tmp_path, run, tmp_path / "sweep" / ".." / "sweep"]) == [run]
+
+
+def test_length_judge_and_lm_eval_columns_with_intervals(tmp_path, capsys):
+    """What a paper reports from one sweep: length, the judge's win rate and its length-controlled twin, and an
+    lm-eval task's accuracy for the policy beside the reference's, each a seed mean with its interval; and the
+    reward-vs-length figure."""
+    sweep = tmp_path / "sweep"
+    values = {"dpo": [(0.60, 0.55, 30.0, 0.40), (0.64, 0.57, 32.0, 0.42), (0.62, 0.56, 31.0, 0.44)],
+              "simpo": [(0.50, 0.52, 20.0, 0.30), (0.52, 0.50, 21.0, 0.31), (0.51, 0.51, 22.0, 0.32)]}  # fmt: skip
+    for name, rows in values.items():
+        for seed, (judge, lc, length, acc) in enumerate(rows):
+            make_run(sweep, f"{name}-{seed}", config={"objective": {"name": name}, "train.seed": seed},
+                     metrics={"reward_mean": 0.1 * seed, "kl_to_reference": 1.0, "judge_win_rate": judge,
+                              "judge_lc_win_rate": lc, "length_tokens_mean": length,
+                              "reference_length_tokens_mean": 18.0, "reference_reward_mean": 0.0,
+                              "lm_eval/toy_mc/acc": acc, "reference_lm_eval/toy_mc/acc": 0.35})  # fmt: skip
+    (section,) = report.report([sweep], tmp_path / "out", wandb=False)
+    headers, rows = report.table_rows(section)
+    for column in ("judge_win_rate", "judge_lc_win_rate", "length_tokens_mean", "lm_eval/toy_mc/acc",
+                   "reference_lm_eval/toy_mc/acc"):  # fmt: skip
+        assert any(column.replace("_", "") in h.replace("_", "").replace("\n", "") for h in headers), (column, headers)
+    dpo = next(g for g in section.groups if "dpo" in g.label and "simpo" not in g.label)
+    stat = dpo.stats["judge_win_rate"]
+    assert stat.mean == pytest.approx(0.62) and stat.half_width == pytest.approx(4.303 * 0.02 / 3**0.5, rel=1e-3)
+    assert dpo.stats["reference_lm_eval/toy_mc/acc"].mean == pytest.approx(0.35)
+    assert (tmp_path / "out" / "length.png").is_file()

@@ -37,14 +37,14 @@ def make(cls, model_dir, tmp_path, objective, hyperparameters, divergence, **ext
         objective=objective, hyperparameters=hyperparameters, divergence=divergence,
     )  # fmt: skip
     seen = []
-    inner = trainer._compute_loss
+    inner = trainer.compute_loss
 
-    def spy(model, inputs):  # record what the loss saw, before the optimizer moves the model
-        loss = inner(model, inputs)
+    def spy(model, inputs, *args, **kwargs):  # record what the loss saw, before the optimizer moves the model
+        loss = inner(model, inputs, *args, **kwargs)
         seen.append((inputs, loss.detach()))
         return loss
 
-    trainer._compute_loss = spy
+    trainer.compute_loss = spy
     return trainer, tokenizer, seen
 
 

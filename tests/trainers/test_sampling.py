@@ -8,9 +8,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 from trl import GRPOTrainer
 
+from alignctl.models.row_seeded import RowSeededSampler, row_seeded, splitmix64, uniforms
 from alignctl.trainers.groups import GroupObjectiveTrainer
 from alignctl.trainers.online import OnlineTrainer
-from alignctl.trainers.sampling import RowSeededGeneration, RowSeededSampler, row_seeded, splitmix64, uniforms
+from alignctl.trainers.sampling import RowSeededGeneration
 
 MASK = (1 << 64) - 1
 

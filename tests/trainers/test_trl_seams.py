@@ -220,7 +220,9 @@ SEAMS: list[Seam] = [
 ]  # fmt: skip
 
 # Private-looking names alignctl uses that are no library seam.
-NOT_SEAMS = {"os._exit": "documented, public API of the standard library despite its underscore"}
+NOT_SEAMS = {
+    "os._exit": "documented, public API of the standard library despite its underscore",
+}
 
 
 def _id(seam: Seam) -> str:
