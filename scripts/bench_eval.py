@@ -61,7 +61,7 @@ def varied_prompts(tokenizer, count: int, max_tokens: int, seed: int) -> list[st
     for _ in range(count):
         length = min(max_tokens, max(2, round(math.exp(rng.gauss(math.log(16), 0.8)))))
         ids = [rng.choice(words) for _ in range(length)]
-        while len(tokenizer(tokenizer.decode(ids).strip())["input_ids"]) > length:  # re-tokenised, it must fit
+        while len(ids) > 1 and len(tokenizer(tokenizer.decode(ids).strip())["input_ids"]) > length:  # must fit
             ids = ids[:-1]
         prompts.append(tokenizer.decode(ids).strip())
     return prompts
@@ -73,7 +73,7 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def bench_sampling(args, model, tokenizer, prompts) -> dict:
+def bench_sampling(args, model, tokenizer, prompts) -> tuple[dict, list[str]]:
     from alignctl.models.sampling import sample, sample_rows
 
     common = dict(n=args.n, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=args.seed,
@@ -89,18 +89,18 @@ def bench_sampling(args, model, tokenizer, prompts) -> dict:
         "today_s": today, "row_seeded_s": rows_s, "row_seeded_by_length_s": bucketed_s,
         "sampling_speedup": today / bucketed_s, "row_seeded_bucketing_speedup": rows_s / bucketed_s,
         "same_completions": same,
-    }  # fmt: skip
+    }, bucketed.completions  # fmt: skip
 
 
-def bench_judge_cache(args, model, tokenizer, prompts: list[str]) -> dict:
+def bench_judge_cache(args, model, tokenizer, prompts: list[str], completions: list[str]) -> dict:
     sys.path.insert(0, str(ROOT))
     from alignctl.eval import judges
     from tests.eval.judge_server import JudgeServer  # the tests' local chat-completions server
 
-    pairs = args.judge_pairs
-    rng = random.Random(args.seed)
-    outputs_a = [" ".join(rng.sample(p.split(), min(3, len(p.split())))) for p in prompts[:pairs]]
-    outputs_b = [p.split()[0] for p in prompts[:pairs]]
+    pairs = min(args.judge_pairs, len(prompts))
+    n = len(completions) // len(prompts)  # a prompt's first two samples, compared (or its only one, with itself)
+    outputs_a = [completions[i * n] for i in range(pairs)]
+    outputs_b = [completions[i * n + min(1, n - 1)] for i in range(pairs)]
     with JudgeServer(model, tokenizer) as server, tempfile.TemporaryDirectory() as cache:
         os.environ.setdefault("ALIGNCTL_BENCH_KEY", "local")
 
@@ -126,10 +126,10 @@ def main(argv=None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     prompts = varied_prompts(tokenizer, args.prompts, args.max_prompt_tokens, args.seed)
-    rows = {"nproc": os.cpu_count(), "threads": args.threads, "model_dir": model_dir,
-            "sampling": bench_sampling(args, model, tokenizer, prompts)}  # fmt: skip
+    sampling, completions = bench_sampling(args, model, tokenizer, prompts)
+    rows = {"nproc": os.cpu_count(), "threads": args.threads, "model_dir": model_dir, "sampling": sampling}
     if args.judge_pairs:
-        rows["judge_cache"] = bench_judge_cache(args, model, tokenizer, prompts)
+        rows["judge_cache"] = bench_judge_cache(args, model, tokenizer, prompts, completions)
     s = rows["sampling"]
     print(f"sampling {s['prompts']} prompts x {s['n']} (prompt tokens min/median/max {s['prompt_tokens_min_median_max']})")
     print(f"  today (sample)               {s['today_s']:8.2f} s")
