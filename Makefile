@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_demo.py
 	$(BIN)/python scripts/bench_sweep.py train.max_steps=200
 	$(BIN)/python scripts/bench_distributed.py
+	$(BIN)/python scripts/bench_eval.py
 
 clean:
 	rm -rf $(VENV) runs multirun outputs
