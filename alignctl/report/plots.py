@@ -82,15 +82,8 @@ def frontier(groups: list[Any], path: Path) -> Path | None:
     if trajectories:  # one legend entry for all of them
         ax.plot([], [], "-", color="gray", lw=0.8, alpha=0.5, label="training trajectory (curve.jsonl)")
     _scatter_groups(ax, groups, x_metric, y_metric)
-    reference = _values(groups, "reference_reward_mean")
-    if reference:
-        ax.plot([0.0], [sum(reference) / len(reference)], "*", color="black", ms=10, label="reference")
-    ax.set_xlabel("KL(policy || reference)")
-    ax.set_ylabel("reward (mean)")
-    ax.set_title("reward-KL frontier (mean ± 95% t-interval over seeds)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    _reference_point(ax, groups, None)
+    return _save(_labelled(fig, ax, "KL(policy || reference)", "reward-KL frontier"), path)
 
 
 def diversity(groups: list[Any], path: Path) -> Path | None:
@@ -202,15 +195,25 @@ def length(groups: list[Any], path: Path) -> Path | None:
     fig = _figure(6.5, 4.8)
     ax = fig.add_subplot()
     _scatter_groups(ax, groups, x_metric, y_metric)
-    ref_x, ref_y = _values(groups, "reference_length_tokens_mean"), _values(groups, "reference_reward_mean")
-    if ref_x and ref_y:
-        ax.plot([sum(ref_x) / len(ref_x)], [sum(ref_y) / len(ref_y)], "*", color="black", ms=10, label="reference")
-    ax.set_xlabel("completion length (tokens, mean)")
+    _reference_point(ax, groups, "reference_length_tokens_mean")
+    return _save(_labelled(fig, ax, "completion length (tokens, mean)", "reward vs length"), path)
+
+
+def _reference_point(ax: Any, groups: list[Any], x_metric: str | None) -> None:
+    """The reference's mean reward as a star, at x_metric's mean (None: at x = 0, its KL to itself)."""
+    ys = _values(groups, "reference_reward_mean")
+    xs = _values(groups, x_metric) if x_metric else [0.0]
+    if xs and ys:
+        ax.plot([sum(xs) / len(xs)], [sum(ys) / len(ys)], "*", color="black", ms=10, label="reference")
+
+
+def _labelled(fig: Figure, ax: Any, xlabel: str, title: str) -> Figure:
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("reward (mean)")
-    ax.set_title("reward vs length (mean ± 95% t-interval over seeds)", fontsize=10)
+    ax.set_title(f"{title} (mean ± 95% t-interval over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return fig
 
 
 def write_figures(groups: list[Any], out_dir: Path, suffix: str = "") -> list[Path]:
