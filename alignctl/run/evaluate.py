@@ -105,7 +105,23 @@ def evaluate(
                     got = sample_rows(model, tokenizer, split_prompts, **args)
                     results |= pass_at_ks(reward(got.prompts, got.completions), n, prefix)
             results[f"num_{split}_prompts"] = len(split_prompts)
-    verdicts = None
+    extra, verdicts = paper_metrics(cfg, policy, reference, tokenizer, kernel, ours, theirs, out_dir)
+    results |= extra
+    samples = [
+        {"prompt": pr, "completion": c, "reward": r, "reference_completion": rc, "reference_reward": rr}
+        for pr, c, r, rc, rr in zip(ours.prompts, ours.completions, rewards, theirs.completions, ref_rewards)
+    ]
+    for row, verdict in zip(samples, verdicts or []):  # each verdict with the judge's raw answers, both orders
+        row |= {"judge_winner": verdict.winner, "judge_policy_first": verdict.raw_policy_a,
+                "judge_reference_first": verdict.raw_policy_b}  # fmt: skip
+    return results, samples, diagram
+
+
+def paper_metrics(cfg: RunConfig, policy, reference, tokenizer, kernel: str, ours: Samples, theirs: Samples,
+                  out_dir: Path | None) -> tuple[dict[str, Any], list | None]:  # fmt: skip
+    """What eval.judge, eval.lm_eval, eval.preference_data and eval.export ask for (each only when set), and the
+    judge's verdicts (None without a pairwise judge)."""
+    e, results, verdicts = cfg.eval, {}, None
     if e.judge.kind != "reward":
         verdicts = judges.from_config(e.judge, cache_root() / "judge_verdicts", device=str(policy.device)).judge(
             ours.prompts, ours.completions, theirs.completions)  # fmt: skip
@@ -116,14 +132,7 @@ def evaluate(
         results |= preference_data_accuracy(e, policy, reference, tokenizer, kernel)
     if e.export.formats and out_dir is not None:
         results["exported"] = export_completions(cfg, policy, tokenizer, out_dir)
-    samples = [
-        {"prompt": pr, "completion": c, "reward": r, "reference_completion": rc, "reference_reward": rr}
-        for pr, c, r, rc, rr in zip(ours.prompts, ours.completions, rewards, theirs.completions, ref_rewards)
-    ]
-    for row, verdict in zip(samples, verdicts or []):  # each verdict with the judge's raw answers, both orders
-        row |= {"judge_winner": verdict.winner, "judge_policy_first": verdict.raw_policy_a,
-                "judge_reference_first": verdict.raw_policy_b}  # fmt: skip
-    return results, samples, diagram
+    return results, verdicts
 
 
 def judge_metrics(judge_cfg: Any, verdicts: list, diffs: list[float]) -> dict[str, Any]:
