@@ -180,7 +180,7 @@ def test_eval_like_a_paper(run_dir, monkeypatch, tmp_path):
     bench.write_text("".join(json.dumps({"prompt": "The film", "chosen": " was great.", "rejected": " was bad.",
                                          "subset": s}) + "\n" for s in ("a", "a", "b")))  # fmt: skip
     out = tmp_path / "paper"
-    assert cli.main(["eval", f"run_dir={root}", f"out_dir={out}", "tracking=none", "eval.judge.kind=hf",
+    assert cli.main(["eval", f"run_dir={root}", f"out_dir={out}", "tracking=none", "eval.num_prompts=2", "eval.judge.kind=hf",
                      f"eval.judge.path={root / 'model'}", "eval.lm_eval.tasks=[alignctl_toy_mc]",
                      f"eval.lm_eval.include_path={tasks}", "eval.lm_eval.limit=4", f"eval.preference_data={bench}",
                      "eval.export.formats=[alpaca_eval,arena_hard]", "eval.export.max_new_tokens=4"]) == 0  # fmt: skip
@@ -198,9 +198,9 @@ def test_eval_like_a_paper(run_dir, monkeypatch, tmp_path):
     assert 0.0 <= metrics["reference_lm_eval/alignctl_toy_mc/acc"] <= 1.0
     assert metrics["preference_data_pairs"] == 3 and {"preference_data_accuracy/a", "preference_data_accuracy/b"} <= set(metrics)
     alpaca = json.loads((out / "alpaca_eval" / "model_outputs.json").read_text())
-    assert len(alpaca) == 4 and {"instruction", "output", "generator"} <= set(alpaca[0])
+    assert len(alpaca) == 2 and {"instruction", "output", "generator"} <= set(alpaca[0])
     arena = (out / "arena_hard" / f"{out.name}.jsonl").read_text().splitlines()
-    assert len(arena) == 4 and json.loads(arena[0])["messages"][-1]["content"]["answer"] is not None
+    assert len(arena) == 2 and json.loads(arena[0])["messages"][-1]["content"]["answer"] is not None
 
 
 def test_an_openai_compatible_judge_through_the_cli_is_cached(run_dir, monkeypatch, tmp_path):
@@ -215,7 +215,8 @@ def test_an_openai_compatible_judge_through_the_cli_is_cached(run_dir, monkeypat
     monkeypatch.setenv("ALIGNCTL_TEST_JUDGE_KEY", "local")
     model = AutoModelForCausalLM.from_pretrained(root / "model").eval()
     with JudgeServer(model, AutoTokenizer.from_pretrained(root / "model")) as server:
-        args = ["eval", f"run_dir={root}", "tracking=none", "eval.judge.kind=openai", f"eval.judge.base_url={server.url}",
+        args = ["eval", f"run_dir={root}", "tracking=none", "eval.num_prompts=2", "eval.judge.kind=openai",
+                f"eval.judge.base_url={server.url}",
                 f"eval.judge.model={server.model_name}", "eval.judge.api_key_env=ALIGNCTL_TEST_JUDGE_KEY"]  # fmt: skip
         assert cli.main([*args, f"out_dir={tmp_path / 'first'}"]) == 0
         asked = server.requests["chat"]
