@@ -92,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per sequence")
     p.add_argument("--completion-len", type=int, default=192, help="completion tokens per sequence (incl. EOS)")
     p.add_argument("--n-layer", type=int, default=12, help="GPT-2 layers (12 = GPT-2 small; fewer for a smoke test)")
+    p.add_argument("--n-embd", type=int, default=768, help="width (768 = GPT-2 small; smaller for a smoke test)")
+    p.add_argument("--vocab", type=int, default=50257, help="vocabulary (50257 = GPT-2's; smaller for a smoke test)")
     p.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate (TRL's DPO default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="do not profile the warm-up step for peak memory")
@@ -109,8 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def make_model(args):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=args.n_layer, n_head=12,
-                        bos_token_id=50256, eos_token_id=50256)  # fmt: skip
+    config = GPT2Config(vocab_size=args.vocab, n_positions=1024, n_embd=args.n_embd, n_layer=args.n_layer,
+                        n_head=max(1, args.n_embd // 64), bos_token_id=args.vocab - 1, eos_token_id=args.vocab - 1)  # fmt: skip
     torch.manual_seed(args.seed)
     return GPT2LMHeadModel(config).float()
 
@@ -196,8 +198,14 @@ def make_trainers(args, out_dir: str) -> tuple[dict, dict]:
     kernel = scoring.resolve_kernel(policy, "fused")  # as alignctl.run.train does at load time
     if kernel != "fused":
         raise SystemExit(f"alignctl would score this model with kernel={kernel!r}, not the fused kernel")
+    class StepTrainer(PreferenceTrainer):
+        # alignctl's DPO reads cached reference log-probs (alignctl.trainers.reference_cache) and frees the reference
+        # model; kept here, so that on TRL's collated batch (no cached columns) it runs the reference forward in
+        # every step, as TRL's DPOTrainer does with precompute_ref_log_probs=False: the same work in both.
+        keeps_reference_model = True
+
     trainers = {
-        "alignctl": PreferenceTrainer(
+        "alignctl": StepTrainer(
             model=policy, ref_model=reference, args=dpo_config(args, f"{out_dir}/alignctl"), train_dataset=dataset,
             processing_class=tokenizer, objective=objectives.get("dpo"), hyperparameters={"beta": 0.1},
             divergence=None, kernel=kernel,
@@ -302,7 +310,7 @@ def main(argv=None) -> dict:
         trainers, batch = make_trainers(args, out_dir)
         rows, tokens = batch["input_ids"].shape
         completion = int(batch["completion_mask"][:, 1:].sum())
-        print(f"model: GPT2LMHeadModel n_layer={args.n_layer} n_embd=768 vocab=50257 float32, "
+        print(f"model: GPT2LMHeadModel n_layer={args.n_layer} n_embd={args.n_embd} vocab={args.vocab} float32, "
               f"{sum(p.numel() for p in trainers['trl'].model.parameters()) / 1e6:.1f}M parameters; "
               f"batch: {rows} rows x {tokens} tokens ({args.pairs} pairs), {completion} completion targets; "
               f"optimizer: {type(trainers['trl'].optimizer).__name__}"
@@ -344,7 +352,7 @@ def main(argv=None) -> dict:
                 print(f"\n--- {name}: one step, top ops by self CPU time ---\n{top_ops(trainers[name], batch)}")
 
     result = {
-        "n_layer": args.n_layer, "rows": rows, "tokens": tokens, "threads": torch.get_num_threads(),
+        "n_layer": args.n_layer, "n_embd": args.n_embd, "vocab": args.vocab, "rows": rows, "tokens": tokens, "threads": torch.get_num_threads(),
         "rounds": args.rounds, "other_load": load.share, "grad_rel_diff": grad_rel,
         "loss_after_step": [moved.get(name, float("nan")) for name in TRAINERS],
         "trainers": {
