@@ -360,9 +360,13 @@ class HFJudge(PairwiseJudge):
         """The candidate with the highest log-prob (the first of A, B, tie on an exact tie) and all three."""
         rows = [(c, a) for c in (self.context(fill(self.template, q)) for q in queries) for a in ANSWERS]
         sequences = [self.encode(context, answer) for context, answer in rows]
-        scores = []
-        for start in range(0, len(sequences), self.batch_size):
-            scores += self._score(sequences[start : start + self.batch_size])
+        # batches of sequences of similar length (less padding to compute on); scores back in the rows' order
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+        scores = [0.0] * len(sequences)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for i, score in zip(chunk, self._score([sequences[i] for i in chunk])):
+                scores[i] = score
         out = []
         for i in range(0, len(scores), len(ANSWERS)):
             logps = dict(zip(ANSWERS, scores[i : i + len(ANSWERS)]))
