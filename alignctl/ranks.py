@@ -28,6 +28,18 @@ def in_ranks() -> bool:
     return world_size() > 1
 
 
+# Set by a launcher in the processes it starts: alignctl's own launch (LAUNCHED), accelerate launch (its simple and
+# multi-process launchers both set ACCELERATE_MIXED_PRECISION), torchrun (TORCHELASTIC_RUN_ID, LOCAL_RANK).
+LAUNCHED = "ALIGNCTL_LAUNCHED"
+LAUNCHER_VARIABLES = (LAUNCHED, "ACCELERATE_MIXED_PRECISION", "TORCHELASTIC_RUN_ID", "LOCAL_RANK")
+
+
+def launched() -> bool:
+    """Whether a launcher started this process: it is then a rank of its run, one of several or the only one, and
+    never launches the run again (WORLD_SIZE > 1 alone would miss a one-process run, which relaunched itself)."""
+    return in_ranks() or any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
 def is_main() -> bool:
     return rank() == 0
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from alignctl import objectives
+from alignctl import objectives, ranks
 from alignctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -154,8 +154,9 @@ def launch(cfg: RunConfig, overrides: list[str], run_dir: Path) -> int:
     by signal N, checkpointed). The launcher runs in its own session, so a Ctrl-C reaches it once, as the SIGTERM
     forwarded here, which accelerate's agent passes to every rank (a rank given two signals would exit unsaved)."""
     # LOGLEVEL: torch elastic's agent logs each rank's exit and the signals it passes on; alignctl says what matters
-    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.train.num_threads or 1), LOGLEVEL="ERROR")
-    print(f"alignctl: training on {cfg.distributed.num_processes} processes ({cfg.distributed.name}) in {run_dir}",
+    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.train.num_threads or 1), LOGLEVEL="ERROR", **{ranks.LAUNCHED: "1"})
+    n = cfg.distributed.num_processes
+    print(f"alignctl: training on {n} process{'es' if n > 1 else ''} ({cfg.distributed.name}) in {run_dir}",
           file=sys.stderr, flush=True)  # fmt: skip
     proc = subprocess.Popen(launch_command(cfg, overrides, run_dir), env=env, start_new_session=True)
     forwarded: list[int] = []

@@ -38,7 +38,7 @@ def validate(overrides: list[str], multirun: bool) -> list[RunConfig]:
         sources.check_teachers(job)
         if job.eval.enabled:
             eval_checks.check(job.eval)
-        if not ranks.in_ranks():  # in the ranks the parent checked it (or, plainly launched, _job checks it)
+        if not ranks.launched():  # in the ranks the parent checked it (or, plainly launched, _job checks it)
             distributed.check(job)
     return jobs
 
@@ -114,7 +114,7 @@ def _hydra_entry(cfg: DictConfig) -> None:
     previous = rundir.stop_on_signals()
     parallel = cfg.launcher.name != "basic"
     try:
-        if cfg.distributed.name != "none" and not ranks.in_ranks():
+        if cfg.distributed.name != "none" and not ranks.launched():
             _launch_ranks(cfg, hydra_cfg, planned, parallel)
         else:
             _job(cfg, hydra_cfg, planned)

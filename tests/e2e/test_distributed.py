@@ -114,3 +114,13 @@ def test_a_submitit_sweep_of_two_process_jobs(cache, tmp_path):
     assert f"training on 2 processes (ddp) in {job}" in logs
     assert json.loads((job / "run.json").read_text())["status"] == "finished"
     assert [r["step"] for r in step_rows(job)] == list(range(1, STEPS + 1))
+
+
+def test_one_process_with_a_distributed_option_trains_once(cache, tmp_path):
+    """distributed=ddp with one process: the launched process is a rank (the launcher's environment says so, not
+    WORLD_SIZE > 1) and trains, instead of launching itself again and again; same losses and weights as without."""
+    plain, launched = tmp_path / "plain", tmp_path / "launched"
+    run(cache, plain, "objective=dpo")
+    out = run(cache, launched, "objective=dpo", "distributed=ddp", "distributed.num_processes=1")
+    assert out.stderr.count("training on 1 process (ddp)") == 1
+    assert_same_run(plain, launched)
