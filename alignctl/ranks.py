@@ -3,16 +3,15 @@ launches them). A leaf: the trainers' shared caches and the run's set-up both re
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from alignctl.errors import EXIT_USAGE, UsageError
 
 AGREE_KEY = "alignctl/run-dir-and-plan"
-T = TypeVar("T")
 
 
 def rank() -> int:
@@ -44,9 +43,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def agree(decide: Callable[[], T] | None) -> T:
-    """Rank 0's `decide()`, shared with every rank (the run directory, the plan); the other ranks pass None. A
-    UsageError there ends every rank with exit code 2; rank 0 alone raises it, so the user reads it once.
+def agree(decide: Callable[[], Any] | None) -> Any:
+    """Rank 0's `decide()` (JSON: the run directory, the plan), shared with every rank; the other ranks pass None.
+    A UsageError there ends every rank with exit code 2; rank 0 alone raises it, so the user reads it once.
+
+    Plain JSON goes over the store, never a pickle: the store listens on the network, and whoever can reach its port
+    could otherwise run code in every rank that loads what it reads.
 
     Exchanged through the launcher's key-value store (torchrun's, at MASTER_ADDR:MASTER_PORT), not the process
     group: the group is left for the Trainer to start, after the run's models and data are loaded, because
@@ -55,18 +57,16 @@ def agree(decide: Callable[[], T] | None) -> T:
     store = _store()
     if is_main():
         try:
-            payload: tuple[str, Any] = ("ok", decide())
-        except UsageError as e:
-            payload = ("error", e)
-        store.set(AGREE_KEY, pickle.dumps(payload))
-    else:
-        payload = pickle.loads(store.get(AGREE_KEY))
-    kind, value = payload
-    if kind == "error":
-        if is_main():
-            raise value
+            value = decide()
+        except UsageError:
+            store.set(AGREE_KEY, json.dumps({"error": True}))
+            raise
+        store.set(AGREE_KEY, json.dumps({"value": value}))
+        return value
+    payload = json.loads(store.get(AGREE_KEY))
+    if payload.get("error"):
         raise SystemExit(EXIT_USAGE)
-    return value
+    return payload["value"]
 
 
 def _store():

@@ -4,6 +4,7 @@ jobs are reported once all have ended (FailedJobs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -146,7 +147,7 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
 
     run_cfg = compose.to_run_config(cfg)
     if not ranks.is_main():
-        run_dir, plan = ranks.agree(None)
+        run_dir, plan = _from_shared(ranks.agree(None))
         if run_dir.resolve() != planned.resolve():  # this rank named its dir a second after rank 0 (${now:})
             rundir.move_log_files(planned, run_dir)
             rundir.remove_if_only_logs(planned)
@@ -181,7 +182,10 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
         return claim.path, plan
 
     try:
-        run_dir, plan = ranks.agree(claim_and_plan) if ranks.in_ranks() else claim_and_plan()
+        if ranks.in_ranks():  # what the other ranks receive: JSON (ranks.agree)
+            run_dir, plan = _from_shared(ranks.agree(lambda: _shared(*claim_and_plan())))
+        else:
+            run_dir, plan = claim_and_plan()
         if plan.action == "finished":
             print(f"run {run_dir} already finished at step {plan.step}; nothing to do", file=sys.stderr)
             return
@@ -197,6 +201,14 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
             claim.release(keep=started and not discard)
             if discard:
                 shutil.rmtree(claim.path, ignore_errors=True)
+
+
+def _shared(run_dir: Path, plan: rundir.RunPlan) -> dict[str, Any]:
+    return {"run_dir": str(run_dir), "plan": dataclasses.asdict(plan)}
+
+
+def _from_shared(shared: dict[str, Any]) -> tuple[Path, rundir.RunPlan]:
+    return Path(shared["run_dir"]), rundir.RunPlan(**shared["plan"])
 
 
 def _launch_ranks(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path, parallel: bool) -> None:

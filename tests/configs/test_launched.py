@@ -23,3 +23,49 @@ def test_launched_reads_the_launchers_environment(monkeypatch, env, launched):
         monkeypatch.setenv(name, value)
     assert ranks.launched() is launched
     assert ranks.in_ranks() is (int(env.get("WORLD_SIZE", "1")) > 1)
+
+
+class _Store:
+    """A stand-in for the launcher's TCPStore: bytes by key."""
+
+    def __init__(self):
+        self.data = {}
+
+    def set(self, key, value):
+        self.data[key] = value.encode() if isinstance(value, str) else value
+
+    def get(self, key):
+        return self.data[key]
+
+
+def test_agree_shares_rank_0s_decision_as_json_never_a_pickle(monkeypatch):
+    import json
+
+    from alignctl.errors import UsageError
+
+    store = _Store()
+    monkeypatch.setattr(ranks, "_store", lambda: store)
+    monkeypatch.setenv("RANK", "0")
+    decision = {"run_dir": "/runs/a", "plan": {"action": "resume", "step": 3}}
+    assert ranks.agree(lambda: decision) == decision
+    assert json.loads(store.data[ranks.AGREE_KEY]) == {"value": decision}  # what crosses the network: plain JSON
+    monkeypatch.setenv("RANK", "1")
+    assert ranks.agree(None) == decision
+    # a bad value found by rank 0: rank 0 raises it (the user reads one line), the others exit 2 without it
+    monkeypatch.setenv("RANK", "0")
+
+    def refuse():
+        raise UsageError("train.resume=true but nothing to resume")
+
+    with pytest.raises(UsageError, match="nothing to resume"):
+        ranks.agree(refuse)
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as e:
+        ranks.agree(None)
+    assert e.value.code == 2
+    # a pickle planted in the store is not loaded: JSON refuses it
+    import pickle
+
+    store.set(ranks.AGREE_KEY, pickle.dumps({"value": 1}))
+    with pytest.raises(ValueError):
+        ranks.agree(None)
