@@ -63,6 +63,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignctl.data import chat
 from alignctl.data.sources.reading import FILE_BUILDERS, show
 from alignctl.errors import DataError, UsageError
 
@@ -267,8 +268,6 @@ def render_chat(rows: Sequence[Mapping[str, str]], tokenizer: PreTrainedTokenize
     rest of the rendered conversation (its end-of-turn included)."""
     # deferred: datasets imports pyarrow and pandas
     from datasets import Dataset, DatasetDict
-
-    from alignctl.data import chat
 
     if not tokenizer.chat_template:
         raise UsageError(
