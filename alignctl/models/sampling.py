@@ -46,29 +46,11 @@ def sample(
     """n completions per prompt (ancestral sampling: top_k=0, top_p=1), seeded, batched."""
     tokenizer.padding_side = "left"
     torch.manual_seed(seed)
-    texts: list[str] = []
     rows: list[tuple[list[int], list[int]]] = []
     step = max(1, batch_size // n)
     for start in range(0, len(prompts), step):
-        chunk = prompts[start : start + step]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)  # a trainer's model may be on a GPU
-        out = model.generate(
-            **enc,
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=max_new_tokens,
-            num_return_sequences=n,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        prompt_len = enc["input_ids"].shape[1]
-        for i, seq in enumerate(out):
-            prompt_ids = enc["input_ids"][i // n][enc["attention_mask"][i // n].bool()].tolist()
-            completion = _until_eos(seq[prompt_len:].tolist(), tokenizer.eos_token_id)
-            rows.append((prompt_ids, completion))
-            texts.append(tokenizer.decode(completion, skip_special_tokens=True))
+        rows += _generate(model, tokenizer, prompts[start : start + step], n, max_new_tokens, temperature)
+    texts = [tokenizer.decode(completion, skip_special_tokens=True) for _, completion in rows]
     repeated = [p for p in prompts for _ in range(n)]
     return Samples(repeated, texts, pad_left(rows, tokenizer.pad_token_id))
 
@@ -92,7 +74,7 @@ def sample_rows(
     tokenizer.padding_side = "left"
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i)) if by_length else list(range(len(prompts)))
-    drawn: dict[int, tuple[list[tuple[list[int], list[int]]], list[str]]] = {}
+    drawn: dict[int, list[tuple[list[int], list[int]]]] = {}  # prompt index -> its n (prompt ids, completion ids)
     step = max(1, batch_size // n)
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -100,21 +82,28 @@ def sample_rows(
             chunk = order[start : start + step]
             rows = torch.tensor([i * n + j for i in chunk for j in range(n)], dtype=torch.int64)
             sampler = RowSeededSampler(seed, EVAL_STEP, temperature=temperature, rows=rows)
-            enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(model.device)
-            with row_seeded(model, sampler):
-                out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,  # the sampler
-                                     max_new_tokens=max_new_tokens, num_return_sequences=n,  # applies temperature
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-            prompt_len = enc["input_ids"].shape[1]
-            for k, i in enumerate(chunk):
-                prompt_ids = enc["input_ids"][k][enc["attention_mask"][k].bool()].tolist()
-                completions = [_until_eos(out[k * n + j][prompt_len:].tolist(), tokenizer.eos_token_id) for j in range(n)]
-                drawn[i] = ([(prompt_ids, c) for c in completions],
-                            [tokenizer.decode(c, skip_special_tokens=True) for c in completions])  # fmt: skip
-    rows_in_order = [row for i in range(len(prompts)) for row in drawn[i][0]]
-    texts = [text for i in range(len(prompts)) for text in drawn[i][1]]
+            with row_seeded(model, sampler):  # the sampler applies the temperature
+                got = _generate(model, tokenizer, [prompts[i] for i in chunk], n, max_new_tokens, temperature=1.0)
+            drawn |= {i: got[k * n : (k + 1) * n] for k, i in enumerate(chunk)}
+    rows_in_order = [row for i in range(len(prompts)) for row in drawn[i]]
+    texts = [tokenizer.decode(completion, skip_special_tokens=True) for _, completion in rows_in_order]
     repeated = [p for p in prompts for _ in range(n)]
     return Samples(repeated, texts, pad_left(rows_in_order, tokenizer.pad_token_id) if rows_in_order else None)
+
+
+def _generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float):
+    """One generate() call: n ancestral samples per prompt (top_k=0, top_p=1), as (prompt ids, completion ids up to
+    and including EOS) rows, prompt by prompt."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)  # a trainer's model may be on a GPU
+    out = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                         max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    prompt_len = enc["input_ids"].shape[1]
+    rows = []
+    for i, seq in enumerate(out):
+        prompt_ids = enc["input_ids"][i // n][enc["attention_mask"][i // n].bool()].tolist()
+        rows.append((prompt_ids, _until_eos(seq[prompt_len:].tolist(), tokenizer.eos_token_id)))
+    return rows
 
 
 def _until_eos(ids: list[int], eos: int) -> list[int]:
