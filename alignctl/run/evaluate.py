@@ -140,10 +140,11 @@ def judge_metrics(judge_cfg: Any, verdicts: list, diffs: list[float]) -> dict[st
     standard error, and its length-controlled twin fitted on the comparisons it could judge."""
     rate = judges.win_rate(verdicts)
     judged = [(o, d) for o, d in zip(judges.outcomes(verdicts), diffs) if o is not None]
-    lc = m.length_controlled_win_rate([o for o, _ in judged], [d for _, d in judged]) if judged else {}
+    lc = (m.length_controlled_win_rate([o for o, _ in judged], [d for _, d in judged]) if judged
+          else {"lc_win_rate": None, "lc_standard_error": None})  # nothing parseable: no rate to control
     return {
         "judge": judge_cfg.kind, "judge_win_rate": rate["win_rate"], "judge_win_rate_se": rate["stderr"],
-        "judge_lc_win_rate": lc.get("lc_win_rate"), "judge_lc_win_rate_se": lc.get("lc_standard_error"),
+        "judge_lc_win_rate": lc["lc_win_rate"], "judge_lc_win_rate_se": lc["lc_standard_error"],
         "judge_comparisons": rate["judged"], "judge_ties": rate["ties"], "judge_unparseable": rate["unparseable"],
     }  # fmt: skip
 
