@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# test workers: tests run on one intra-op thread each (tests/conftest.py), so one worker per core
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -21,10 +23,10 @@ demo: $(STAMP)
 	$(BIN)/alignctl train $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 docs: $(STAMP)  # the option lists in README.md and docs/objectives.md, from the registries
 	$(BIN)/python -m alignctl.cli.docs .

@@ -7,6 +7,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Built artifacts go to a per-session temp cache, never the user's."""
     monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
+    # rich wraps at the terminal's width, and a test worker has none: one width for every test
+    monkeypatch.setenv("COLUMNS", "160")
 
 
 @pytest.fixture(autouse=True)
