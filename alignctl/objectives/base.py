@@ -120,6 +120,9 @@ class GroupLogps:
     (with grad), `old_logps` under the policy that sampled them (pi_old, detached; equal to pi_theta's values at
     the first update on a batch), `ref_logps` under the starting policy pi_0 (None when the objective does not need
     it). `rewards` [B] score each completion; `group_ids` [B] (integers) say which completions share a prompt.
+    `sampling_weights` ([B, T] per token or [B, 1] per completion) is TRL's truncated importance ratio
+    pi_old / pi_sampler when vLLM sampled the completions (its log-probs differ from the trainer's); None when the
+    trainer sampled them itself (ratio 1). Objectives multiply their per-token loss terms by it, as TRL's GRPO does.
     """
 
     policy_logps: torch.Tensor
@@ -128,6 +131,7 @@ class GroupLogps:
     rewards: torch.Tensor
     group_ids: torch.Tensor
     ref_logps: torch.Tensor | None = None
+    sampling_weights: torch.Tensor | None = None
 
 
 class OnlineOutput(NamedTuple):

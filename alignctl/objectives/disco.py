@@ -22,6 +22,9 @@ above, which is what is computed here (its value is the formula's too).
 The constraint is against pi_old, the sampling policy, not pi_0: with one update per sampled batch (TRL's
 num_iterations = 1, alignctl's train.num_iterations default) pi_theta = pi_old at the update, so D = 0 and the penalty
 is inactive; train.num_iterations > 1 reuses a batch and lets it bind. There is no `divergence=` option.
+Completions sampled by vLLM (model.rollout=vllm) carry TRL's truncated importance ratio pi_old / pi_vllm
+(GroupLogps.sampling_weights); each token's term of s(o) is multiplied by it, as TRL's GRPO multiplies its per-token
+loss (the paper's code samples with the policy it trains, where the ratio is 1).
 Defaults (official scripts): delta 1e-4, constraint_weight (the paper's beta) 1e3, tau 10 for logL and 1 for Lratio
 (tau = None picks these). Computed in float32 (float64 stays float64).
 """
@@ -40,9 +43,12 @@ DEFAULT_TAU = {"logL": 10.0, "Lratio": 1.0}  # the official scripts' values
 
 
 def completion_scores(stats: GroupLogps, score: str) -> torch.Tensor:
-    """Token-averaged score s(o) [B] of each completion: mean log-prob (logL) or mean probability ratio (Lratio)."""
+    """Token-averaged score s(o) [B] of each completion: mean log-prob (logL) or mean probability ratio (Lratio),
+    each token's term weighted by the vLLM sampler's importance ratio where there is one (GroupLogps)."""
     policy, old = wide(stats.policy_logps), wide(stats.old_logps)
     per_token = policy if score == "logL" else torch.exp(policy - old)
+    if stats.sampling_weights is not None:
+        per_token = per_token * wide(stats.sampling_weights)
     m = stats.mask.to(policy.dtype)
     return (per_token * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 

@@ -23,8 +23,11 @@ Loss: its gradient is g with token-mean normalisation (as TRL's default "dapo" G
 over from objective=grpo), its value the batch's estimate of D_f(pi_theta || p) = E_q[w f(t) / t]:
     L = -sum_i A_i (s_i - sg(s_i)) / (completion tokens in the batch) + sg(mean_i w_i f(t_i) / t_i),
     s_i = sum_t log pi_theta(y_i,t),   A_i = sg(w_i (R_i - B_i)),   w_i = pi_theta(y_i) / q(y_i)
-(w = 1 at the first update on a batch). Writing the gradient term as s - sg(s), whose value is 0, keeps the value
-finite where A * s would overflow (pseudo-rewards near their e^80 ceiling times thousands of nats).
+(w = 1 at the first update on a batch). Completions sampled by vLLM (model.rollout=vllm) carry TRL's truncated
+importance ratio r = pi_old / pi_vllm (per token or per completion, GroupLogps.sampling_weights): each token's term
+of the gradient is multiplied by it, as TRL's GRPO multiplies its per-token loss. Writing the gradient term as
+s - sg(s), whose value is 0, keeps the value finite where A * s would overflow (pseudo-rewards near their e^80
+ceiling times thousands of nats).
 Default beta 0.1 (the temperature of the tilt; DPO's beta for the same KL-regularised target). Computed in float32
 (float64 stays float64).
 """
@@ -112,7 +115,12 @@ def loss(
         advantages = weights * centered_pseudo_rewards(divergence, log_t, stats.group_ids)
         estimate = (weights * divergence.f(log_t) * torch.exp(-log_t.clamp(-80.0, 80.0))).mean()
     m = stats.mask.to(policy_seq.dtype)
-    gradient_term = -(advantages * (policy_seq - policy_seq.detach())).sum() / m.sum().clamp(min=1.0)
+    if stats.sampling_weights is None:
+        gradient_term = -(advantages * (policy_seq - policy_seq.detach())).sum() / m.sum().clamp(min=1.0)
+    else:  # per token: A_i r_it (log pi_theta(y_it) - sg), r the vLLM sampler's ratio; r = 1 gives the line above
+        tokens = wide(stats.policy_logps)
+        weighted = advantages[:, None] * wide(stats.sampling_weights) * (tokens - tokens.detach()) * m
+        gradient_term = -weighted.sum() / m.sum().clamp(min=1.0)
     return OnlineOutput(
         gradient_term + estimate,
         {

@@ -87,6 +87,8 @@ class GroupObjectiveTrainer(RowSeededGeneration, GRPOTrainer):
             rewards=inputs["rewards"],
             group_ids=inputs["group_ids"],
             ref_logps=inputs.get("ref_per_token_logps"),
+            # present only when vLLM sampled and TRL's vllm_importance_sampling_correction is on (TRL's own test)
+            sampling_weights=inputs.get("importance_sampling_ratio"),
         )
         out = self.objective.loss(self.objective_inputs(stats, inputs), divergence=self.divergence,
                                   **self.hyperparameters)  # fmt: skip

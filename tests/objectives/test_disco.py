@@ -37,11 +37,13 @@ def make_batch(seed: int = 0, shift: float = 0.2) -> dict[str, np.ndarray]:
 
 
 def ref_disco(policy, old, mask, rewards, gids, *, score="logL", dro=True, tau=None, delta=1e-4,
-              constraint_weight=1e3, positive_threshold=0.5):
-    """The spec's formula, written out in numpy float64."""
+              constraint_weight=1e3, positive_threshold=0.5, ratio=None):
+    """The spec's formula, written out in numpy float64; `ratio` ([B, T] or [B, 1]), vLLM's importance ratio,
+    weighs each token's term of s(o) as TRL's GRPO weighs its per-token loss."""
     tau = {"logL": 10.0, "Lratio": 1.0}[score] if tau is None else tau
     m = mask.astype(np.float64)
     per_token = policy if score == "logL" else np.exp(policy - old)
+    per_token = per_token if ratio is None else per_token * ratio
     s = (per_token * m).sum(1) / m.sum(1)
     groups = sorted(set(gids.tolist()))
     js = []
@@ -57,14 +59,16 @@ def ref_disco(policy, old, mask, rewards, gids, *, score="logL", dro=True, tau=N
     return -objective + penalty, dict(objective=objective, kept=len(js) / len(groups), d=d, penalty=penalty)
 
 
-def to_stats(batch, dtype=torch.float64):
+def to_stats(batch, dtype=torch.float64, ratio=None):
     policy = torch.tensor(batch["policy"], dtype=dtype, requires_grad=True)
+    weights = None if ratio is None else torch.tensor(ratio, dtype=torch.float32)
     return GroupLogps(policy, torch.tensor(batch["old"], dtype=dtype), torch.tensor(batch["mask"]),
-                      torch.tensor(batch["rewards"], dtype=torch.float32), torch.tensor(batch["gids"])), policy
+                      torch.tensor(batch["rewards"], dtype=torch.float32), torch.tensor(batch["gids"]),
+                      sampling_weights=weights), policy
 
 
-def run(batch, dtype=torch.float64, **kw):
-    stats, policy = to_stats(batch, dtype)
+def run(batch, dtype=torch.float64, ratio=None, **kw):
+    stats, policy = to_stats(batch, dtype, ratio)
     out = disco.loss(stats, divergence=None, **kw)
     out.loss.backward()
     return out, policy.grad
@@ -107,6 +111,23 @@ def test_gradient_matches_finite_differences(score, dro, shift):
     expected = fd_grad(batch, score=score, dro=dro)
     np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-6, atol=1e-7)
     assert (grad.numpy()[~batch["mask"]] == 0).all()
+
+
+@pytest.mark.parametrize("per", ["token", "completion"])
+@pytest.mark.parametrize("score", ["logL", "Lratio"])
+def test_vllm_importance_ratio_weighs_each_token_term(score, per):
+    """Rollouts sampled by vLLM: TRL's truncated ratio pi_old / pi_vllm multiplies each token's term (value and
+    gradient against the re-derivation); a ratio of ones is the plain loss."""
+    batch = make_batch(seed=3)
+    rng = np.random.default_rng(4)
+    # float32-exact values, as the tensor the trainer receives holds them
+    ratio = rng.uniform(0.2, 2.0, (len(batch["gids"]), T if per == "token" else 1)).astype(np.float32).astype(np.float64)
+    out, grad = run(batch, score=score, ratio=ratio)
+    assert out.loss.item() == pytest.approx(ref_disco(**batch, score=score, ratio=ratio)[0], rel=1e-10)
+    assert out.loss.item() != pytest.approx(ref_disco(**batch, score=score)[0], rel=1e-3)  # the ratio mattered
+    np.testing.assert_allclose(grad.numpy(), fd_grad(batch, score=score, ratio=ratio), rtol=1e-6, atol=1e-7)
+    ones, plain = run(batch, score=score, ratio=np.ones_like(ratio)), run(batch, score=score)
+    assert ones[0].loss.item() == plain[0].loss.item() and torch.equal(ones[1], plain[1])
 
 
 def test_at_pi_old_lratio_is_one_and_disco_b_gradients_agree():

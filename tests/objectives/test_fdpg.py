@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -101,6 +102,32 @@ def test_gradient_is_importance_weighted_paper_advantage_per_token(name, alpha, 
     # the value is the divergence estimate (checked against numpy below), not the gradient term's
     assert out.loss.item() == pytest.approx(out.stats["divergence_to_target"].item(), rel=1e-12)
     assert A[-1] == 0.0 and np.abs(A).max() > 1e-3  # the lone completion has no signal; the others do
+
+
+@pytest.mark.parametrize("per", ["token", "completion"])
+@pytest.mark.parametrize("name, alpha", DIVERGENCES, ids=DIV_IDS)
+def test_vllm_importance_ratio_weighs_each_token_of_the_gradient(name, alpha, per):
+    """Rollouts sampled by vLLM: TRL's truncated ratio r = pi_old / pi_vllm multiplies each token's gradient term,
+    d loss / d policy[i, t] = -A_i r_it mask[i, t] / (real tokens); the value (the divergence estimate) and a ratio of
+    ones leave everything as without one."""
+    d = random_batch(3)
+    ratio = np.random.default_rng(5).uniform(0.2, 2.0, (len(IDS), 7 if per == "token" else 1))
+    stats, policy = to_stats(d)
+    out = fdpg.loss(dataclasses.replace(stats, sampling_weights=torch.tensor(ratio)), divergence=div(name, alpha),
+                    beta=BETA)  # fmt: skip
+    out.loss.backward()
+    _, _, _, A, _ = expected(d, name, alpha)
+    np.testing.assert_allclose(policy.grad.numpy(), -A[:, None] * ratio * d["mask"] / d["mask"].sum(), rtol=1e-9,
+                               atol=1e-14)  # fmt: skip
+    plain_stats, plain_policy = to_stats(d)
+    ones_stats, ones_policy = to_stats(d)
+    plain = fdpg.loss(plain_stats, divergence=div(name, alpha), beta=BETA)
+    ones = fdpg.loss(dataclasses.replace(ones_stats, sampling_weights=torch.ones(len(IDS), 1, dtype=torch.float64)),
+                     divergence=div(name, alpha), beta=BETA)  # fmt: skip
+    plain.loss.backward()
+    ones.loss.backward()
+    assert out.loss.item() == plain.loss.item() == ones.loss.item()
+    torch.testing.assert_close(ones_policy.grad, plain_policy.grad, rtol=1e-12, atol=1e-16)
 
 
 # --- 2. spec test 1: reverse KL, q = pi_theta ------------------------------------------------------------------

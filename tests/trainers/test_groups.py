@@ -1,6 +1,7 @@
 """GroupObjectiveTrainer (disco) and FdpgTrainer: what reaches the objective's loss — each completion's reward, its
 prompt's group id, per-token log-probs, pi_0's log-probs and log Z — checked against plain recomputations."""
 
+import dataclasses
 import math
 import os
 
@@ -81,6 +82,14 @@ def test_disco_loss_sees_rewards_groups_and_logps(model_dir, tmp_path):
     log = trainer.state.log_history[0]
     assert {"disco/objective", "disco/kept_groups", "disco/kl_old", "disco/penalty", "entropy"} <= set(log)
     assert log["disco/kl_old"] == pytest.approx(0.0, abs=1e-6)  # one update per batch: pi_theta = pi_old
+    # rollouts from vLLM: TRL's importance ratio reaches the objective as its sampling weights
+    reached = []
+    trainer.objective = dataclasses.replace(disco.OBJECTIVE, loss=lambda stats, **kw: reached.append(stats) or
+                                            disco.loss(stats, **kw))  # fmt: skip
+    ratio = torch.rand(len(mask), 1) + 0.5
+    trainer.compute_loss(trainer.model, {**inputs, "importance_sampling_ratio": ratio})
+    trainer.compute_loss(trainer.model, inputs)
+    assert reached[0].sampling_weights is ratio and reached[1].sampling_weights is None
 
 
 def test_disco_constraint_binds_on_reused_batches(model_dir, tmp_path):

@@ -75,7 +75,12 @@ SEAMS: list[Seam] = [
                    ("._generate_and_score_completions", '"completion_mask": completion_mask,'),
                    ("._generate_and_score_completions", 'output["old_per_token_logps"] = old_per_token_logps'),
                    ("._generate_and_score_completions", 'output["ref_per_token_logps"] = ref_per_token_logps'),
-                   ("._generate_and_score_completions", 'output["tool_mask"] = tool_mask'))),
+                   ("._generate_and_score_completions", 'output["tool_mask"] = tool_mask'),
+                   # vLLM's rollouts: the truncated IS ratio, only when TRL corrects for the sampler, which its own
+                   # GRPO loss multiplies in per token and the group objectives take as GroupLogps.sampling_weights
+                   ("._generate_and_score_completions",
+                    'output["importance_sampling_ratio"] = vllm_importance_sampling_ratio'),
+                   ("._compute_loss", 'per_token_loss = per_token_loss * inputs["importance_sampling_ratio"]'))),
     Seam(GRPO, "_calculate_rewards",
          "GroupObjectiveTrainer keeps the [completions of all processes, reward functions] matrix it returns",
          params=("self", "inputs", "prompts", "completions", "completion_ids_list"), exact=True,
