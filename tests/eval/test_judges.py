@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import socket
 from types import SimpleNamespace
 
@@ -448,3 +449,36 @@ def test_from_config_builds_the_judge_named(server, judge_dir, tmp_path):
     assert judge.cache.path == tmp_path / "judge_verdicts" / J.VerdictCache.FILE
     with pytest.raises(UsageError, match=r"^eval\.judge\.kind=reward is not a pairwise judge"):
         J.from_config(judge_config(), tmp_path)
+
+
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}<|assistant|>\n"
+
+
+def test_hf_judge_asks_through_the_chat_template_when_the_tokenizer_has_one(judge_dir, tiny, tmp_path):
+    """A judge whose tokenizer has a chat template gets the filled prompt as one user message, rendered by the
+    template (which writes its own special tokens: none added), and the answer right after the assistant header;
+    use_chat_template=false asks the plain filled prompt as before."""
+    chat_dir = tmp_path / "chat-judge"
+    shutil.copytree(judge_dir, chat_dir)
+    tokenizer = AutoTokenizer.from_pretrained(chat_dir)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(chat_dir)
+    model = tiny[0]
+    query = J.Query(*ROWS[0])
+    rendered = f"<|user|>\n{J.fill(J.DEFAULT_TEMPLATE, query)}\n<|assistant|>\n"
+    context = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    want = {}
+    for answer in J.ANSWERS:
+        tail = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logps = torch.log_softmax(model(input_ids=torch.tensor([context + tail])).logits[0].double(), -1)
+        want[answer] = sum(logps[len(context) - 1 + j, t].item() for j, t in enumerate(tail))
+    judge = J.HFJudge(str(chat_dir), device="cpu")
+    assert judge.chat and judge.context(J.fill(J.DEFAULT_TEMPLATE, query)) == rendered
+    got = judge.answer([query])[0][1]
+    assert [got[a] for a in J.ANSWERS] == pytest.approx([want[a] for a in J.ANSWERS], abs=1e-4)
+    plain = J.HFJudge(str(chat_dir), device="cpu", use_chat_template=False)
+    assert not plain.chat
+    got_plain = plain.answer([query])[0][1]
+    want_plain = answer_logprobs(model, tokenizer, J.fill(J.DEFAULT_TEMPLATE, query))
+    assert [got_plain[a] for a in J.ANSWERS] == pytest.approx([want_plain[a] for a in J.ANSWERS], abs=1e-4)
