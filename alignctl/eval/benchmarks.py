@@ -3,8 +3,9 @@ side by side (the alignment tax).
 
 - :func:`check_tasks` runs before any model loads: every name in ``eval.lm_eval.tasks`` is a task, group or tag that
   lm-eval knows (its own task YAMLs plus those under ``eval.lm_eval.include_path``), and, while the hub is off
-  (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``), every task under it reads local data or data already in the HF
-  cache. A failure is one line (:class:`~alignctl.errors.UsageError`).
+  (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) or unreachable (no TCP connection to ``HF_ENDPOINT``, asked only
+  when a task would download), every task under it reads local data or data already in the HF cache. A failure
+  is one line (:class:`~alignctl.errors.UsageError`).
 - :func:`run_lm_eval` evaluates an already-loaded model with ``lm_eval.simple_evaluate`` (``HFLM(pretrained=<model>,
   tokenizer=<tokenizer>)``), seeded, without samples, hub logging or progress output, and returns
   ``{task: {metric: value}}`` with readable metric names (``"acc,none"`` -> ``"acc"``, ``"acc_stderr,none"`` ->
@@ -37,6 +38,7 @@ import glob
 import logging
 import math
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +63,7 @@ FILE_BUILDERS = frozenset(
      "videofolder"}
 )  # fmt: skip
 _TRUE = {"1", "ON", "YES", "TRUE"}  # how huggingface_hub and datasets read their *_OFFLINE variables
+_HUB_TIMEOUT_S = 5.0  # a connection to the hub's endpoint that takes longer counts as none
 _MAX_DEPTH = 16  # groups nest a few levels (mmlu -> mmlu_stem -> tasks); deeper means a cycle
 
 
@@ -90,10 +93,18 @@ def check_tasks(tasks: Sequence[str], include_path: str | None) -> None:
             if problem is not None:
                 raise UsageError(f"{TASKS_FIELD}: {where} cannot load its data: {problem}")
             hub = _hub_source(cfg, own)
-            if offline and hub is not None and not _cached(cfg.get("dataset_path")):
+            if hub is None or _cached(cfg.get("dataset_path")):
+                continue
+            if offline:
                 raise UsageError(
                     f"{TASKS_FIELD}: {where} needs the network ({hub}, not in the local HF cache) and the hub is "
                     f"off (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE); {LOCAL_TASK_HINT}"
+                )
+            unreachable = _unreachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+            if unreachable is not None:
+                raise UsageError(
+                    f"{TASKS_FIELD}: {where} needs the network ({hub}, not in the local HF cache) and {unreachable}; "
+                    f"{LOCAL_TASK_HINT}"
                 )
 
 
@@ -125,6 +136,22 @@ def _unknown_message(name: str, known: Sequence[str], root: Path | None) -> str:
 
 def _offline() -> bool:
     return any(os.environ.get(v, "").strip().upper() in _TRUE for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+@functools.cache
+def _unreachable(endpoint: str) -> str | None:
+    """Why the hub at `endpoint` cannot be reached (one phrase), or None when a TCP connection to it opens. Asked
+    only for a task that would download, once per endpoint and process: without it, a machine with no network would
+    train first and fail at the benchmark, or hang in lm-eval's retries."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=_HUB_TIMEOUT_S).close()
+    except OSError as e:
+        return f"the hub cannot be reached ({endpoint}: {e.strerror or type(e).__name__})"
+    return None
 
 
 def _is_under(path: Path | str, root: Path) -> bool:

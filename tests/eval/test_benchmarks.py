@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +237,29 @@ def test_check_tasks_follows_groups_and_the_cache(no_loading, tmp_path, monkeypa
     (Path(os.environ["HF_DATASETS_CACHE"]) / "Rowan___hellaswag").rmdir()
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
-    benchmarks.check_tasks(["my_group", "hellaswag"], str(folder))
+    with socket.socket() as hub:  # the hub's endpoint: a listening port on this machine (nothing is downloaded)
+        hub.bind(("127.0.0.1", 0))
+        hub.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        benchmarks.check_tasks(["my_group", "hellaswag"], str(folder))
+
+
+def test_a_hub_task_on_a_machine_without_network_fails_before_training(no_loading, tmp_path, monkeypatch):
+    """No offline switch set, but the hub's endpoint refuses connections: a task that would download fails the
+    check in one line (before any model trains), and a local task never asks the endpoint."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    message = _error(["hellaswag"], None)
+    assert message.startswith(f"eval.lm_eval.tasks: task 'hellaswag' needs the network (dataset_path=Rowan/hellaswag "
+                              f"is a hub dataset, not in the local HF cache) and the hub cannot be reached "
+                              f"(http://127.0.0.1:{port}: ")  # fmt: skip
+    folder = _write_task(tmp_path / "tasks", _docs())
+    monkeypatch.setattr(benchmarks.socket, "create_connection", None)  # asking would raise TypeError
+    benchmarks.check_tasks([TASK], str(folder))
 
 
 def test_relative_data_files_resolve_against_the_working_directory(no_loading, tmp_path, monkeypatch):
