@@ -30,6 +30,7 @@ def run_cli(capsys, *argv):
         (["train", "objective=dpo", "divergence=none"], ["divergence=none", "objective=dpo", "reverse_kl"]),
         (["train", "tracking=tensorboard"], ["tracking='tensorboard'", "wandb, none"]),
         (["train", "model.kernel=fast"], ["model.kernel='fast'", "fused, naive"]),
+        (["train", "eval.rollout=fast"], ["eval.rollout='fast'", "transformers, vllm"]),
         (["train", "divergence=reverse_kl,js"], ["divergence", "-m"]),
         (["train", "-m", "divergence=reverse_kl,kl"], ["divergence=kl", "reverse_kl"]),
         (["train", "--frobnicate"], ["--frobnicate", "-m"]),

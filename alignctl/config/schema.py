@@ -20,7 +20,7 @@ from alignctl import divergences, objectives
 from alignctl.constraints import NonNegative, Positive, Rule, check_ranges, field_rules, ranged
 from alignctl.data import registry as data_registry
 from alignctl.errors import ConfigError
-from alignctl.models.schema import EMBEDDED_MODELS, SOUP, HFModelConfig
+from alignctl.models.schema import EMBEDDED_MODELS, ROLLOUTS, SOUP, HFModelConfig
 from alignctl.rewards import registry as reward_registry
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -169,6 +169,9 @@ class EvalConfig:
     temperature: Annotated[float, Positive] = 1.0
     batch_size: Annotated[int, Positive] = 64
     seed: Annotated[int, NonNegative] = 0
+    # What draws the eval samples: transformers' generate (row-seeded, any machine) or vLLM (CUDA and
+    # `pip install "vllm>=0.22,<=0.31"`; its own random numbers, so other samples than transformers' for one seed).
+    rollout: str = "transformers"
     reference: str | None = None  # reference model dir for `alignctl eval model_dir=...`
     # The reward-KL trajectory: every N training steps (0: never), reward and KL to the reference on the first
     # curve_prompts held-out prompts (curve_samples_per_prompt each, eval.seed) -> curve.jsonl in the run dir.
@@ -184,6 +187,8 @@ class EvalConfig:
     # A reward benchmark in RewardBench's layout (prompt, chosen, rejected, optional subset; .jsonl/.json/.parquet/
     # .csv): each pair scored by the policy's implicit reward against the reference, accuracy per subset and overall.
     preference_data: str | None = None
+
+    __post_init__ = ranged("eval", {"rollout": ROLLOUTS})
 
 
 LAUNCHERS = ("basic", "local", "slurm", "submitit_local")

@@ -1,6 +1,6 @@
 """What eval.* names outside the config, checked before any model trains or loads (by alignctl.run.launch.validate
 for `alignctl train`, and by `alignctl eval`): the judge's model or endpoint, lm-eval's tasks, the reward-benchmark
-file and the export prompt set. The judges' libraries are imported only when a judge is named; the other checks'
+file, the export prompt set and vLLM where it samples. The judges' libraries are imported only when a judge is named; the other checks'
 modules load theirs (lm-eval, datasets) inside their functions."""
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ from typing import Any
 
 from alignctl.errors import UsageError
 from alignctl.eval import benchmarks, export, reward_bench
+from alignctl.models import vllm_rollout
 
 
 def check(e: Any) -> None:
     """e: a run's eval config (alignctl.config.schema.EvalConfig); one UsageError line for the first problem."""
+    if e.rollout == "vllm":
+        vllm_rollout.check_vllm("eval.rollout")
     if e.judge.kind != "reward":
         from alignctl.eval import judges  # transformers / openai: only when a judge model or endpoint is named
 

@@ -16,7 +16,7 @@ from alignctl.config.schema import RunConfig, hyperparameters
 from alignctl.errors import UsageError
 from alignctl.eval import benchmarks, export, judges, reward_bench
 from alignctl.eval import metrics as m
-from alignctl.models import loading
+from alignctl.models import loading, vllm_rollout
 from alignctl.models.sampling import Batch, Samples, pad_left, sample_rows, score, split_at_prompt
 from alignctl.models.scoring import resolve_kernel
 from alignctl.run import build, sources
@@ -49,8 +49,13 @@ def evaluate(
     with console.status(f"sampling {e.samples_per_prompt} completions for {len(prompts)} held-out prompts"):
         args = dict(n=e.samples_per_prompt, max_new_tokens=max_new_tokens, temperature=e.temperature,
                     seed=e.seed, batch_size=e.batch_size)
-        ours = sample_rows(policy, tokenizer, prompts, **args)
-        theirs = sample_rows(reference, tokenizer, prompts, **args)
+        if e.rollout == "vllm":  # vLLM loads each model from its directory and batches the requests itself
+            drawn = {k: v for k, v in args.items() if k != "batch_size"}
+            ours = vllm_rollout.sample_rows_vllm(model_dir, tokenizer, prompts, dtype=cfg.model.dtype, **drawn)
+            theirs = vllm_rollout.sample_rows_vllm(reference_dir, tokenizer, prompts, dtype=cfg.model.dtype, **drawn)
+        else:
+            ours = sample_rows(policy, tokenizer, prompts, **args)
+            theirs = sample_rows(reference, tokenizer, prompts, **args)
     with console.status("scoring samples and held-out pairs"):
         rewards = reward(ours.prompts, ours.completions)
         ref_rewards = reward(theirs.prompts, theirs.completions)

@@ -26,17 +26,20 @@ from alignctl import ranks
 from alignctl.config import compose
 from alignctl.config.schema import RunConfig
 from alignctl.errors import EXIT_USAGE, UsageError, fail
+from alignctl.models import vllm_rollout
 from alignctl.run import distributed, eval_checks, rundir, sources
 
 
 def validate(overrides: list[str], multirun: bool) -> list[RunConfig]:
     """Every job of the run or sweep composed and checked before any model or data loads: the config's own rules
     (alignctl.config.compose), then what needs more than the config: teacher runs and their references, what eval
-    names (judges, lm-eval tasks, files: alignctl.run.eval_checks), and the distributed settings against this
+    names (judges, lm-eval tasks, files: alignctl.run.eval_checks), what vLLM sampling needs, and the distributed settings against this
     machine."""
     jobs = compose.compose_jobs(overrides, multirun)
     for job in jobs:
         sources.check_teachers(job)
+        if job.model.rollout == "vllm":
+            vllm_rollout.check_vllm("model.rollout")
         if job.eval.enabled:
             eval_checks.check(job.eval)
         if not ranks.launched():  # in the ranks the parent checked it (or, plainly launched, _job checks it)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -294,17 +293,6 @@ def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> G
     )
 
 
-def check_rollout(cfg: config.RunConfig) -> None:
-    """model.rollout=vllm needs what TRL's vLLM path needs; say so before any model loads."""
-    if cfg.model.rollout != "vllm":
-        return
-    if not torch.cuda.is_available():
-        raise UsageError("model.rollout=vllm needs a CUDA GPU and there is none; use model.rollout=transformers")
-    if importlib.util.find_spec("vllm") is None:
-        raise UsageError('model.rollout=vllm needs the vllm package (pip install "vllm>=0.22,<=0.31", the versions TRL '
-                         "1.16 accepts); or use model.rollout=transformers")
-
-
 def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel) -> GRPOTrainer:
     """The online trainer for `objective`: GRPO (OnlineTrainer; with, for the generator divergences, pi_0's stored
     samples, taken from the model before training) or an objective with its own loss (disco, fdpg)."""
@@ -406,7 +394,6 @@ def train_and_evaluate(
     caller: alignctl.run.launch._job). command: the alignctl command line that started it, for the resume line printed
     when a signal stops it (exit 128 + signal number)."""
     runtime.prepare(cfg)
-    check_rollout(cfg)
     main = ranks.is_main()  # one rank of several: rank 0 alone prints, writes files, tracks and evaluates
     console.quiet = not main
     run_dir.mkdir(parents=True, exist_ok=True)
