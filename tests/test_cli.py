@@ -31,6 +31,7 @@ def run_cli(capsys, *argv):
         (["train", "tracking=tensorboard"], ["tracking='tensorboard'", "wandb, none"]),
         (["train", "model.kernel=fast"], ["model.kernel='fast'", "fused, naive"]),
         (["train", "eval.rollout=fast"], ["eval.rollout='fast'", "transformers, vllm"]),
+        (["train", "train.on_nonfinite=ignore"], ["train.on_nonfinite='ignore'", "stop, skip_step"]),
         (["train", "divergence=reverse_kl,js"], ["divergence", "-m"]),
         (["train", "-m", "divergence=reverse_kl,kl"], ["divergence=kl", "reverse_kl"]),
         (["train", "--frobnicate"], ["--frobnicate", "-m"]),

@@ -64,6 +64,9 @@ class TrainConfig:
     # directory has a checkpoint, else start it (a scheduler can re-launch the same command). YAML true/false work.
     resume: str = "false"
     overwrite: bool = False  # clear a previous run's results from the run directory, then start afresh
+    # A non-finite gradient: stop (the run is marked "diverged", its checkpoints kept, exit 1) or skip_step (drop
+    # that step's update and go on; counted as skipped_steps in the logs). Non-finite weights always stop.
+    on_nonfinite: str = "stop"
     # Online objectives only (objective data "groups", e.g. grpo); offline objectives ignore them. Here rather than
     # in the objective's config because they shape the run, not the loss (its schema is its loss signature), and
     # they are integers (an objective's data_options are floats). batch_size counts completions for them (TRL's
@@ -87,6 +90,9 @@ class TrainConfig:
         self.resume = str(self.resume).lower()  # true/false from the command line or a saved YAML are booleans
         if self.resume not in RESUME_MODES:
             raise ConfigError(f"train.resume={self.resume!r} is not valid; choose one of: {', '.join(RESUME_MODES)}")
+        if self.on_nonfinite not in ON_NONFINITE:
+            raise ConfigError(f"train.on_nonfinite={self.on_nonfinite!r} is not valid; choose one of: "
+                              f"{', '.join(ON_NONFINITE)}")  # fmt: skip
         if self.overwrite and self.resume != "false":
             raise ConfigError(
                 f"train.overwrite=true and train.resume={self.resume} contradict each other: overwrite clears the run "
@@ -94,6 +100,7 @@ class TrainConfig:
             )
 
 
+ON_NONFINITE = ("stop", "skip_step")  # what a non-finite gradient does (alignctl.trainers.nonfinite)
 RESUME_MODES = ("false", "true", "auto")
 
 

@@ -23,12 +23,13 @@ import math
 import numbers
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignctl.errors import UsageError
+from alignctl.errors import UsageError, UserCodeError
 from alignctl.rewards.base import Reward, RewardConfig, RewardContext, RewardEntry
 
 EXPECTED = "<module>:<callable> or <file.py>:<callable>"
@@ -159,7 +160,12 @@ def build(cfg: FunctionConfig, context: RewardContext) -> Reward:
     def reward(prompts: list[str], completions: list[str]) -> list[float]:
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
-        return check_scores(value, fn(list(prompts), list(completions)), len(completions))
+        try:
+            scores = fn(list(prompts), list(completions))
+        except Exception as e:  # the user's code: name it, and show its frames (not alignctl's or TRL's above it)
+            own = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+            raise UserCodeError(f"reward.function={value} raised {_reason(e)}", own) from None
+        return check_scores(value, scores, len(completions))
 
     return reward
 

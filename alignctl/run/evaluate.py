@@ -35,6 +35,8 @@ def evaluate(
     policy = loading.load_causal_lm(cfg, str(model_dir), trainable=False)
     reference = loading.load_causal_lm(cfg, reference_dir, trainable=False)
     _check_vocabularies(policy, reference, model_dir, reference_dir)
+    _check_finite(policy, model_dir)
+    _check_finite(reference, reference_dir)
     kernels = {resolve_kernel(policy, cfg.model.kernel), resolve_kernel(reference, cfg.model.kernel)}
     kernel = "naive" if "naive" in kernels else "fused"  # one path for both models' statistics
     reward = build.reward(cfg)
@@ -243,6 +245,16 @@ def _check_vocabularies(policy, reference, model_dir, reference_dir) -> None:
             f"({sizes[0]} and {sizes[1]} output tokens); evaluate against a reference with the same tokenizer "
             "(eval.reference=<dir>)"
         )
+
+
+def _check_finite(model, where) -> None:
+    """NaN or inf weights (a run that diverged before alignctl stopped on them) sample garbage or crash torch's
+    sampler: refuse them in one line."""
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise UsageError(f"the model at {where} has non-finite weights (first in {name}); it cannot be "
+                             "evaluated: evaluate an earlier checkpoint, or retrain (train.on_nonfinite=stop, the "
+                             "default, stops a run at its first non-finite gradient)")  # fmt: skip
 
 
 def best_of_n_win_rate(policy, reference, tokenizer, prompts, reward, n: int, args: dict) -> dict[str, float]:

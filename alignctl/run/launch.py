@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from alignctl import ranks
 from alignctl.config import compose
 from alignctl.config.schema import RunConfig
-from alignctl.errors import EXIT_USAGE, UsageError, fail
+from alignctl.errors import EXIT_USAGE, RunFailed, UsageError, fail
 from alignctl.models import vllm_rollout
 from alignctl.run import distributed, eval_checks, rundir, sources
 
@@ -132,6 +132,15 @@ def _hydra_entry(cfg: DictConfig) -> None:
             return
         print(f"alignctl: stopped by {e} before the run started", file=sys.stderr, flush=True)
         raise SystemExit(128 + e.signum) from None
+    except RunFailed as e:  # the run started and failed or diverged; its run.json says so
+        if parallel:
+            FailedJobs.record(hydra_cfg, e.code, e.line.removeprefix("alignctl: "))
+            return
+        if ranks.is_main():
+            print(e.line, file=sys.stderr, flush=True)
+            if e.details:
+                print(e.details, end="", file=sys.stderr, flush=True)
+        raise SystemExit(e.code) from None
     except SystemExit as e:  # train_and_evaluate stopped by a signal, at a checkpoint (it printed its line)
         if not parallel or not isinstance(e.code, int) or e.code <= 128:
             raise

@@ -6,11 +6,13 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -21,23 +23,29 @@ from rich.console import Console
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
-from trl.trainer.callbacks import RichProgressCallback
 
 from alignctl import jsonl, ranks
 from alignctl.config import compose
 from alignctl.config import schema as config
-from alignctl.errors import UsageError
+from alignctl.errors import RunFailed, UsageError, UserCodeError
 from alignctl.eval.curve import CURVE_FILE, RewardKLCurve, curve_point
 from alignctl.models import loading, scoring
-from alignctl.run import build, rundir, runtime, sources, tracking
+from alignctl.run import build, progress, rundir, runtime, sources, tracking
 from alignctl.run import evaluate as eval_run
 from alignctl.trainers import distill, hybrid
 from alignctl.trainers.candidates import CandidateTrainer
 from alignctl.trainers.groups import GROUP_TRAINERS
+from alignctl.trainers.nonfinite import Diverged, NonFiniteGuard
 from alignctl.trainers.online import OnlineTrainer, dph_reference_store, trl_reward
 from alignctl.trainers.preference import PreferenceTrainer
 
+try:
+    import resource
+except ImportError:  # not POSIX: no file size limits to report
+    resource = None
+
 console = Console(stderr=True)
+ERROR_LOG = "error.log"  # the traceback of a run that failed in alignctl's or a library's code
 
 TRACKED_LIBRARIES = (
     "alignctl", "torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "peft", "hydra-core",
@@ -173,7 +181,8 @@ class NoStepPastEnd(TrainerCallback):
 
 class RunRecord:
     """run.json: the provenance of the run's first start, one entry per resume, the W&B run id, and where the run
-    stands: status running | interrupted | trained (final model saved) | finished, at `step`."""
+    stands: status running | interrupted | trained (final model saved) | finished | failed | diverged (with `reason`),
+    at `step`."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / rundir.RUN_RECORD
@@ -263,6 +272,8 @@ def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> 
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every trainable parameter gets a gradient; an extra graph walk otherwise
         disable_tqdm=False,
+        # Trainer logs a non-finite step loss as the window's mean of the others; only skipped steps may be hidden so
+        logging_nan_inf_filter=t.on_nonfinite == "skip_step",
     )
 
 
@@ -305,7 +316,7 @@ def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, object
         reward_funcs=trl_reward(build.training_reward(cfg), cfg.reward.name),
         args=online_args(cfg, run_dir, report_to),
         processing_class=tokenizer,
-        callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
+        callbacks=run_callbacks(cfg, run_dir),
         objective=objective,
         hyperparameters=config.hyperparameters(cfg.objective),
         divergence=divergence,
@@ -348,10 +359,16 @@ def resume_point(cfg: config.RunConfig, run_dir: Path, resume: bool) -> str | No
     return str(checkpoint)
 
 
+def run_callbacks(cfg: config.RunConfig, run_dir: Path) -> list[TrainerCallback]:
+    """What every trainer of a run reports to: the non-finite guard first (its skipped_steps reaches the logs
+    MetricsFile writes), then metrics.jsonl."""
+    return [NonFiniteGuard(skip_steps=cfg.train.on_nonfinite == "skip_step"), MetricsFile(run_dir / "metrics.jsonl")]
+
+
 def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel):
     """The trainer of an offline objective: pairs (PreferenceTrainer), candidates/negatives (CandidateTrainer), or
     supervised fine-tuning (TRL's SFTTrainer as it is)."""
-    callbacks = [MetricsFile(run_dir / "metrics.jsonl")]
+    callbacks = run_callbacks(cfg, run_dir)
     peft_config = loading.lora_config(cfg)
     if objective.data == "sft":
         return SFTTrainer(model=model, args=sft_args(cfg, run_dir, report_to), train_dataset=train_data,
@@ -442,6 +459,34 @@ def train_and_evaluate(
         if main:
             print(_stopped_line(run_dir, record, e.signum, command), file=sys.stderr, flush=True)
         raise SystemExit(128 + e.signum) from None
+    except UsageError as e:  # bad input found once the run started (a reward's scores, a resume): exit 2
+        if record.data.get("status") in ("running", "trained"):
+            record.update(status="failed", reason=str(e))
+        tracker.finish(exit_code=2)
+        raise
+    except Diverged as e:
+        found = rundir.last_checkpoint(run_dir)
+        record.update(status="diverged", reason=str(e), step=found[1] if found else 0)
+        tracker.finish(exit_code=1)
+        where, again = _resume_hint(run_dir, record, command)
+        raise RunFailed(f"alignctl: run {run_dir} diverged: {e} ({where}; lower train.learning_rate to retrain, "
+                        f"or resume with: {again})") from None
+    except Exception as e:
+        partial = _remove_partial_checkpoints(run_dir) if main else []
+        where, again = _resume_hint(run_dir, record, command)  # before the status changes: "trained" says more
+        found = rundir.last_checkpoint(run_dir)
+        reached = max(record.data.get("step", 0), found[1] if found else 0)
+        record.update(status="failed", reason=e.line if isinstance(e, UserCodeError) else _one_line(e), step=reached)
+        tracker.finish(exit_code=1)
+        if isinstance(e, UserCodeError):
+            details, what = e.details, e.line
+        elif partial:  # the write of a checkpoint failed (a full disk, a file size limit): say what space it takes
+            details, what = "", f"could not write {partial[0]} ({_one_line(e)}); {_space_note(run_dir)}"
+        else:  # alignctl's or a library's fault: the whole traceback is for a bug report, kept beside the run
+            if main:
+                (run_dir / ERROR_LOG).write_text(traceback.format_exc())
+            details, what = "", f"{_one_line(e)} (traceback in {run_dir / ERROR_LOG})"
+        raise RunFailed(f"alignctl: run {run_dir} failed: {what} ({where}; resume with: {again})", details) from None
     finally:
         stop.restore()
     console.print(f"[bold green]done[/] {run_dir}")
@@ -498,7 +543,7 @@ def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, 
     make = online_trainer if objective.data == "groups" else offline_trainer
     trainer = make(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective, divergence, kernel)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(RichProgressCallback)
+    trainer.add_callback(progress.progress_callback())
     tracker.attach(trainer)
     trainer.add_callback(stop)
     if cfg.eval.every_steps:
@@ -538,6 +583,12 @@ def _curve(cfg: config.RunConfig, run_dir: Path, trainer, tokenizer, kernel: str
 
 def _stopped_line(run_dir: Path, record: RunRecord, signum: int, command: list[str] | None) -> str:
     """The one line a signal leaves: what is saved and the exact command that continues the run."""
+    where, again = _resume_hint(run_dir, record, command)
+    return f"alignctl: stopped by {signal.Signals(signum).name} ({where}); resume with: {again}"
+
+
+def _resume_hint(run_dir: Path, record: RunRecord, command: list[str] | None) -> tuple[str, str]:
+    """What is saved, and the exact command that continues the run from it."""
     found = rundir.last_checkpoint(run_dir)
     if record.data.get("status") == "trained":
         where, resume = f"final model saved at step {record.data['step']}; evaluation left", "true"
@@ -548,5 +599,51 @@ def _stopped_line(run_dir: Path, record: RunRecord, signum: int, command: list[s
     else:
         where, resume = "no checkpoint yet", "auto"
     base = command or ["alignctl", "train", "<your overrides>"]
-    again = shlex.join([*base, f"hydra.run.dir={run_dir}", f"train.resume={resume}"])
-    return f"alignctl: stopped by {signal.Signals(signum).name} ({where}); resume with: {again}"
+    return where, shlex.join([*base, f"hydra.run.dir={run_dir}", f"train.resume={resume}"])
+
+
+def _remove_partial_checkpoints(run_dir: Path) -> list[str]:
+    """Remove the checkpoint folders a failed write left incomplete (Trainer writes trainer_state.json last, and
+    deletes the previous checkpoint only after it): the last complete one stays the one to resume from."""
+    folder = run_dir / rundir.CHECKPOINTS
+    complete = rundir.last_checkpoint(run_dir)
+    removed = []
+    for entry in sorted(folder.glob("checkpoint-*")) if folder.is_dir() else ():
+        if complete is None or entry != complete[0]:
+            if not (entry / "trainer_state.json").is_file() or not _parses(entry / "trainer_state.json"):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
+
+
+def _parses(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _space_note(run_dir: Path) -> str:
+    """Free space where the checkpoints go, and what the last complete checkpoint took (what the next one needs)."""
+    free = shutil.disk_usage(run_dir).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
+    limited = f", and files are limited to {_size(limit)} (ulimit -f)" if limit not in (-1, resource.RLIM_INFINITY) else ""
+    found = rundir.last_checkpoint(run_dir)
+    if found is None:
+        return f"{_size(free)} free on {run_dir}'s disk{limited}"
+    taken = sum(f.stat().st_size for f in found[0].rglob("*") if f.is_file())
+    return f"a checkpoint takes {_size(taken)} and {run_dir}'s disk has {_size(free)} free{limited}"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
