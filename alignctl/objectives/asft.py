@@ -28,15 +28,14 @@ from typing import Annotated
 
 from alignctl.constraints import NonNegative
 from alignctl.divergences import Divergence
-from alignctl.lazy import torch
-from alignctl.objectives.base import Objective, ObjectiveOutput, PreferenceLogps, resolve_divergence, wide
-
-_LBAR_MAX = -1e-5
-
-
-def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - e^x) for x < 0, accurate on both sides of -log 2 (Maechler 2012)."""
-    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+from alignctl.objectives.base import (
+    Objective,
+    ObjectiveOutput,
+    PreferenceLogps,
+    log_1m_p,
+    resolve_divergence,
+    wide,
+)
 
 
 def loss(
@@ -50,9 +49,9 @@ def loss(
     resolve_divergence(OBJECTIVE, divergence)
     lbar_w = wide(logps.policy_chosen_logps) / wide(logps.chosen_lengths).clamp(min=1.0)
     lbar_l = wide(logps.policy_rejected_logps) / wide(logps.rejected_lengths).clamp(min=1.0)
-    log_1m_p_l = _log1mexp(lbar_l.clamp(max=_LBAR_MAX))  # log sigmoid(-r_l) = log(1 - P_l)
+    log_1m_p_l = log_1m_p(lbar_l)  # log sigmoid(-r_l) = log(1 - P_l)
     losses = -lbar_w + lam * (-lbar_w - log_1m_p_l)  # log sigmoid(r_w) = log P_w = lbar_w
-    chosen = lbar_w - _log1mexp(lbar_w.clamp(max=_LBAR_MAX))
+    chosen = lbar_w - log_1m_p(lbar_w)
     rejected = lbar_l - log_1m_p_l
     return ObjectiveOutput(losses, chosen.detach(), rejected.detach())
 

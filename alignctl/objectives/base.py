@@ -160,6 +160,22 @@ def wide(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+# Odds of a response from its mean token log-prob lbar (ORPO, ASFT): P = e^lbar. log(1 - P) is evaluated at
+# min(lbar, MAX_MEAN_LOGP), i.e. P <= 0.99999, so a response of probability ~1 (or an impossible lbar > 0) gets large
+# finite log-odds (about lbar + 11.5, gradient 1 through lbar) instead of infinity.
+MAX_MEAN_LOGP = -1e-5
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - e^x) for x < 0, accurate on both sides of -log 2 (Maechler 2012)."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def log_1m_p(lbar: torch.Tensor) -> torch.Tensor:
+    """log(1 - P), P = e^lbar, with lbar clamped to <= MAX_MEAN_LOGP there (the log-odds are lbar - log_1m_p(lbar))."""
+    return log1mexp(lbar.clamp(max=MAX_MEAN_LOGP))
+
+
 def resolve_divergence(entry: Objective, divergence: Divergence | None) -> Divergence | None:
     """Check `divergence=` against `entry.divergences`; None means the entry's default divergence.
 

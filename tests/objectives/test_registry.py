@@ -21,7 +21,7 @@ def test_registry_keys_are_module_names():
 
 def test_get_unknown_lists_valid_names():
     with pytest.raises(KeyError, match="dpo.*d2o|d2o.*dpo"):
-        objectives.get("orpo")
+        objectives.get("no_such_objective")
 
 
 @pytest.mark.parametrize("name", sorted(objectives.REGISTRY))
