@@ -1,11 +1,22 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+
+def session_cache_dir(tmp_path_factory) -> Path:
+    """The test session's artifact cache: one for all test workers (pytest-xdist gives each worker its own basetemp
+    under a common folder), since the cache builds each artifact once under a file lock and workers would otherwise
+    each build the embedded base models and datasets again."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cache"
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Built artifacts go to a per-session temp cache, never the user's."""
-    monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(session_cache_dir(tmp_path_factory)))
     monkeypatch.setenv("WANDB_MODE", "offline")
     # rich wraps at the terminal's width, and a test worker has none: one width for every test
     monkeypatch.setenv("COLUMNS", "160")

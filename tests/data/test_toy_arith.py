@@ -16,6 +16,7 @@ from alignctl.models.schema import TinyModelConfig
 from alignctl.rewards import arith_problems
 from alignctl.rewards.arith_problems import Problem
 from alignctl.rewards.exact_match import exact_match
+from tests.conftest import session_cache_dir
 
 from .conftest import one_thread
 
@@ -38,7 +39,7 @@ def tiny_cfgs(**data_overrides):
 def tiny_base(tmp_path_factory):
     """The tiny base model, built once into the session's shared cache (tests/conftest.py's directory)."""
     with pytest.MonkeyPatch.context() as mp, one_thread():
-        mp.setenv("ALIGNCTL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv("ALIGNCTL_CACHE_DIR", str(session_cache_dir(tmp_path_factory)))
         return toy_arith.build_base_model(*tiny_cfgs())
 
 
@@ -266,7 +267,7 @@ def test_default_base_model_is_partly_right(tmp_path_factory):
     """Builds the default base model (about a minute on one thread) and reports its pass@1 at temperature 1."""
     data_cfg, model_cfg = ToyArithConfig(), TinyModelConfig()
     with pytest.MonkeyPatch.context() as mp, one_thread():
-        mp.setenv("ALIGNCTL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv("ALIGNCTL_CACHE_DIR", str(session_cache_dir(tmp_path_factory)))
         path = toy_arith.build_base_model(data_cfg, model_cfg)
     info = json.loads((path / cache.INFO_FILE).read_text())
     acc = info["pass_at_1"]

@@ -8,13 +8,13 @@ import math
 import resource
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.conftest import session_cache_dir
 from tests.e2e.test_faults import ALIGNCTL, env, train
 from tests.e2e.test_train_eval import TINY
 
@@ -26,7 +26,7 @@ BOX = set("╭╮╰╯│─━┃")  # a rich panel's borders
 
 @pytest.fixture
 def cache(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "cache"  # the session cache of tests/conftest.py
+    return session_cache_dir(tmp_path_factory)  # the session cache of tests/conftest.py
 
 
 def strict_rows(run_dir: Path) -> list[dict]:

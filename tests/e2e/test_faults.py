@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignctl.run import tracking
+from tests.conftest import session_cache_dir
 from tests.e2e.test_train_eval import TINY
 
 pytestmark = pytest.mark.slow
@@ -107,7 +108,7 @@ def assert_same_result(got: Path, finished) -> None:
 def finished(tmp_path_factory):
     """An uninterrupted run started with train.resume=auto in an empty directory (auto starts it afresh)."""
     root = tmp_path_factory.mktemp("finished")
-    cache = tmp_path_factory.getbasetemp() / "cache"  # the session cache of tests/conftest.py
+    cache = session_cache_dir(tmp_path_factory)  # the session cache of tests/conftest.py
     out = train(cache, *RUN, "train.resume=auto", f"hydra.run.dir={root}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed" not in out.stderr

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from alignctl.cli import main as cli
+from tests.conftest import session_cache_dir
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ def alignctl(*args: str, env_extra: dict | None = None) -> subprocess.CompletedP
 def run_dir(tmp_path_factory):
     """One DPO run with W&B offline, checkpoints every 2 steps, 3 steps."""
     root = tmp_path_factory.mktemp("run")
-    cache = tmp_path_factory.getbasetemp() / "cache"  # the session cache of tests/conftest.py
+    cache = session_cache_dir(tmp_path_factory)  # the session cache of tests/conftest.py
     out = alignctl(
         "train", *TINY, "train.max_steps=3", "train.save_steps=2", f"hydra.run.dir={root}",
         env_extra={"ALIGNCTL_CACHE_DIR": str(cache), "WANDB_MODE": "offline"},
@@ -150,7 +151,7 @@ def test_multirun_makes_one_directory_per_job(run_dir, tmp_path):
 @pytest.mark.parametrize("name", ["adpo", "d2o"])
 def test_multi_completion_objectives_train_and_evaluate(name, tmp_path, tmp_path_factory):
     """ADPO (ranked candidates) and D2O (negative + self-samples) through CandidateTrainer, evaluated on pairs."""
-    cache = tmp_path_factory.getbasetemp() / "cache"
+    cache = session_cache_dir(tmp_path_factory)
     out = alignctl(
         "train", f"objective={name}", *TINY, "train.max_steps=2", "eval.enabled=true", "tracking=none",
         f"hydra.run.dir={tmp_path}", env_extra={"ALIGNCTL_CACHE_DIR": str(cache)},
