@@ -52,6 +52,12 @@ Reward = Callable[[list[str], list[str]], list[float]]  # (prompts, completions)
 Sample = tuple[str, float]  # (completion, reward)
 
 
+class NoRowsError(UsageError, RuntimeError):
+    """Too few train prompts gave a row: the reward never separated the model's samples, or too few were valid.
+    Bad input (a reward, model or settings that cannot give this data): one line, exit code 2; a RuntimeError too,
+    as this failure was before it was a UsageError."""
+
+
 # --- the source -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SampledSource:
@@ -337,6 +343,7 @@ class _Layout:
 
     unit: str  # what a row is, in messages and build_info
     num_samples: int  # continuations sampled per prompt and round
+    least: int  # valid samples a prompt needs for a row (with fewer it gives none, tied or not)
     done: Callable[[list[Sample]], bool]  # the prompt needs no more sampling rounds
     row: Callable[[str, list[Sample]], dict[str, Any] | None]  # None: the prompt gives no row
     extremes: Callable[[dict[str, Any]], tuple[float, float]]  # (best, worst) reward of a row, for build_info
@@ -363,8 +370,9 @@ def _pair_row(prompt: str, got: list[Sample]) -> dict[str, Any] | None:
 
 def _pairs_layout(source: SampledSource) -> _Layout:
     return _Layout(
-        "pairs", source.samples_per_prompt, _resolved, _pair_row, lambda r: (r["chosen_reward"], r["rejected_reward"])
-    )
+        "pairs", source.samples_per_prompt, 2, _resolved, _pair_row,
+        lambda r: (r["chosen_reward"], r["rejected_reward"]),
+    )  # fmt: skip
 
 
 def _candidates_layout(source: SampledSource) -> _Layout:
@@ -378,7 +386,10 @@ def _candidates_layout(source: SampledSource) -> _Layout:
             return None
         return {"prompt": prompt, "completions": [c for c, _ in ranked], "rewards": [r for _, r in ranked]}
 
-    return _Layout("candidate sets", k, lambda got: len(got) >= k, row, lambda r: (r["rewards"][0], r["rewards"][-1]))
+    def extremes(r: dict[str, Any]) -> tuple[float, float]:
+        return r["rewards"][0], r["rewards"][-1]
+
+    return _Layout("candidate sets", k, k, lambda got: len(got) >= k, row, extremes)
 
 
 def _rows_for(
@@ -390,6 +401,8 @@ def _rows_for(
     )
     rows = [layout.row(prompt, got) for prompt, got in zip(prompts, samples)]
     counts["skipped"] = rows.count(None)
+    # skipped with enough valid samples: the reward gave them all one score
+    counts["tied"] = sum(row is None and len(got) >= layout.least for row, got in zip(rows, samples))
     return rows, counts, first_round
 
 
@@ -403,7 +416,7 @@ def _train_rows(
     stream = source.train_stream()
     rows: list[dict[str, Any]] = []
     sample_rewards: list[float] = []
-    totals: dict[str, Any] = {"prompts": 0, "sampled": 0, "invalid": 0, "skipped": 0, "exhausted": False}
+    totals: dict[str, Any] = {"prompts": 0, "sampled": 0, "invalid": 0, "skipped": 0, "tied": 0, "exhausted": False}
     budget = len(source.train_prompts) if source.finite else 4 * need + 64  # prompts we are willing to try
     block = 0
     while len(rows) < need and not totals["exhausted"]:
@@ -414,10 +427,11 @@ def _train_rows(
             if source.finite:
                 totals["exhausted"] = True
                 break
-            raise RuntimeError(
+            raise NoRowsError(
                 f"{source.name}: only {len(rows)}/{need} prompts gave {layout.unit} with a strict preference after "
-                f"{totals['prompts']} prompts: the model's samples barely differ in reward. {source.hint}".rstrip()
-            )
+                f"{totals['prompts']} prompts: the model's samples barely differ in reward "
+                f"({_why_none(totals, layout)}). {source.hint}".rstrip()
+            )  # fmt: skip
         prompts = list(itertools.islice(stream, n))
         if len(prompts) < n:
             totals["exhausted"] = True
@@ -429,17 +443,33 @@ def _train_rows(
         rows.extend(r for r in got if r is not None)
         sample_rewards.extend(rewards)
         totals["prompts"] += len(prompts)
-        for key in ("sampled", "invalid", "skipped"):
+        for key in ("sampled", "invalid", "skipped", "tied"):
             totals[key] += counts[key]
         block += 1
     if not rows:
-        raise RuntimeError(
-            f"{source.name}: none of the {totals['prompts']} train prompts gave {layout.unit}: every prompt's valid "
-            f"samples tied in reward (with a binary reward: all right or all wrong) or too few were valid after "
-            f"{ROUNDS} rounds. {source.hint}".rstrip()
+        raise NoRowsError(
+            f"{source.name}: none of the {totals['prompts']} train prompts gave {layout.unit}: "
+            f"{_why_none(totals, layout)}. {source.hint}".rstrip()
         )
     totals["rows_wanted"] = need
     return rows[:need], totals, sample_rewards
+
+
+def _why_none(totals: dict[str, Any], layout: _Layout) -> str:
+    """Why the prompts that gave no row gave none, with the numbers: tied rewards, too few valid samples, or both."""
+    tied, skipped, prompts = totals["tied"], totals["skipped"], totals["prompts"]
+    few = skipped - tied
+    drawn = (f"{ROUNDS} rounds of {layout.num_samples} samples per prompt at most ({totals['sampled']} samples, "
+             f"{totals['invalid']} of them invalid)")  # fmt: skip
+    if few == 0 and tied == prompts:
+        return (f"the reward never separated the samples: it gave all valid samples of each prompt the same score "
+                f"(a binary reward: all right or all wrong) in {drawn}")  # fmt: skip
+    if few == 0:
+        return f"the reward gave all valid samples of {tied} of the {prompts} prompts the same score in {drawn}"
+    if tied == 0:
+        return f"{few} of the {prompts} prompts had fewer than {layout.least} valid samples after {drawn}"
+    return (f"the reward gave all valid samples of {tied} of the {prompts} prompts the same score and {few} had fewer "
+            f"than {layout.least} valid samples, in {drawn}")  # fmt: skip
 
 
 # --- cached splits and build info -----------------------------------------------------------------------------

@@ -7,7 +7,10 @@ hub is unreachable: a hub id must be in the local HF cache then, or the run stop
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +150,150 @@ def lora_config(cfg: RunConfig):
         from peft import LoraConfig
     except ImportError:
         raise UsageError("model.lora.r > 0 needs the peft package (pip install peft)") from None
-    targets: Any = lora.target_modules
-    if list(targets) == ["all-linear"]:
-        targets = "all-linear"
-    return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
-    )
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora_targets(cfg),
+                      task_type="CAUSAL_LM")  # fmt: skip
+
+
+def lora_targets(cfg: RunConfig) -> Any:
+    """model.lora.target_modules as peft reads it: "all-linear" (its shorthand) or the list of module names."""
+    targets = list(cfg.model.lora.target_modules)
+    return "all-linear" if targets == ["all-linear"] else targets
+
+
+def check_lora_targets(cfg: RunConfig, model, field: str, source: str) -> None:
+    """Each name of model.lora.target_modules names at least one module of `model` (the policy's architecture, e.g.
+    built on the meta device: meta_model) that LoRA can adapt, matched as peft matches a name (the whole module path,
+    or its last dotted parts): a name that matches nothing would make peft fail, or, beside names that match, adapt
+    fewer layers than asked. One line listing the model's linear layers otherwise. field=source: the model's
+    option, for the message."""
+    targets = lora_targets(cfg)
+    if cfg.model.lora.r == 0 or targets == "all-linear":
+        return
+    adaptable = _lora_adaptable_types()
+    modules = list(model.named_modules())
+    linear = dict.fromkeys(name.rsplit(".", 1)[-1] for name, module in modules
+                           if name and isinstance(module, adaptable["linear"]))  # fmt: skip
+    listed = f"[{','.join(cfg.model.lora.target_modules)}]"
+    choices = f"its linear layers are {', '.join(linear) or '(none)'}; or use model.lora.target_modules=[all-linear]"
+    for target in targets:
+        matched = [(name, module) for name, module in modules
+                   if name and (name == target or name.endswith(f".{target}"))]  # fmt: skip
+        if not matched:
+            raise UsageError(f"model.lora.target_modules={listed}: {target!r} names no module of {field}={source}; "
+                             f"{choices}")  # fmt: skip
+        if not any(isinstance(module, adaptable["any"]) for _, module in matched):
+            kind = type(matched[0][1]).__name__
+            raise UsageError(f"model.lora.target_modules={listed}: {target!r} names a {kind} of {field}={source}, "
+                             f"which LoRA cannot adapt (it adapts linear, embedding and convolution layers); "
+                             f"{choices}")  # fmt: skip
+
+
+def _lora_adaptable_types() -> dict[str, tuple[type, ...]]:
+    """The module types peft's LoRA adapts: "linear" (what the messages list), "any" (those and the others)."""
+    from transformers.pytorch_utils import Conv1D  # transformers: GPT-2's linear layer
+
+    nn = torch.nn
+    linear = (nn.Linear, Conv1D)
+    return {"linear": linear, "any": (*linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)}
+
+
+def model_config(field: str, source: str, trust_remote_code: bool):
+    """The model's config (config.json only, no weights); one line naming field=source when it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{field}={source}: its config.json cannot be read ({_first_line(e)})") from None
+
+
+def meta_model(field: str, source: str, trust_remote_code: bool):
+    """The causal LM of `source`'s config.json built on the meta device: its modules and shapes, no weights read
+    and no memory taken (a 7B model: about 2 s)."""
+    from transformers import AutoModelForCausalLM
+
+    config = model_config(field, source, trust_remote_code)
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except ValueError as e:  # a config whose architecture is not a causal LM, as load_causal_lm says
+        raise UsageError(f"model {source} cannot load as a causal LM: {_first_line(e)}") from None
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a model's token ids must agree on, read from its config.json and tokenizer files (no weights): `rows`,
+    the input embedding's row count (config vocab_size); `tokens`, the ids its tokenizer produces (len(tokenizer),
+    or the largest id + 1 if larger); `vocab`, the tokenizer's token -> id map."""
+
+    field: str
+    source: str
+    rows: int
+    tokens: int
+    vocab: dict[str, int] = dataclasses.field(compare=False, repr=False)
+    rows_from: str = "config.json vocab_size"  # where `rows` was read, for the message
+
+    @property
+    def label(self) -> str:
+        """field=source, or for a model the run built (field "model=tiny") field (source)."""
+        return f"{self.field} ({self.source})" if "=" in self.field else f"{self.field}={self.source}"
+
+    def same_as(self, other: Vocabulary) -> bool:
+        return self.rows == other.rows and self.vocab == other.vocab
+
+
+def vocabulary(field: str, source: str, trust_remote_code: bool) -> Vocabulary:
+    """The Vocabulary of the model at `source` (a model dir or a hub id check_source accepted), memoized for this
+    process on its files' (size, mtime) (a sweep reads each source once)."""
+    path = Path(source).expanduser()
+    files = sorted(path / name for name in _VOCABULARY_FILES if (path / name).is_file()) if path.is_dir() else []
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _vocabulary(field, str(source), trust_remote_code, stamp)
+
+
+_VOCABULARY_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                     "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def _vocabulary(field: str, source: str, trust_remote_code: bool, stamp: tuple) -> Vocabulary:
+    from transformers import AutoTokenizer
+
+    config = model_config(field, source, trust_remote_code)
+    rows, rows_from = getattr(config.get_text_config(), "vocab_size", None), "config.json vocab_size"
+    if not isinstance(rows, int) or isinstance(rows, bool):  # no vocab_size in config.json: the model's own table
+        rows = meta_model(field, source, trust_remote_code).get_input_embeddings().weight.shape[0]
+        rows_from = "its embedding table as config.json builds it"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{field}={source}: its tokenizer cannot be read ({_first_line(e)})") from None
+    vocab = tokenizer.get_vocab()
+    tokens = max(len(tokenizer), max(vocab.values(), default=-1) + 1)
+    return Vocabulary(field, source, int(rows), tokens, vocab, rows_from)
+
+
+def check_vocabularies(policy: Vocabulary, others: list[tuple[Vocabulary, str]]) -> None:
+    """Every token id the policy's tokenizer gives has a row in the policy's embedding, and each other model (the
+    reference, a teacher) has the policy's vocabulary: the same tokenizer and as many embedding rows (it scores the
+    policy's tokens; KL and distillation compare distributions over one vocabulary). others: (its Vocabulary,
+    why it must share the policy's). One line naming the field, both sizes and what to do."""
+    if policy.tokens > policy.rows:
+        raise UsageError(
+            f"{policy.label}: its tokenizer has {policy.tokens} tokens but its input embedding only "
+            f"{policy.rows} rows ({policy.rows_from}), so token ids {policy.rows}..{policy.tokens - 1} index past "
+            "the table; resize the embedding to the tokenizer (model.resize_token_embeddings(len(tokenizer)), then "
+            "save_pretrained) or give the tokenizer the model was trained with"
+        )  # fmt: skip
+    for other, why in others:
+        if other.same_as(policy):
+            continue
+        if (other.tokens, other.rows) == (policy.tokens, policy.rows):
+            sizes = f"both {policy.tokens} tokens and {policy.rows} embedding rows, but other tokens"
+        else:
+            sizes = (f"{other.tokens} tokens and {other.rows} embedding rows against {policy.tokens} and "
+                     f"{policy.rows}")  # fmt: skip
+        raise UsageError(f"{other.label} has another vocabulary than the policy {policy.label} ({sizes}); {why}")
 
 
 def save_policy(model, tokenizer, out: Path) -> None:

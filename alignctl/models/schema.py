@@ -32,6 +32,16 @@ class LoraConfig:
         check_ranges("model.lora", self)
         if not self.target_modules:
             raise ConfigError("model.lora.target_modules=[] names no module; use [all-linear] or module names")
+        listed = f"[{','.join(map(str, self.target_modules))}]"
+        for name in self.target_modules:
+            if not isinstance(name, str) or not name.strip(" ."):
+                raise ConfigError(f"model.lora.target_modules={listed}: {name!r} is not a module name; give names "
+                                  "such as q_proj, or [all-linear]")  # fmt: skip
+        if "all-linear" in self.target_modules and len(self.target_modules) > 1:  # peft reads it only alone
+            raise ConfigError(f"model.lora.target_modules={listed}: all-linear stands alone (it already takes every "
+                              "linear layer but the output head); use [all-linear] or only module names")  # fmt: skip
+        # whether each name is a module of the model is checked against the model when the run is validated
+        # (alignctl.run.sources.check_models)
 
 
 @dataclass

@@ -157,7 +157,10 @@ DATA_KINDS = {  # by Objective.data
 
 
 def training_data(cfg: RunConfig, entry: Objective, tokenizer, model_dir: str):
-    """The train split of the objective's data kind, with its `label_noise` data option (if any) applied."""
+    """The train split of the objective's data kind, with its `label_noise` data option (if any) applied. An embedded
+    policy, built by now, is first checked against the reference the config names (a named policy was when the run
+    was validated: sources.check_models)."""
+    sources.check_embedded_policy(cfg, model_dir)
     train = DATA_KINDS[entry.data](cfg, tokenizer, model_dir)["train"]
     share = cfg.objective.label_noise if any(name == "label_noise" for name, _, _ in entry.data_options) else 0.0
     return flip_labels(train, share, cfg.train.seed) if share else train
@@ -188,7 +191,17 @@ def sampled_source(cfg: RunConfig, tokenizer, model_dir: str):
         self_samples=d.self_samples,
         max_new_tokens=d.max_new_tokens,
         seed=d.seed,
+        hint=_sampling_hint(cfg),
     )
+
+
+def _sampling_hint(cfg: RunConfig) -> str:
+    """What to change when the sampled prompts give too few rows (alignctl.data.sampled.NoRowsError's last words)."""
+    d = cfg.dataset
+    return (f"Try a reward that tells these completions apart (now reward={cfg.reward.name}), more samples per prompt "
+            f"(dataset.samples_per_prompt={d.samples_per_prompt}, dataset.candidates_per_prompt="
+            f"{d.candidates_per_prompt} now), longer completions (dataset.max_new_tokens={d.max_new_tokens} now), "
+            "more prompts, or a policy whose samples differ more (an SFT model of this task)")  # fmt: skip
 
 
 def _pairs_as_candidates(pairs):

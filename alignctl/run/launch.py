@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from alignctl import ranks
 from alignctl.config import compose
 from alignctl.config.schema import RunConfig
+from alignctl.data.sources import reading
 from alignctl.errors import EXIT_USAGE, RunFailed, UsageError, fail
 from alignctl.models import vllm_rollout
 from alignctl.run import distributed, eval_checks, rundir, sources
@@ -34,7 +35,10 @@ def validate(overrides: list[str], multirun: bool) -> list[RunConfig]:
     """Every job of the run or sweep composed and checked before any model or data loads: the config's own rules
     (alignctl.config.compose), then what needs more than the config: teacher runs and their references, what eval
     names (judges, lm-eval tasks, files: alignctl.run.eval_checks), what vLLM sampling needs, and the distributed settings against this
-    machine."""
+    machine. Then what the files the config names hold, read without loading any weights (after every job's other
+    checks, so that a bad command line fails before transformers loads): the data file (empty, not UTF-8:
+    alignctl.data.sources.reading.check_local_source), the models' vocabularies and LoRA targets
+    (sources.check_models)."""
     jobs = compose.compose_jobs(overrides, multirun)
     for job in jobs:
         sources.check_teachers(job)
@@ -44,6 +48,9 @@ def validate(overrides: list[str], multirun: bool) -> list[RunConfig]:
             eval_checks.check(job.eval)
         if not ranks.launched():  # in the ranks the parent checked it (or, plainly launched, _job checks it)
             distributed.check(job)
+    for job in jobs:  # each file is read once per process (memoized): a sweep over other keys reads it once
+        reading.check_local_source(job.dataset)
+        sources.check_models(job)
     return jobs
 
 

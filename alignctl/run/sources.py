@@ -93,8 +93,8 @@ def teacher_sources(cfg: RunConfig) -> tuple[str, str | None]:
 
 
 def load_teachers(cfg: RunConfig, policy, kernel: str) -> tuple[Any, Any | None, str]:
-    """The frozen teacher (and, for adpa, the teacher's reference), checked against the policy's vocabulary, and the
-    kernel all models can share ("naive" if any of them needs it)."""
+    """The frozen teacher (and, for adpa, the teacher's reference), each checked against the policy's vocabulary
+    before it loads, and the kernel all models can share ("naive" if any of them needs it)."""
     from alignctl.models import scoring  # torch and transformers: the run's validation imports this module
     teacher_dir, reference_dir = teacher_sources(cfg)
     policy_dir = policy_source(cfg)
@@ -103,8 +103,84 @@ def load_teachers(cfg: RunConfig, policy, kernel: str) -> tuple[Any, Any | None,
         if source is None:
             models.append(None)
             continue
+        check_vocabularies(cfg, (_policy_field(cfg), policy_dir), [(field, source, TEACHER_SHARES)])
         model = loading.load_causal_lm(cfg, source, trainable=False)
-        loading.check_same_vocabulary(field, model, source, policy, policy_dir)
+        loading.check_same_vocabulary(field, model, source, policy, policy_dir)  # the weights loaded match too
         kernel = scoring.resolve_kernel(model, kernel)
         models.append(model)
     return models[0], models[1], kernel
+
+
+# --- what the models must agree on, read from their files before any weights load --------------------------------
+REFERENCE_SHARES = ("the reference scores the policy's tokens (its KL anchor, eval's baseline): give a reference with "
+                    "the policy's tokenizer (e.g. the model the policy was fine-tuned from), or leave model.reference "
+                    "unset (the policy's starting weights)")  # fmt: skip
+TEACHER_SHARES = ("a teacher scores the student's tokens, so it must share the student's vocabulary: give a teacher "
+                  "(and teacher reference) with the policy's tokenizer")  # fmt: skip
+
+
+def check_models(cfg: RunConfig) -> None:
+    """What the run's models must agree on, read from config.json and tokenizer files (no weights), when the run is
+    validated (alignctl.run.launch.validate): the policy's tokenizer against its input embedding and the reference's
+    vocabulary against the policy's (check_vocabularies), model.lora.target_modules against the policy's modules.
+    An embedded policy (model=tiny) is built by its task on first use, so its vocabulary is checked once built
+    (check_embedded_policy); the teachers' are checked against the policy's before they load (load_teachers)."""
+    if cfg.model.name not in EMBEDDED_MODELS:
+        check_vocabularies(cfg, _named_policy(cfg), _reference_named(cfg))
+    check_lora_targets(cfg)
+
+
+def check_embedded_policy(cfg: RunConfig, policy_dir: str) -> None:
+    """An embedded policy, just built (policy_dir), against the reference a config names beside it: called before
+    training (alignctl.run.build.training_data); for any other policy check_models did it when the run was
+    validated."""
+    reference = _reference_named(cfg)
+    if cfg.model.name in EMBEDDED_MODELS and reference:
+        check_vocabularies(cfg, (_policy_field(cfg), policy_dir), reference)
+
+
+def check_vocabularies(cfg: RunConfig, policy: tuple[str, str], others: list[tuple[str, str, str]]) -> None:
+    """The one check of vocabulary sizes (alignctl.models.loading.check_vocabularies): the policy's tokenizer against
+    its own input embedding, then each of `others` ((field, model source, why it must share the policy's
+    vocabulary)) against the policy (policy: (field, model source)). Reads config.json and the tokenizer files of
+    each; one line naming the field, both sizes and what to do."""
+    trust = cfg.model.trust_remote_code
+    against = [(loading.vocabulary(field, source, trust), why) for field, source, why in others]
+    loading.check_vocabularies(loading.vocabulary(*policy, trust), against)
+
+
+def check_lora_targets(cfg: RunConfig) -> None:
+    """model.lora.target_modules against the policy's architecture, built on the meta device from its config.json
+    (or, for an embedded model, from the model option): no weights read."""
+    if cfg.model.lora.r == 0 or loading.lora_targets(cfg) == "all-linear":
+        return
+    if cfg.model.name in EMBEDDED_MODELS:
+        from alignctl.data.tasks import tiny_lm
+
+        loading.check_lora_targets(cfg, tiny_lm.meta_llama(cfg.model), "model", cfg.model.name)
+        return
+    field, policy_dir = _named_policy(cfg)
+    loading.check_lora_targets(cfg, loading.meta_model(field, policy_dir, cfg.model.trust_remote_code), field,
+                               policy_dir)  # fmt: skip
+
+
+def _policy_field(cfg: RunConfig) -> str:
+    """What names policy_source's directory in messages (one alignctl built: Vocabulary.label adds the directory)."""
+    if cfg.model.reference == SOUP:
+        return "model.reference=soup"
+    return f"model={cfg.model.name}" if cfg.model.name in EMBEDDED_MODELS else "model.path"
+
+
+def _named_policy(cfg: RunConfig) -> tuple[str, str]:
+    """(field, model source) of a policy the config names (not an embedded one): model.path, or with
+    model.reference=soup the soup's first entry (whose config and tokenizer the soup keeps), without building it."""
+    if cfg.model.reference == SOUP:
+        return "model.soup[0]", loading.model_or_run_dir("model.soup[0]", cfg.model.soup[0])[0]
+    return "model.path", loading.check_source("model.path", cfg.model.path)
+
+
+def _reference_named(cfg: RunConfig) -> list[tuple[str, str, str]]:
+    """model.reference when it names a model of its own (not null, not the soup)."""
+    if cfg.model.reference in (None, SOUP):
+        return []
+    return [("model.reference", loading.check_source("model.reference", cfg.model.reference), REFERENCE_SHARES)]

@@ -18,15 +18,24 @@ The checks, on every kept row, before any conversion: each required column exist
 its kind says (:data:`EXPECTED`). A failure is a :class:`~alignctl.errors.DataError` naming ``dataset.path``, the
 column, the row (0-based, in the source split) and what was expected. The checks run on the Arrow columns
 (vectorised; a few ms per 100k rows) and Python confirms and describes the first bad row.
+
+Before any of that, a local file is checked for what needs no parser (:func:`check_file`, also run when a run is
+validated, before its directory is claimed: :func:`check_local_source`): a supported type, at least one row (not 0
+bytes, only whitespace, only a CSV header or ``[]``) and, for the text types, UTF-8 throughout (the first bad byte's
+offset and line are named). Text that is not UTF-8 in other sources (a folder's files) is a DataError when decoded.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
+import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignctl.data.base import SourceDatasetConfig
 from alignctl.errors import DataError, UsageError
 
 if TYPE_CHECKING:
@@ -92,6 +101,9 @@ def read_source(
             f"dataset.split={cfg.split!r} is not a split of dataset.path={cfg.path}; "
             f"it has: {', '.join(source) or '(none)'}"
         )
+    if len(source[cfg.split]) == 0:
+        raise DataError(f"dataset.path={cfg.path}: split {cfg.split!r} has no rows; dataset={cfg.name} needs at least "
+                        f"one row with {', '.join(columns)}")  # fmt: skip
     for split in dict.fromkeys(s for s in (cfg.split, cfg.test_split) if s in source):
         missing = [c for c in columns if c not in source[split].column_names]
         if missing:
@@ -106,36 +118,147 @@ def read_source(
     for part, (split, rows) in parts.items():
         ds = source[split]
         checked = {**columns, **{c: k for c, k in optional.items() if c in ds.column_names}}
-        for column, kind in checked.items():
-            check_column(ds, column, kind, rows, where=f"dataset.path={cfg.path}", split=split)
-        if not keep_other_columns:
-            ds = ds.select_columns(list(checked))
-        if len(rows) != len(ds):  # rows are sorted and distinct: as many as the split's means all of them
-            ds = ds.select(rows)
-        if prepare is not None:
-            ds = _apply(ds, prepare, rows, split, part)
+        try:
+            for column, kind in checked.items():
+                check_column(ds, column, kind, rows, where=f"dataset.path={cfg.path}", split=split)
+            if not keep_other_columns:
+                ds = ds.select_columns(list(checked))
+            if len(rows) != len(ds):  # rows are sorted and distinct: as many as the split's means all of them
+                ds = ds.select(rows)
+            if prepare is not None:
+                ds = _apply(ds, prepare, rows, split, part)
+        except UnicodeDecodeError as e:  # Arrow keeps a file's bytes as they are; Python decodes them here
+            raise DataError(
+                f"dataset.path={cfg.path}: split {split!r} holds text that is not UTF-8 ({e.reason}: byte "
+                f"0x{e.object[e.start]:02x} of a value); dataset files are read as UTF-8: re-encode it as UTF-8"
+            ) from None
         out[part] = ds
     return DatasetDict(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a local file holds, known before anything loads
+
+# What each kind of data file holds, for the messages.
+FILE_LAYOUTS = {
+    ".jsonl": "one JSON object per line",
+    ".json": "a JSON list of objects, or one JSON object per line",
+    ".csv": "a header line naming the columns, then one row per line",
+    ".parquet": "a table with one row per example",
+}
+_SCAN_CHUNK = 16 * 2**20  # bytes read at a time while checking a text file
+
+
+def check_local_source(cfg: Any) -> None:
+    """What can be known of a dataset option's ``dataset.path`` before anything loads (alignctl.run.launch.validate):
+    a path spelled as a local one exists, and a local data file is one of the supported types, not empty and (text
+    files) UTF-8 (:func:`check_file`). Hub ids and folders are read when the run loads its data; embedded tasks have
+    no path."""
+    if not isinstance(cfg, SourceDatasetConfig) or cfg.path in MISSING_PATHS:
+        return
+    path = _local_path(str(cfg.path))
+    if path is not None and path.is_file():
+        check_file(cfg, str(cfg.path), path)
+
+
+def check_file(cfg: Any, value: str, path: Path) -> None:
+    """A local data file at ``path`` (``dataset.path=value``) of a supported type holding at least one row, and, for
+    the text types, only UTF-8: else one line naming dataset.path, the problem (empty; the first byte that is not
+    UTF-8, with its offset and line) and what is expected. Reads the file once per (size, mtime) in this process
+    (the loader checks again: a cache hit)."""
+    suffix = path.suffix.lower()
+    if suffix not in FILE_BUILDERS:
+        raise UsageError(
+            f"dataset.path={value} is a file of an unsupported type ({path.suffix or 'no suffix'}); "
+            f"give a {LOCAL_FORMATS}"
+        )
+    stat = path.stat()
+    problem = _file_problem(str(path.resolve()), suffix, stat.st_size, stat.st_mtime_ns)
+    if problem is None:
+        return
+    kind, detail = problem
+    layout = f"a {suffix} file holds {FILE_LAYOUTS[suffix]}"
+    if kind == "empty":
+        raise DataError(f"dataset.path={value} is empty ({detail}); dataset={cfg.name} needs at least one row: {layout}")
+    raise DataError(f"dataset.path={value} is not UTF-8: {detail}; dataset files are read as UTF-8: re-encode it "
+                    "(e.g. iconv -f <its encoding> -t utf-8)")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _file_problem(path: str, suffix: str, size: int, mtime_ns: int) -> tuple[str, str] | None:
+    """("empty", what it holds) or ("encoding", where the first non-UTF-8 byte is), or None."""
+    if size == 0:
+        return "empty", "0 bytes"
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError):  # not a Parquet file: the loader says so, with the reader's words
+            return None
+        return ("empty", "a Parquet table of 0 rows") if rows == 0 else None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line, lines_with_text, text = 0, 1, 0, ""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_SCAN_CHUNK)
+            try:
+                decoded = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                # the decoder holds back at most 3 bytes of a character cut at the chunk's end; e.object is what it
+                # was given: those bytes, then this chunk
+                held = len(e.object) - len(chunk)
+                at = offset - held + e.start
+                line += e.object[: e.start].count(b"\n")
+                what = f"byte 0x{e.object[e.start]:02x} at offset {at} (line {line}) is not valid UTF-8 ({e.reason})"
+                return "encoding", what
+            offset += len(chunk)
+            line += decoded.count("\n")
+            if lines_with_text < 2:
+                lines_with_text += sum(1 for text_line in decoded.splitlines() if text_line.strip())
+                text = (text + decoded)[:64] if len(text) < 64 else text
+            if not chunk:
+                break
+    if lines_with_text == 0:
+        return "empty", "only whitespace"
+    if suffix == ".csv" and lines_with_text == 1:
+        return "empty", "only a header line"
+    if suffix == ".json" and "".join(text.split()) in ("[]", "{}"):
+        return "empty", f"only {''.join(text.split())}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Opening the source
 
 
-def _open(cfg: Any, *, subset: str | None, data_dir: str | None) -> dict[str, Dataset]:
-    """The source's splits, by name."""
-    value = str(cfg.path)
+_HUB_HINT = f"give a local {LOCAL_FORMATS}, or load the hub dataset once where there is network (it is then cached)"
+
+
+def _local_path(value: str) -> Path | None:
+    """dataset.path as a local file or folder; None for a hub id; one line for a local path that does not exist."""
     path = Path(value).expanduser()
-    if path.is_file():
-        return {cfg.split: _read_file(value, path)}
-    if path.is_dir():
-        return _read_folder(cfg, value, path, subset=subset, data_dir=data_dir)
-    hint = f"give a local {LOCAL_FORMATS}, or load the hub dataset once where there is network (it is then cached)"
+    if path.exists():
+        return path
     if value.startswith((".", "/", "~")) or path.suffix.lower() in FILE_BUILDERS:
         raise UsageError(
             f"dataset.path={value} is neither a local file/folder nor a dataset available offline "
-            f"(no such file or folder); {hint}"
+            f"(no such file or folder); {_HUB_HINT}"
         )
+    return None
+
+
+def _open(cfg: Any, *, subset: str | None, data_dir: str | None) -> dict[str, Dataset]:
+    """The source's splits, by name."""
+    value = str(cfg.path)
+    path = _local_path(value)
+    if path is not None and path.is_file():
+        check_file(cfg, value, path)
+        return {cfg.split: _read_file(value, path)}
+    if path is not None and path.is_dir():
+        return _read_folder(cfg, value, path, subset=subset, data_dir=data_dir)
+    hint = _HUB_HINT
     import datasets
 
     try:
@@ -171,6 +294,13 @@ def _read_folder(cfg: Any, value: str, path: Path, *, subset: str | None, data_d
 
     try:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            for state in sorted([path / "state.json", *path.glob("*/state.json")]):
+                if state.is_file() and json.loads(state.read_text()).get("_data_files") == []:
+                    split = f"split {state.parent.name!r}" if state.parent != path else "the dataset"
+                    raise DataError(  # datasets cannot read such a split back (an IndexError)
+                        f"dataset.path={value}: {split} has no rows (it was saved with none); dataset={cfg.name} "
+                        "needs at least one row"
+                    )  # fmt: skip
             loaded = datasets.load_from_disk(str(path))
             return {cfg.split: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
         try:  # a downloaded hub repository (its configs named in its README) or a plain folder of data files
@@ -184,6 +314,9 @@ def _read_folder(cfg: Any, value: str, path: Path, *, subset: str | None, data_d
             f"dataset.path={value} is a folder that could not be read as a dataset ({_one_line(e)}); "
             f"give a {LOCAL_FORMATS}"
         ) from None
+    except StopIteration:  # datasets' JSON builder reads the first table of each file: an empty file has none
+        raise DataError(f"dataset.path={value} is a folder with an empty data file (datasets found no rows to read "
+                        "in one); remove it, or give files with at least one row each")  # fmt: skip
 
 
 def _one_line(e: BaseException) -> str:

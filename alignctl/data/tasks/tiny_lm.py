@@ -104,10 +104,23 @@ def train_bpe_tokenizer(
 def build_llama(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A freshly initialised tiny LlamaForCausalLM (tied embeddings) sized by ``cfg``, seeded by ``cfg.seed``."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, set_seed
+    from transformers import LlamaForCausalLM, set_seed
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    config = llama_config(cfg, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    set_seed(cfg.seed)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def llama_config(cfg: TinyModelConfig, vocab_size: int, bos_token_id=None, eos_token_id=None, pad_token_id=None):
+    """The LlamaConfig of ``build_llama``'s model with a vocabulary of ``vocab_size`` tokens."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
@@ -115,16 +128,20 @@ def build_llama(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
         num_key_value_heads=cfg.num_heads,
         max_position_embeddings=cfg.max_position_embeddings,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
     )
-    set_seed(cfg.seed)
-    model = LlamaForCausalLM(config).to(torch.float32)
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+
+
+def meta_llama(cfg: TinyModelConfig) -> PreTrainedModel:
+    """``build_llama``'s architecture on the meta device (its modules, nothing computed or stored), before the
+    tokenizer exists: sized for ``cfg.vocab_size`` tokens, the BPE target (the built vocabulary may be smaller)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        return LlamaForCausalLM(llama_config(cfg, cfg.vocab_size))
 
 
 def pretrain(
