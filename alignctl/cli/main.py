@@ -10,7 +10,7 @@ from pathlib import Path
 from alignctl.cli import listing
 from alignctl.config import compose
 from alignctl.errors import UsageError, fail
-from alignctl.run import eval_checks, launch
+from alignctl.run import eval_checks, launch, rundir
 
 USAGE = """\
 usage: alignctl <command> [overrides...]     (alignctl <command> --help: the command's keys and defaults)
@@ -124,6 +124,8 @@ def _eval(args: list[str]) -> int:
             raise UsageError(f"model_dir={model_dir} is not an HF model directory (no config.json)")
         # never write into someone's model directory: evals/<model>-<time>/ unless out_dir= says where
         out_dir = Path(keyed.get("out_dir") or f"evals/{model_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # never over another run's or another model's results (rundir.check_eval_out_dir), before torch loads
+    rundir.check_eval_out_dir(out_dir, model_dir)
     eval_checks.check(cfg.eval)
     # torch and transformers load only once the command line has been checked
     from alignctl.run import evaluate as eval_run

@@ -191,7 +191,10 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
             if Path.cwd() == planned.resolve():  # hydra.job.chdir=true
                 os.chdir(claim.path)
         if not claim.fresh and plan.action == "fresh":
-            removed = rundir.clear_run_dir(claim.path)
+            # only alignctl's own files, and none if the directory also holds the user's (then exit 2)
+            asked = ("train.overwrite=true" if run_cfg.train.overwrite else
+                     "train.resume=auto (no checkpoint: a fresh start)")  # fmt: skip
+            removed = rundir.clear_run_dir(claim.path, reason=asked, dir_key=dir_key)
             why = ("train.overwrite=true: removed the previous run" if run_cfg.train.overwrite else
                    "train.resume=auto: no checkpoint to resume; starting afresh, removed the earlier attempt")
             print(f"{why} from {claim.path} ({removed} entries)", file=sys.stderr)
@@ -219,7 +222,7 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, planned: Path) -> None:
         if claim is not None:
             claim.release(keep=started and not discard)
             if discard:
-                shutil.rmtree(claim.path, ignore_errors=True)
+                rundir.remove_run_dir(claim.path)  # alignctl's own entries; anything else stays
 
 
 def _shared(run_dir: Path, plan: rundir.RunPlan) -> dict[str, Any]:

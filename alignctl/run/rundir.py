@@ -1,6 +1,17 @@
 """A run directory and its lifecycle: claimed by one process at a time (an O_EXCL claim file, flock-ed while a
 process uses it), planned (fresh, resume from a checkpoint, evaluate only, or already finished), resumed only with
-the config it was trained with, and stopped by SIGINT/SIGTERM without a traceback."""
+the config it was trained with, and stopped by SIGINT/SIGTERM without a traceback.
+
+Which folders are alignctl's, and what alignctl may remove from them. A folder is an alignctl run directory when it
+holds a run's record (an alignctl run.json or config.yaml: every run writes run.json first, and runs from before claim
+files have them too), or nothing but alignctl's bookkeeping (its claim file, Hydra's job log and .hydra/), e.g. when
+empty. Training claims no other folder: one holding anything else is refused before alignctl writes anything there, so
+a claim file exists only in a folder that held nothing but alignctl's files when it was claimed. The claim file alone
+is no proof (older versions created it in any folder). In a run directory, alignctl's files are the names of
+OWN_ENTRIES; anything else is the user's, and alignctl never removes it: train.overwrite=true and a train.resume=auto
+restart refuse (exit 2, naming it) rather than clear a run directory that holds something else, and remove nothing.
+`alignctl eval` never writes into another run's directory, nor over an eval.json of another model
+(check_eval_out_dir)."""
 
 from __future__ import annotations
 
@@ -11,8 +22,11 @@ import os
 import platform
 import shutil
 import signal
+import stat
 import threading
 import time
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +71,25 @@ CLAIM_FILE = ".alignctl-claim"  # created O_EXCL by the run that owns the direct
 CHECKPOINTS = "checkpoints"
 # What a run leaves in its directory; any of them (without a claim file: a run from before claims) means "taken".
 RESULTS = (RESOLVED_CONFIG, RUN_RECORD, "metrics.jsonl", CHECKPOINTS, "model", "eval.json")
+HYDRA_JOB_LOG = "launch.log"  # Hydra's job log, <hydra.job.name>.log: the job is alignctl.run.launch's _hydra_entry
+# What alignctl writes into a directory before (or while) claiming it, whether or not a run follows.
+BOOKKEEPING = (CLAIM_FILE, HYDRA_JOB_LOG, ".hydra", RUN_RECORD + ".partial")
+# Everything alignctl writes into a run directory (names, or fnmatch patterns): the only entries it ever removes there
+# (train.overwrite=true, a train.resume=auto restart, a new run that failed before its first step). Names kept as
+# literals: the modules that write them import torch, and this one is imported before any heavy library loads
+# (tests/e2e/test_run_dir_ownership.py checks that a run with every writer on leaves nothing else; the unit test
+# tests/run/test_rundir_ownership.py checks the names imported from their writers).
+OWN_ENTRIES = (
+    *BOOKKEEPING, *RESULTS,
+    "curve.jsonl",  # eval.every_steps (alignctl.eval.curve.CURVE_FILE)
+    "eval_samples.jsonl", "reliability.json", "reliability.png",  # evaluate_and_report (alignctl.run.evaluate)
+    "alpaca_eval", "arena_hard",  # eval.export's folders (alignctl.run.evaluate.export_completions)
+    "wandb",  # tracking=wandb: wandb.init(dir=<run dir>)
+    "error.log",  # the traceback of a run that failed in alignctl's or a library's code (alignctl.run.train.ERROR_LOG)
+    # `alignctl report <run dir>` (out= defaults to it): alignctl.report.tables.report and report.plots.write_figures
+    "report.md", "report.csv", "frontier*.png", "length*.png", "diversity*.png", "pass_at_k*.png", "reliability*.png",
+    "matched_kl*.png",  # the report's equal-KL comparison (alignctl.report.matched_kl)
+)  # fmt: skip
 # Keys a resumed run may change: how long it trains, how many threads, how it is evaluated, tracked and launched (a
 # key ending in "." stands for every key under it).
 CHANGEABLE_ON_RESUME = (
@@ -122,7 +155,8 @@ def _try_claim(path: Path) -> RunClaim:
 def claim_run_dir(path: Path, train: config.TrainConfig, auto_named: bool, dir_key: str = "hydra.run.dir") -> RunClaim:
     """Claim the run directory `path` for this process, exclusively. An automatic (${now:}) name another run holds
     is continued as <name>-2, <name>-3, ...; a directory the user named that holds another run is an error unless
-    train.resume (continue it) or train.overwrite (replace it); one a live process uses is always an error.
+    train.resume (continue it) or train.overwrite (replace it); one a live process uses is always an error; a folder
+    that is not alignctl's (module docstring) is an error, and is left as it was (no claim file, no job log).
     dir_key: the override that names the directory (hydra.sweep.dir for a sweep's job), for the messages."""
     if auto_named and train.resume == "true":
         raise UsageError(
@@ -130,14 +164,23 @@ def claim_run_dir(path: Path, train: config.TrainConfig, auto_named: bool, dir_k
         )
     candidate, n = path, 1
     while True:
-        claim = _try_claim(candidate)
-        if claim.fresh:
+        claim, foreign = _claim_if_alignctls(candidate)
+        if claim is not None and claim.fresh:
             return claim
         if auto_named:
-            claim.release(keep=False)
+            if claim is not None:
+                claim.release(keep=False)
+            else:
+                _drop_empty_job_logs(candidate)
             n += 1
             candidate = path.with_name(f"{path.name}-{n}")
             continue
+        if claim is None:
+            _drop_empty_job_logs(candidate)  # Hydra opened it there before this job ran
+            raise UsageError(
+                f"{path} is not an alignctl run directory and is not empty: it holds {describe_entries(foreign)}; "
+                f"train into a new or empty folder (another {dir_key}=<dir>)"
+            )
         if train.resume == "false" and not train.overwrite:
             claim.release(keep=False)
             raise UsageError(
@@ -151,6 +194,91 @@ def claim_run_dir(path: Path, train: config.TrainConfig, auto_named: bool, dir_k
                 f"{path} is in use by a running alignctl{holder}; wait for it, or use another {dir_key}"
             )
         return claim
+
+
+def _claim_if_alignctls(path: Path) -> tuple[RunClaim | None, list[str]]:
+    """The claim of `path`, or None and what it holds that is not alignctl's (see the module docstring). Judged
+    before the claim file is created where there is none (nothing is written into a folder that is not alignctl's),
+    and again once the claim is held (the folder can no longer change under alignctl)."""
+    if path.is_dir() and not (path / CLAIM_FILE).exists():
+        foreign = not_a_run(path)
+        if foreign:
+            return None, foreign
+    claim = _try_claim(path)
+    if not claim.locked:  # another process uses it: judged by the caller (in use, or another run)
+        return claim, []
+    foreign = not_a_run(path)
+    if foreign:  # a claim file (of a run that never wrote its record, or of an older alignctl) in a folder not ours
+        (path / CLAIM_FILE).unlink(missing_ok=True)
+        claim.release(keep=True)
+        return None, foreign
+    return claim, []
+
+
+def holds_a_run(path: Path) -> bool:
+    """Whether `path` holds an alignctl run's record: its run.json (provenance and status) or its resolved config
+    (config.yaml with the run's objective and train sections), as every run, also before claim files, writes."""
+    record = read_run_record(path)
+    if "command" in record or "status" in record:
+        return True
+    try:
+        saved = yaml.safe_load((path / RESOLVED_CONFIG).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(saved, dict) and {"objective", "train"} <= saved.keys()
+
+
+def is_alignctls(name: str, also: Iterable[str] = ()) -> bool:
+    """Whether an entry of a run directory named `name` is one alignctl writes (OWN_ENTRIES, or a name in `also`)."""
+    return name in also or any(fnmatchcase(name, pattern) for pattern in OWN_ENTRIES)
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """What `path` holds that alignctl did not write, sorted (names; a folder with a trailing /): in a run directory,
+    every entry not on OWN_ENTRIES; in any other folder, everything but alignctl's bookkeeping. [] if no folder."""
+    if not path.is_dir():
+        return []
+    run = holds_a_run(path)
+    logs = _job_logs(path)  # Hydra's job log, also under another hydra.job.name
+    entries = sorted(path.iterdir(), key=lambda e: e.name)
+    return [
+        e.name + ("/" if e.is_dir() and not e.is_symlink() else "")
+        for e in entries
+        if not (is_alignctls(e.name, logs) if run else (e.name in BOOKKEEPING or e.name in logs))
+    ]
+
+
+def not_a_run(path: Path) -> list[str]:
+    """What `path` holds that is not alignctl's, where it holds no run ([]: a run directory, or a folder with nothing
+    but alignctl's bookkeeping, or no folder): a folder alignctl must not train in."""
+    return [] if holds_a_run(path) else foreign_entries(path)
+
+
+def describe_entries(names: list[str], shown: int = 3) -> str:
+    """The first `shown` names of a folder's entries, for a one-line message: "a, b, c and 4 more"."""
+    head = ", ".join(names[:shown])
+    return f"{head} and {len(names) - shown} more" if len(names) > shown else head
+
+
+def _job_logs(path: Path) -> set[str]:
+    """The names of the log files this process's logging handlers write in `path` (Hydra's job log)."""
+    named = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(lg for lg in named if isinstance(lg, logging.Logger))]
+    handlers = {h for lg in loggers for h in lg.handlers if isinstance(h, logging.FileHandler)}
+    folder = path.resolve()
+    return {Path(h.baseFilename).name for h in handlers if Path(h.baseFilename).parent.resolve() == folder}
+
+
+def _drop_empty_job_logs(path: Path) -> None:
+    """Remove the empty job log Hydra opened in `path` for a job that does not run there (a folder alignctl refused).
+    Its handler keeps the open file: a later record goes to the removed file, never recreates it."""
+    for name in _job_logs(path):
+        log = path / name
+        try:
+            if stat.S_ISREG(log.lstat().st_mode) and log.stat().st_size == 0:
+                log.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def claim_sweep_dir(path: Path) -> Path:
@@ -171,19 +299,82 @@ def has_training_output(path: Path) -> bool:
     return any((path / name).exists() for name in ("metrics.jsonl", CHECKPOINTS, "model", "eval.json"))
 
 
-def clear_run_dir(path: Path) -> int:
-    """Remove everything a previous run left in `path` (its claim file stays: this process holds it)."""
-    removed = 0
-    for entry in path.iterdir():
-        if entry.name == CLAIM_FILE:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-        removed += 1
+def clear_run_dir(path: Path, reason: str = "train.overwrite=true", dir_key: str = "hydra.run.dir") -> int:
+    """Remove what a previous run left in `path` (its claim file stays: this process holds it); the entries removed.
+    Only alignctl's own entries (OWN_ENTRIES) are ever removed, and only when there is nothing else: a run directory
+    that also holds the user's files (a note, a folder copied in, or a folder an older alignctl trained in) is
+    refused in one line naming them, and nothing is removed; the user moves them out or picks another directory.
+    (Removing alignctl's files around them would leave a half run mixed with them.) reason: the option that asked
+    for it, and dir_key the override naming the directory, for the message."""
+    foreign = foreign_entries(path)
+    if foreign:
+        raise UsageError(
+            f"{reason} would remove the previous run from {path}, but it also holds what alignctl did not write: "
+            f"{describe_entries(foreign)}; nothing was removed: move that out of {path}, or use another {dir_key}"
+        )
+    removed = _remove_own_entries(path, keep=(CLAIM_FILE,))
     move_log_files(path, path)  # log files open on removed paths: reopened (recreated) on their next record
     return removed
+
+
+def remove_run_dir(path: Path) -> None:
+    """Remove a run directory a new run claimed and left before training (bad input found at load): alignctl's own
+    entries, then the folder if nothing else is left in it (anything else is the user's and stays)."""
+    if not path.is_dir():
+        return
+    _remove_own_entries(path, keep=())
+    try:
+        path.rmdir()
+    except OSError:  # not empty: what stays is not alignctl's
+        pass
+
+
+def _remove_own_entries(path: Path, keep: tuple[str, ...]) -> int:
+    removed = 0
+    logs = _job_logs(path)
+    for entry in path.iterdir():
+        if entry.name in keep or not is_alignctls(entry.name, logs):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def check_eval_out_dir(out_dir: Path, model_dir: Path) -> None:
+    """Refuse (UsageError) an eval of the model in `model_dir` whose results (eval.json, eval_samples.jsonl,
+    reliability.*, exports) would replace another model's in `out_dir`:
+    - out_dir holds a run (holds_a_run) and model_dir is not that run's own `model`: that run's results are its own;
+      a run evaluated into its own directory (`alignctl eval run_dir=R`, and training's own eval) replaces them;
+    - out_dir is no run but holds an eval.json that records another model_dir (or none, or cannot be read): another
+      evaluation's results; the same model evaluated again into its out_dir replaces them.
+    Paths are compared resolved (a relative model_dir recorded in eval.json: from the current directory)."""
+    if not out_dir.is_dir():
+        return
+    model = model_dir.resolve()
+    if holds_a_run(out_dir):
+        if (out_dir / "model").resolve() != model:
+            raise UsageError(
+                f"out_dir={out_dir} is another run's directory (its model is {out_dir / 'model'}, not {model_dir}): "
+                f"its results are that run's own; give a new or empty out_dir=<dir> (alignctl eval "
+                f"run_dir={out_dir} re-evaluates that run)"
+            )
+        return
+    results = out_dir / "eval.json"
+    if not results.exists():
+        return
+    try:
+        recorded = json.loads(results.read_text()).get("model_dir")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, str) or Path(recorded).resolve() != model:
+        whose = f"of the model {recorded}" if isinstance(recorded, str) else "alignctl cannot attribute to a model"
+        raise UsageError(
+            f"out_dir={out_dir} already holds an eval.json {whose}: evaluating {model_dir} there would replace it; "
+            "give a new or empty out_dir=<dir>"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
