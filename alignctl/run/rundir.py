@@ -427,17 +427,27 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 
 def last_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
-    """The newest complete checkpoint (Trainer writes trainer_state.json last) and its step, or None."""
+    """The newest complete checkpoint and its step, or None."""
     folder = run_dir / CHECKPOINTS
     found = []
     for entry in folder.iterdir() if folder.is_dir() else ():
         name, _, step = entry.name.rpartition("-")
-        if name == "checkpoint" and step.isdigit() and (entry / "trainer_state.json").is_file():
+        if name == "checkpoint" and step.isdigit() and is_complete_checkpoint(entry):
             found.append((int(step), entry))
     if not found:
         return None
     step, path = max(found)
     return path, step
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """Trainer writes trainer_state.json last, and removes the previous checkpoint only after it: a checkpoint is
+    complete when that file is there and whole (a write cut short by a full disk or a kill leaves it absent or
+    truncated, which JSON refuses)."""
+    try:
+        return isinstance(json.loads((folder / "trainer_state.json").read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def _check_same_config(cfg: config.RunConfig, run_dir: Path, dir_key: str) -> None:

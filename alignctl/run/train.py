@@ -603,25 +603,15 @@ def _resume_hint(run_dir: Path, record: RunRecord, command: list[str] | None) ->
 
 
 def _remove_partial_checkpoints(run_dir: Path) -> list[str]:
-    """Remove the checkpoint folders a failed write left incomplete (Trainer writes trainer_state.json last, and
-    deletes the previous checkpoint only after it): the last complete one stays the one to resume from."""
+    """Remove the checkpoint folders a failed write left incomplete (rundir.is_complete_checkpoint): the last
+    complete one stays the one to resume from."""
     folder = run_dir / rundir.CHECKPOINTS
-    complete = rundir.last_checkpoint(run_dir)
     removed = []
     for entry in sorted(folder.glob("checkpoint-*")) if folder.is_dir() else ():
-        if complete is None or entry != complete[0]:
-            if not (entry / "trainer_state.json").is_file() or not _parses(entry / "trainer_state.json"):
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
+        if not rundir.is_complete_checkpoint(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
     return removed
-
-
-def _parses(path: Path) -> bool:
-    try:
-        json.loads(path.read_text())
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 def _space_note(run_dir: Path) -> str:
