@@ -42,12 +42,14 @@ COMMAND_HELP = {
     "Evaluates a run's final model (into the run dir unless out_dir=), or any model directory against the\n"
     "reference of the config given (evals/<model>-<time>/ unless out_dir=). The eval keys and their defaults:\n",
     "ls": "usage: alignctl ls [group]\nLists the config groups, or the options of one group with their descriptions.\n",
-    "report": "usage: alignctl report <path> [<path> ...] [out=<dir>] [wandb=false]\n"
+    "report": "usage: alignctl report <path> [<path> ...] [out=<dir>] [wandb=false] [kl_grid=[a,b] | kl_points=N]\n"
     "Reads every finished run directory (config.yaml, run.json, eval.json) at or under the paths; runs whose configs\n"
     "differ only in train.seed form a group: mean and 95% t-interval over seeds per metric. Runs on different\n"
     "datasets or models get separate sections. Prints the table and writes report.md, report.csv and\n"
     "frontier/diversity/pass_at_k/reliability PNGs into out= (default: the one path given). The figures are also\n"
-    "logged to each run's W&B run (offline unless WANDB_MODE says otherwise) unless wandb=false.\n",
+    "logged to each run's W&B run (offline unless WANDB_MODE says otherwise) unless wandb=false. The groups are also\n"
+    "compared at equal KL along their curve.jsonl (report.md's Matched KL, matched_kl.png): at kl_points=N evenly\n"
+    "spaced KL values (default 5) over the range every run reaches, or at kl_grid=[a,b,...].\n",
 }
 
 
@@ -144,9 +146,10 @@ def _ls(args: list[str]) -> int:
 
 
 def _report(args: list[str]) -> int:
+    from alignctl.report import matched_kl
     from alignctl.report import tables as report  # torch (its curves' metrics): only for this command
 
-    own = ("out", "wandb")
+    own = ("out", "wandb", *matched_kl.OPTIONS)
     keyed = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in own)
     paths = [Path(a) for a in args if a.split("=", 1)[0] not in own]
     flags = [str(p) for p in paths if str(p).startswith("-")]
@@ -154,7 +157,8 @@ def _report(args: list[str]) -> int:
         raise UsageError(f"unknown flag {flags[0]!r} for report; it takes paths and out=<dir>, wandb=false")
     unknown = [str(p) for p in paths if "=" in str(p) and not p.exists()]
     if unknown:
-        raise UsageError(f"unknown report option {unknown[0]!r}; valid: out=<dir>, wandb=true|false")
+        raise UsageError(f"unknown report option {unknown[0]!r}; valid: out=<dir>, wandb=true|false, "
+                         "kl_grid=[a,b,...], kl_points=N")
     if not paths:
         raise UsageError("report needs at least one run directory or folder of runs: alignctl report <path> ...")
     switch = keyed.get("wandb", "true").lower()
@@ -165,7 +169,8 @@ def _report(args: list[str]) -> int:
     if "out" not in keyed and len(paths) > 1:
         raise UsageError(f"report of {len(paths)} paths needs out=<dir> to say where report.md goes")
     out_dir = Path(keyed.get("out") or paths[0])
-    report.report(paths, out_dir, wandb=switch in ("true", "1", "yes"))
+    kl = matched_kl.parse_options(keyed)  # kl_grid=[a,b,...] or kl_points=N: the matched-KL comparison's grid
+    report.report(paths, out_dir, wandb=switch in ("true", "1", "yes"), **kl)
     return 0
 
 

@@ -1,6 +1,7 @@
 """The figures of `alignctl report` (matplotlib Agg, no pyplot state): the reward-KL frontier, reward against
-diversity, pass@k against k and pooled reliability diagrams, one colour per seed group. Groups come from
-alignctl.report.tables (read here by attribute: id, label, runs, stats, reliability)."""
+diversity, pass@k against k, pooled reliability diagrams and the matched-KL frontiers, one colour per seed group.
+Groups come from alignctl.report.tables, comparisons at equal KL from alignctl.report.matched_kl (read here by
+attribute: id, label, runs, stats, reliability; grid, groups, band, at_kl)."""
 
 from __future__ import annotations
 
@@ -214,6 +215,34 @@ def _labelled(fig: Figure, ax: Any, xlabel: str, title: str) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return fig
+
+
+def matched_kl(comparisons: list[Any], path: Path) -> Path | None:
+    """The matched-KL figure: per group the mean of its runs' upper frontiers over the KL range every run reaches,
+    with the band of the 95% t-interval over seeds at each KL (none for one seed), and the grid's values as points
+    with error bars; one panel per compared metric (alignctl.report.matched_kl's Comparison, read by attribute).
+    None when nothing was compared."""
+    shown = [c for c in comparisons if c.groups and c.grid]
+    if not shown:
+        return None
+    fig = _figure(5.6 * len(shown), 4.4)
+    for j, c in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), j + 1)
+        for g in c.groups:
+            xs, means, lows, highs = g.band
+            ax.plot(xs, means, "-", color=colour(g.index), lw=1.5,
+                    label=f"{g.group.id}: {g.group.label} (n={len(g.runs)})")  # fmt: skip
+            if all(v is not None for v in lows):
+                ax.fill_between(xs, lows, highs, color=colour(g.index), alpha=0.2, linewidth=0)
+            ax.errorbar(c.grid, [s.mean for s in g.at_kl], yerr=[_half_width(s) for s in g.at_kl], fmt="o",
+                        color=colour(g.index), capsize=3, ms=4)  # fmt: skip
+        ax.set_xlabel("KL(policy || reference)")
+        ax.set_ylabel(f"{c.metric} (upper frontier)")
+        ax.set_title(f"{c.metric} at equal KL", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("matched KL: mean upper frontier over seeds (band and bars: 95% t-interval)", fontsize=10)
+    return _save(fig, path)
 
 
 def write_figures(groups: list[Any], out_dir: Path, suffix: str = "") -> list[Path]:

@@ -1,6 +1,6 @@
 """`alignctl report`: run directories -> seed groups with 95% t-intervals -> a terminal table, report.md,
-report.csv and figures (report_plots.py). Runs that differ only in train.seed form a group; runs on different
-datasets or models are never mixed (one section each)."""
+report.csv and figures (plots.py), and the groups compared at equal KL along their curves (matched_kl.py). Runs that
+differ only in train.seed form a group; runs on different datasets or models are never mixed (one section each)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,9 @@ import yaml
 
 from alignctl.errors import UsageError
 from alignctl.eval.curve import CURVE_FILE, read_curve
+from alignctl.report import matched_kl
+from alignctl.report.stats import CI_NAME, Stat, format_stat, intervals_overlap, summarize
 
-CI_NAME = "95% t-interval over seeds"
-CONFIDENCE = 0.95
 # Config keys that never tell results apart: the seed (what a group averages over) and how a run was executed.
 IGNORED_KEYS = ("train.seed", "train.num_threads", "train.resume", "train.overwrite", "tracking", "eval.reference",
                 "launcher", "distributed")  # fmt: skip
@@ -172,44 +171,6 @@ def load_run(path: Path) -> Run:
 # Statistics
 
 
-@dataclass(frozen=True)
-class Stat:
-    """Mean over seeds, sample std (n-1) and the half-width of the 95% t-interval; None where n=1."""
-
-    mean: float
-    std: float | None
-    n: int
-    half_width: float | None
-
-    @property
-    def ci_low(self) -> float | None:
-        return None if self.half_width is None else self.mean - self.half_width
-
-    @property
-    def ci_high(self) -> float | None:
-        return None if self.half_width is None else self.mean + self.half_width
-
-
-def summarize(values: list[float]) -> Stat:
-    """Mean, sample std and the Student-t 95% interval t_{0.975, n-1} * std / sqrt(n); no interval for n=1."""
-    from scipy import stats
-
-    n = len(values)
-    if n == 0:
-        raise ValueError("summarize: no values")
-    mean = statistics.mean(values)  # exact (rational) sums: equal values give a std of exactly 0
-    if n == 1:
-        return Stat(mean, None, 1, None)
-    std = statistics.stdev(values)
-    t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1))
-    return Stat(mean, std, n, t * std / math.sqrt(n))
-
-
-def intervals_overlap(a: Stat, b: Stat) -> bool:
-    """Whether two 95% intervals share a point (both must have one)."""
-    return a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
-
-
 def pool_reliability(diagrams: list[dict[str, Any]]) -> dict[str, Any]:
     """Pool reliability diagrams over seeds: counts summed per bin, accuracy and confidence as count-weighted means,
     ECE = sum_b (n_b / n) |acc_b - conf_b| of the pooled bins."""
@@ -254,6 +215,8 @@ class Section:
     fixed: dict[str, Any]
     metrics: list[str]  # every metric of its runs, main ones first
     figures: list[Path] = field(default_factory=list)
+    matched: matched_kl.MatchedKL | None = None  # its groups compared at equal KL
+    matched_figure: Path | None = None
 
     @property
     def runs(self) -> list[Run]:
@@ -411,21 +374,6 @@ def duplicate_seeds(group: Group) -> list[Any]:
 # Text: cells, the noise statement, the fixed line
 
 
-def format_number(x: float, like: float | None = None) -> str:
-    """3 decimals, or 3 significant digits when `like` (default: x) is very large or very small."""
-    ref = x if like is None else like
-    return f"{x:.3g}" if ref != 0 and (abs(ref) >= 1000 or abs(ref) < 0.001) else f"{x:.3f}"
-
-
-def format_stat(stat: Stat, group_n: int | None = None) -> str:
-    """mean ± half-width (both with the mean's precision); 'n/a' where one seed gives no interval; (n=k) when the
-    metric has fewer runs than the group."""
-    mean = format_number(stat.mean)
-    hw = "n/a" if stat.half_width is None else format_number(stat.half_width, like=stat.mean)
-    text = f"{mean} ± {hw}"
-    return text if group_n is None or stat.n == group_n else f"{text} (n={stat.n})"
-
-
 def noise_statement(groups: list[Group], metric: str) -> str | None:
     """The best group for `metric` (higher is better) and the groups whose 95% interval overlaps its interval, or
     that single-seed differences are not findings. None when no group has the metric."""
@@ -534,11 +482,13 @@ def print_section(section: Section, console: Any) -> None:
         text = noise_statement(section.groups, metric)
         if text:
             console.print(text, markup=False, highlight=False)
+    if section.matched is not None:
+        matched_kl.print_matched(section.matched, console)
 
 
 def markdown(sections: list[Section], paths: list[Path], skipped: list[tuple[Path, str]], mixed: str | None) -> str:
     """report.md: what was read, how intervals are computed, then per section the fixed line, the table, the noise
-    statement and the figures."""
+    statement, the figures and the Matched KL part."""
     runs = sum(len(s.runs) for s in sections)
     groups = sum(len(s.groups) for s in sections)
     lines = [
@@ -561,22 +511,31 @@ def markdown(sections: list[Section], paths: list[Path], skipped: list[tuple[Pat
         statements = [s for s in (noise_statement(section.groups, m) for m in NOISE_METRICS) if s]
         lines += [""] + [f"- {s}" for s in statements]
         lines += [""] + [f"![{p.stem}]({p.name})" for p in section.figures]
+        if section.matched is not None:
+            heading = "###" if section.title else "##"  # under the section's own heading, if it has one
+            lines += matched_kl.markdown_lines(section.matched, section.matched_figure, heading)
     lines += [
         "",
         "`report.csv`: one row per run (kind=run: its metrics), then one per group (kind=group: per metric the mean, "
         "and `<metric>_std`, `<metric>_ci_low`, `<metric>_ci_high`, `<metric>_n`; empty where one seed gives none).",
+        "Then the matched-KL numbers, one per row: kind=matched_kl_run (a run's frontier `value`) and "
+        "kind=matched_kl_group (`value`: the mean over seeds, `value_std`, `value_ci_low`, `value_ci_high`, "
+        "`value_n`), with `matched_metric`, `matched_stat` (at_kl: at the KL in `kl`; efficiency: over `kl_start` to "
+        "`kl_end`).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def write_csv(sections: list[Section], path: Path) -> None:
     """report.csv: kind, section, group, label, run_dir, seed, the config keys that vary, then per metric its value
-    (run rows) or mean (group rows), _std, _ci_low, _ci_high, _n (group rows)."""
+    (run rows) or mean (group rows), _std, _ci_low, _ci_high, _n (group rows); then the matched-KL rows (tidy, in
+    matched_kl.CSV_COLUMNS after those: matched_kl.csv_records)."""
     runs = [r for s in sections for r in s.runs]
     config_keys = varying_keys([r.config for r in runs]) if len(runs) > 1 else []
     metrics = order_metrics({m for r in runs for m in r.metrics})
     columns = ["kind", "section", "group", "label", "run_dir", "seed", *config_keys]
     columns += [c for m in metrics for c in (m, f"{m}_std", f"{m}_ci_low", f"{m}_ci_high", f"{m}_n")]
+    columns += [c for c in matched_kl.CSV_COLUMNS if c not in columns]  # after the existing columns, unchanged
 
     def blank(x: Any) -> Any:
         return "" if x is None else x
@@ -600,6 +559,16 @@ def write_csv(sections: list[Section], path: Path) -> None:
                     row |= {m: st.mean, f"{m}_std": blank(st.std), f"{m}_n": st.n}
                     row |= {f"{m}_ci_low": blank(st.ci_low), f"{m}_ci_high": blank(st.ci_high)}
                 writer.writerow(row)
+        for s in sections:
+            for g, r, compared, values in matched_kl.csv_records(s.matched) if s.matched is not None else []:
+                row = {"section": s.title or "", "group": g.id, "label": g.label}
+                if r is None:
+                    row |= {"seed": " ".join(format_value(x.seed) for x in compared)}
+                    row |= {k: format_value(g.runs[0].config.get(k)) for k in config_keys}
+                else:
+                    row |= {"run_dir": str(r.path), "seed": format_value(r.seed)}
+                    row |= {k: format_value(r.config.get(k)) for k in config_keys}
+                writer.writerow(row | values)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -612,7 +581,8 @@ def log_figures_to_wandb(sections: list[Section], enabled: bool = True) -> int:
     the number of W&B runs logged to."""
     if not enabled or os.environ.get("WANDB_MODE") == "disabled":
         return 0
-    targets = [(r, s.figures) for s in sections for r in s.runs if r.wandb_run_id and (r.path / "wandb").is_dir()]
+    targets = [(r, [*s.figures, *([s.matched_figure] if s.matched_figure else [])]) for s in sections for r in s.runs
+               if r.wandb_run_id and (r.path / "wandb").is_dir()]  # fmt: skip
     targets = [(r, figures) for r, figures in targets if figures]
     logged = 0
     for run, figures in targets:
@@ -670,9 +640,11 @@ def mixed_line(sections: list[Section]) -> str | None:
     )
 
 
-def report(paths: list[Path], out_dir: Path, wandb: bool = True, console: Any = None) -> list[Section]:
-    """Read the runs under `paths`, group them, print the table and write report.md, report.csv and the figures
-    into out_dir. Returns the sections."""
+def report(paths: list[Path], out_dir: Path, wandb: bool = True, console: Any = None,
+           kl_grid: list[float] | None = None, kl_points: int | None = None) -> list[Section]:  # fmt: skip
+    """Read the runs under `paths`, group them, compare each section's groups at equal KL (at the KL values
+    `kl_grid`, else at `kl_points` evenly spaced ones: matched_kl.compare), print the table and write report.md,
+    report.csv and the figures into out_dir. Returns the sections."""
     from rich.console import Console
 
     from alignctl.report import plots as report_plots  # matplotlib: only when figures are drawn
@@ -680,6 +652,8 @@ def report(paths: list[Path], out_dir: Path, wandb: bool = True, console: Any = 
     console = console or Console()
     runs, skipped = load_runs(paths)
     sections = split_sections(runs)
+    for section in sections:  # before anything is written: a kl_grid= no run reaches is a usage error
+        section.matched = matched_kl.compare(section.groups, kl_grid, kl_points, section.title)
     for section in sections:
         for group in section.groups:
             dupes = duplicate_seeds(group)
@@ -691,10 +665,13 @@ def report(paths: list[Path], out_dir: Path, wandb: bool = True, console: Any = 
         console.print(mixed, markup=False, highlight=False)
     for section in sections:
         section.figures = report_plots.write_figures(section.groups, out_dir, section.suffix)
+        section.matched_figure = report_plots.matched_kl(section.matched.comparisons,
+                                                         out_dir / f"matched_kl{section.suffix}.png")  # fmt: skip
         print_section(section, console)
     (out_dir / "report.md").write_text(markdown(sections, paths, skipped, mixed))
     write_csv(sections, out_dir / "report.csv")
     log_figures_to_wandb(sections, enabled=wandb)
     files = ["report.md", "report.csv", *(p.name for s in sections for p in s.figures)]
+    files += [s.matched_figure.name for s in sections if s.matched_figure]
     console.print(f"wrote {out_dir}/: {', '.join(files)}", markup=False, highlight=False)
     return sections
