@@ -135,6 +135,8 @@ def test_version_and_help_of_every_command(capsys):
     ["train", "+objective.bta=0.5", "train.max_steps=1", "eval.enabled=false", "tracking=none"],
     ["train", "objective=grpo", "divergence=js", "objective.kl_estimator=low_var_kl", "dataset=toy_arith",
      "reward=exact_match"],
+    ["train", "objective=kto", "divergence=js"],  # KTO's reference point is a KL estimate: reverse KL only
+    ["train", "objective=kto", "train.batch_size=1"],  # no other row to pair a prompt with
     ["eval", "run_dir=/nonexistent/run"],
     ["eval", "model_dir=/nonexistent/model"],
     ["train", "model.reference=soup", "model.soup=[/nonexistent/a,/nonexistent/b]"],

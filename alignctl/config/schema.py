@@ -352,6 +352,11 @@ class RunConfig:
                 f"objective={entry.name}: its loss reads whole groups, which TRL splits across accumulation steps; "
                 "use 1 (raise train.batch_size instead)"
             )
+        if entry.data == "binary" and self.train.batch_size < 2:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is too small for objective={entry.name}: its KL reference "
+                "point pairs each prompt with another row's completion of the batch; use 2 or more"
+            )
         if entry.data == "groups" and self.train.batch_size % self.train.num_generations:
             raise ConfigError(
                 f"train.batch_size={self.train.batch_size} is not a multiple of train.num_generations="
@@ -403,7 +408,8 @@ def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
 
 
 DATA_KIND_NAMES = {
-    "pairs": "preference pairs", "candidates": "ranked candidates", "negatives": "negatives with self-samples",
+    "pairs": "preference pairs", "binary": "binary feedback (completions labelled desirable or not)",
+    "candidates": "ranked candidates", "negatives": "negatives with self-samples",
     "groups": "prompts with a reward", "sft": "completions to imitate",
 }
 

@@ -7,6 +7,8 @@ conf/dataset/. Its `load(cfg)` returns a `datasets.DatasetDict` with "train" and
   continue it) or conversational (prompt a list of {"role", "content"} messages, chosen/rejected lists with the
   assistant's message). Optional chosen_reward / rejected_reward floats.
 - rows="prompts": column prompt (text or messages), plus optional columns the dataset's rewards read (e.g. answer).
+- rows="binary": columns prompt, completion, label (bool: True = desirable); TRL's unpaired preference format,
+  plain text or conversational (completion then a list with the assistant's message).
 
 Conversational rows are rendered to text with the tokenizer's chat template later (alignctl.data.chat), so a
 loader never needs a tokenizer.
@@ -21,7 +23,7 @@ from alignctl.constraints import NonNegative, Positive, check_ranges
 from alignctl.errors import ConfigError
 from alignctl.rewards import registry as reward_registry
 
-ROW_KINDS = ("preferences", "prompts")
+ROW_KINDS = ("preferences", "prompts", "binary")
 
 
 @dataclass

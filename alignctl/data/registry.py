@@ -17,8 +17,11 @@ def get(name: str) -> DatasetEntry:
 
 
 def data_kinds(entry: DatasetEntry) -> tuple[str, ...]:
-    """What a dataset can feed objectives: pairs, ranked candidates and negatives (read from preference rows, or
-    sampled from the SFT model and scored by the reward for prompt rows), prompts to sample groups for, and
-    completions to imitate (objective=sft) where the rows have them."""
-    kinds = ("pairs", "candidates", "negatives", "groups")
+    """What a dataset can feed objectives: pairs, binary feedback (each pair's chosen desirable, its rejected not),
+    ranked candidates and negatives (read from preference rows, or sampled from the SFT model and scored by the
+    reward for prompt rows), prompts to sample groups for, and completions to imitate (objective=sft) where the rows
+    have them; binary rows feed only binary feedback."""
+    if entry.rows == "binary":  # unpaired labelled completions: KTO's data, nothing to pair or rank
+        return ("binary",)
+    kinds = ("pairs", "binary", "candidates", "negatives", "groups")  # binary: each pair split in two rows
     return (*kinds, "sft") if entry.rows == "preferences" or entry.completions else kinds

@@ -10,7 +10,7 @@ from alignctl.divergences import get as get_divergence
 from alignctl.lazy import torch
 
 # Data kinds an objective can require; the dataset builders produce each of them.
-DATA_KINDS = ("pairs", "candidates", "negatives", "groups", "sft")
+DATA_KINDS = ("pairs", "binary", "candidates", "negatives", "groups", "sft")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,34 @@ class Objective:
     @property
     def default_divergence(self) -> str:
         return self.preferred_divergence or (self.divergences[0] if self.divergences else "none")
+
+
+@dataclass(frozen=True)
+class BinaryLogps:
+    """Sequence statistics of one batch of unpaired binary feedback (KTO; data kind "binary").
+
+    `policy_logps`, `ref_logps`, `labels` are [B]: each row is one (prompt, completion) with its label (True =
+    desirable, False = undesirable); log-probs are sums over completion tokens. The KL reference point z0 is
+    `kl` (a scalar, used as given) or, when that is None, estimated from `policy_kl_logps` / `ref_kl_logps` [M]: the
+    log-probs of mismatched (prompt, completion) pairs (another row's completion after each prompt), as
+    max(0, mean(policy_kl_logps - ref_kl_logps)), detached. The trainer gathers them over processes first.
+    """
+
+    policy_logps: torch.Tensor
+    ref_logps: torch.Tensor
+    labels: torch.Tensor
+    kl: torch.Tensor | None = None
+    policy_kl_logps: torch.Tensor | None = None
+    ref_kl_logps: torch.Tensor | None = None
+
+
+class BinaryOutput(NamedTuple):
+    """Per-example loss [B], implicit rewards [B] (of each row's own completion; P(a over b) = sigmoid(r_a - r_b)),
+    and the KL reference point z0 (a detached scalar) the losses used."""
+
+    losses: torch.Tensor
+    rewards: torch.Tensor
+    kl: torch.Tensor
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from alignctl import objectives
 from alignctl.config.schema import RunConfig
-from alignctl.data import chat, registry, sampled
+from alignctl.data import binary, chat, registry, sampled
 from alignctl.data.base import DatasetEntry
 from alignctl.divergences import Divergence
 from alignctl.errors import DataError
@@ -115,6 +115,14 @@ def preference_pairs(cfg: RunConfig, tokenizer, model_dir: str):
     return sampled.build_pairs(sampled_source(cfg, tokenizer, model_dir))
 
 
+def binary_feedback(cfg: RunConfig, tokenizer, model_dir: str):
+    """train/test splits of prompt, completion, label (KTO): a binary dataset's own rows, or each preference pair
+    (read or sampled) as two rows, its chosen completion desirable and its rejected one not."""
+    if dataset_entry(cfg).rows == "binary":
+        return rows(cfg, tokenizer)
+    return binary.from_pairs(preference_pairs(cfg, tokenizer, model_dir))
+
+
 def candidates(cfg: RunConfig, tokenizer, model_dir: str):
     """train/test splits of prompt, completions (K, best first), rewards. Preference rows are 2-candidate sets
     (chosen first, scored by their rewards when the dataset has them, else a hard label)."""
@@ -151,8 +159,8 @@ def sft_texts(cfg: RunConfig, tokenizer, model_dir: str):
 
 
 DATA_KINDS = {  # by Objective.data
-    "pairs": preference_pairs, "candidates": candidates, "negatives": negatives, "groups": prompt_groups,
-    "sft": sft_texts,
+    "pairs": preference_pairs, "binary": binary_feedback, "candidates": candidates, "negatives": negatives,
+    "groups": prompt_groups, "sft": sft_texts,
 }
 
 
@@ -217,12 +225,13 @@ def _pairs_as_candidates(pairs):
 
 def prompts(cfg: RunConfig, tokenizer, split: str) -> list[str]:
     """The prompts of a split: a prompt dataset's list as it is (repeats are the dataset's choice), a preference
-    dataset's prompts once each (several pairs may compare completions of one prompt, as in TL;DR)."""
+    dataset's prompts once each (several pairs may compare completions of one prompt, as in TL;DR; a binary dataset
+    labels several completions of one prompt)."""
     data = rows(cfg, tokenizer)
     if split not in data:
         raise ValueError(f"dataset={cfg.dataset.name} has no {split!r} split")
     values = data[split]["prompt"]
-    return list(dict.fromkeys(values)) if dataset_entry(cfg).rows == "preferences" else list(values)
+    return list(values) if dataset_entry(cfg).rows == "prompts" else list(dict.fromkeys(values))
 
 
 def flip_labels(dataset, share: float, seed: int):

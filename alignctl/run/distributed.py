@@ -107,6 +107,11 @@ def check_batch(cfg: RunConfig, processes: int) -> None:
             f"train.batch_size={t.batch_size} does not split evenly over distributed.num_processes={processes}; "
             f"use a multiple of {processes}"
         )
+    if entry.data == "binary" and t.batch_size // processes < 2:
+        raise UsageError(
+            f"objective={entry.name} pairs each prompt with another row's completion of its rank's batch: "
+            f"train.batch_size={t.batch_size} / distributed.num_processes={processes} must be 2 or more"
+        )
     if entry.data == "groups" and entry.reads_groups and (t.batch_size // processes) % t.num_generations:
         raise UsageError(
             f"objective={entry.name} needs whole groups on each rank: train.batch_size={t.batch_size} / "

@@ -45,8 +45,10 @@ def evaluate(
     # Verifiable tasks sample with the task's own completion budget (a worked solution must fit to be scored).
     max_new_tokens = cfg.dataset.max_new_tokens if binary else e.max_new_tokens
     objective = build.objective(cfg)[0]
-    # Preference metrics need held-out pairs scored by an objective's implicit reward (not online objectives or SFT).
-    pair_metrics = objective.data not in ("groups", "sft")
+    # Preference metrics need held-out pairs scored by an objective's implicit reward (not online objectives or SFT),
+    # and a dataset that has pairs (binary feedback has none).
+    has_pairs = build.dataset_entry(cfg).rows != "binary"
+    pair_metrics = objective.data not in ("groups", "sft") and has_pairs
 
     with console.status(f"sampling {e.samples_per_prompt} completions for {len(prompts)} held-out prompts"):
         args = dict(n=e.samples_per_prompt, max_new_tokens=max_new_tokens, temperature=e.temperature,
@@ -94,7 +96,8 @@ def evaluate(
                 "lc_win_rate_vs_reference_se": lc["lc_standard_error"]}  # fmt: skip
     if p is None:
         results["preference_metrics_skipped"] = (
-            f"objective={cfg.objective.name} has no implicit reward to classify held-out pairs with"
+            f"dataset={cfg.dataset.name} has no held-out pairs (binary feedback)" if not has_pairs
+            else f"objective={cfg.objective.name} has no implicit reward to classify held-out pairs with"
         )
     if e.best_of_n == e.samples_per_prompt:  # the main samples are the ones it would draw (same seed and settings)
         results[f"best_of_{e.best_of_n}_win_rate_vs_reference"] = m.best_of_n_win_rate(rewards, ref_rewards, e.best_of_n)
@@ -283,6 +286,11 @@ def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int, kern
     if objective.data == "pairs":  # chosen rows, then rejected rows
         stats = score(policy, reference, _tokenize(tokenizer, chosen + rejected), batch_size, **kwargs)
         inputs = batches.pairs(stats, objective)
+    elif objective.data == "binary":  # chosen rows (desirable), then rejected rows; each row's own implicit reward
+        stats = score(policy, reference, _tokenize(tokenizer, chosen + rejected), batch_size, **kwargs)
+        inputs = batches.binary(stats, torch.arange(2 * len(pairs)) < len(pairs))
+        rewards = objective.loss(inputs, divergence=divergence, **hyperparameters(cfg.objective)).rewards
+        return m.preference_probabilities(*rewards.chunk(2))  # z0 is common to both rows: it cancels
     else:  # a pair as a set of two: candidates (chosen first, scored by the rewards) or negative + one sample
         order = [r for pair in zip(rejected, chosen) for r in pair] if objective.data == "negatives" else [
             r for pair in zip(chosen, rejected) for r in pair

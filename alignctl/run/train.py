@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
-from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+from trl import DPOConfig, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer
 
 from alignctl import jsonl, ranks
 from alignctl.config import compose
@@ -33,11 +33,13 @@ from alignctl.models import loading, scoring
 from alignctl.run import build, progress, rundir, runtime, sources, tracking
 from alignctl.run import evaluate as eval_run
 from alignctl.trainers import distill, hybrid
+from alignctl.trainers.binary import BinaryTrainer
 from alignctl.trainers.candidates import CandidateTrainer
 from alignctl.trainers.groups import GROUP_TRAINERS
 from alignctl.trainers.nonfinite import Diverged, NonFiniteGuard
 from alignctl.trainers.online import OnlineTrainer, dph_reference_store, trl_reward
 from alignctl.trainers.preference import PreferenceTrainer
+from alignctl.trainers.rloo import RlooTrainer
 
 try:
     import resource
@@ -287,12 +289,14 @@ def sft_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> SFTC
                      completion_only_loss=True, dataset_num_proc=None)  # fmt: skip
 
 
-def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> GRPOConfig:
+def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> GRPOConfig | RLOOConfig:
     """TRL's GRPOConfig from TrainConfig: batch_size counts completions (batch_size / num_generations prompts per
     step), temperature 1, completions up to dataset.max_new_tokens, train.num_iterations policy updates per
     generated batch, ratio clipped to [1 - 0.2, 1 + train.clip_high]; TRL's defaults otherwise (loss_type "dapo").
-    beta is set by the trainer."""
-    return GRPOConfig(
+    beta is set by the trainer. objective=rloo gets TRL's RLOOConfig with the same fields (TRL's defaults otherwise;
+    beta and normalize_advantages set by its trainer)."""
+    make = RLOOConfig if cfg.objective.name == "rloo" else GRPOConfig
+    return make(
         **_shared_args(cfg, run_dir, report_to),
         num_generations=cfg.train.num_generations,
         num_iterations=cfg.train.num_iterations,
@@ -304,9 +308,12 @@ def online_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> G
     )
 
 
-def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel) -> GRPOTrainer:
-    """The online trainer for `objective`: GRPO (OnlineTrainer; with, for the generator divergences, pi_0's stored
-    samples, taken from the model before training) or an objective with its own loss (disco, fdpg)."""
+def online_trainer(
+    cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel
+) -> GRPOTrainer | RLOOTrainer:
+    """The online trainer for `objective`: GRPO (OnlineTrainer) or RLOO (RlooTrainer; both with, for the generator
+    divergences, pi_0's stored samples, taken from the model before training) or an objective with its own loss
+    (disco, fdpg)."""
     reward = build.reward(cfg)
     verifiable = build.is_binary_reward(cfg)
     common = dict(
@@ -321,7 +328,7 @@ def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, object
         hyperparameters=config.hyperparameters(cfg.objective),
         divergence=divergence,
     )
-    if objective.reads_groups:
+    if objective.reads_groups and objective.name in GROUP_TRAINERS:
         return GROUP_TRAINERS[objective.name](train_dataset=train_data, **common)
     store = None
     if divergence is not None and divergence.name != "reverse_kl":
@@ -331,7 +338,7 @@ def online_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, object
             seed=cfg.train.seed, verifiable=verifiable, split_solved=verifiable and cfg.train.split_solved_prompts,
             kernel=kernel,
         )  # fmt: skip
-    return OnlineTrainer(
+    return (RlooTrainer if objective.name == "rloo" else OnlineTrainer)(
         train_dataset=train_data,
         reference_store=store,
         divergence_batch_size=cfg.train.divergence_batch_size,
@@ -366,8 +373,8 @@ def run_callbacks(cfg: config.RunConfig, run_dir: Path) -> list[TrainerCallback]
 
 
 def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel):
-    """The trainer of an offline objective: pairs (PreferenceTrainer), candidates/negatives (CandidateTrainer), or
-    supervised fine-tuning (TRL's SFTTrainer as it is)."""
+    """The trainer of an offline objective: pairs (PreferenceTrainer), binary feedback (BinaryTrainer),
+    candidates/negatives (CandidateTrainer), or supervised fine-tuning (TRL's SFTTrainer as it is)."""
     callbacks = run_callbacks(cfg, run_dir)
     peft_config = loading.lora_config(cfg)
     if objective.data == "sft":
@@ -384,7 +391,7 @@ def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objec
     # With LoRA the reference is the base with the adapter off (no second copy), unless model.reference names one.
     if objective.needs_reference and (peft_config is None or cfg.model.reference is not None):
         reference = loading.load_causal_lm(cfg, sources.reference_source(cfg), trainable=False)
-    trainer_class = PreferenceTrainer if objective.data == "pairs" else CandidateTrainer
+    trainer_class = {"pairs": PreferenceTrainer, "binary": BinaryTrainer}.get(objective.data, CandidateTrainer)
     extra = {}
     if objective.name in hybrid.TRAINERS:  # pairs plus fresh samples of the current policy at every step (hypo)
         trainer_class, extra = hybrid.TRAINERS[objective.name], hybrid.options(cfg)

@@ -4,7 +4,8 @@ Shared by the trainers (alignctl.trainers) and eval (alignctl.run.evaluate), so 
 Row layouts (what the collators produce, and what eval builds):
 - pairs: B chosen rows, then the B rejected rows (TRL's DPO collation);
 - candidates: B x K rows, row-major (row b*K + k is candidate k of example b), `mask` [B, K] marks real ones;
-- negatives: the same with candidate 0 the negative and 1..K the self-samples.
+- negatives: the same with candidate 0 the negative and 1..K the self-samples;
+- binary: B rows, one completion each, with its label (True = desirable).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from alignctl.models.scoring import SequenceStats
-from alignctl.objectives.base import CandidateLogps, NegativeLogps, Objective, PreferenceLogps
+from alignctl.objectives.base import BinaryLogps, CandidateLogps, NegativeLogps, Objective, PreferenceLogps
 
 
 def pairs(stats: SequenceStats, objective: Objective) -> PreferenceLogps:
@@ -50,3 +51,11 @@ def negatives(stats: SequenceStats, mask: torch.Tensor) -> NegativeLogps:
     """D2O's negative (candidate 0) and self-samples (candidates 1..K)."""
     logps, ref, mask = stats.logps.view(mask.shape), stats.ref_logps.view(mask.shape), mask.bool()
     return NegativeLogps(logps[:, 0], ref[:, 0], logps[:, 1:], ref[:, 1:], sample_mask=mask[:, 1:])
+
+
+def binary(stats: SequenceStats, labels: torch.Tensor, kl: torch.Tensor | None = None) -> BinaryLogps:
+    """Rows of binary feedback scored by the policy and the reference. Without `kl` (z0) or mismatched pairs the
+    reference point is taken as 0: right for what is read off the rows' rewards (z0 cancels in their differences),
+    not for their losses."""
+    zero = torch.zeros((), dtype=stats.logps.dtype, device=stats.logps.device)
+    return BinaryLogps(stats.logps, stats.ref_logps, labels.bool().to(stats.logps.device), kl=zero if kl is None else kl)

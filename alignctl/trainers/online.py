@@ -30,6 +30,7 @@ from alignctl.divergences import Divergence
 from alignctl.errors import UsageError
 from alignctl.models.sampling import Batch, sample
 from alignctl.models.scoring import completion_token_logps
+from alignctl.objectives import grpo
 from alignctl.objectives.base import Objective
 from alignctl.objectives.grpo import TokenLogps
 from alignctl.trainers.checkpoint_state import CheckpointState
@@ -152,7 +153,56 @@ def dph_reference_store(
     return store, train_data
 
 
-class OnlineTrainer(CheckpointState, RowSeededGeneration, GRPOTrainer):
+class StoredSampleDivergence(CheckpointState):
+    """Mixin for TRL's online trainers (listed before the trainer): DPH-RL's generator term on pi_0's stored samples,
+    `divergence_coef * token-mean f(pi_theta/pi_0)` (alignctl.objectives.grpo's term) over minibatches of
+    `divergence_batch_size` stored samples, cycled in an order seeded by train.seed that checkpoints carry. The trainer
+    sets `reference_store` (None: no term), `divergence_batch_size`, `kernel`, `divergence` and `hyperparameters`
+    (with `divergence_coef`) before TRL's __init__ and calls `start_reference_order()` after it."""
+
+    reference_store: ReferenceStore | None
+
+    def start_reference_order(self) -> None:
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+        self._rng = torch.Generator().manual_seed(self.args.seed)
+
+    def _next_reference_rows(self) -> torch.Tensor:
+        n, k = len(self.reference_store), min(self.divergence_batch_size, len(self.reference_store))
+        if self._cursor + k > len(self._order):
+            self._order, self._cursor = torch.randperm(n, generator=self._rng), 0
+        index = self._order[self._cursor : self._cursor + k]
+        self._cursor += k
+        return index
+
+    def divergence_term(self, model, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """divergence_coef * D_f on a minibatch of stored pi_0 samples (alignctl.objectives.grpo), and D_f; the
+        minibatch is the next `divergence_batch_size` rows of a seeded shuffle unless `index` names the rows."""
+        batch, ref = self.reference_store.rows(self._next_reference_rows() if index is None else index)
+        device = self.accelerator.device
+        policy = completion_token_logps(
+            model, batch.input_ids.to(device), batch.attention_mask.to(device), batch.completion_mask.to(device),
+            kernel=self.kernel,
+        )  # fmt: skip
+        out = grpo.loss(TokenLogps(policy, ref.to(device)), divergence=self.divergence,
+                        divergence_coef=self.hyperparameters["divergence_coef"],
+                        kl_estimator=self.hyperparameters.get("kl_estimator", "exact"))  # fmt: skip
+        return out.loss, out.penalty
+
+    # The stored-sample order is part of the run's state: a resumed run reads the same minibatches next.
+    STATE_FILE = "reference_store_order.json"
+
+    def checkpoint_state(self) -> dict[str, Any] | None:
+        if self.reference_store is None:
+            return None
+        return {"order": self._order.tolist(), "cursor": self._cursor, "rng": self._rng.get_state().tolist()}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self._order, self._cursor = torch.tensor(state["order"], dtype=torch.long), state["cursor"]
+        self._rng.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
+
+
+class OnlineTrainer(StoredSampleDivergence, RowSeededGeneration, GRPOTrainer):
     def __init__(
         self,
         *args: Any,
@@ -180,30 +230,7 @@ class OnlineTrainer(CheckpointState, RowSeededGeneration, GRPOTrainer):
         if not uses_trl_kl and divergence is not None and (reference_store is None or len(reference_store) == 0):
             raise ValueError(f"divergence={divergence.name} needs stored pi_0 samples; the reference store is empty")
         super().__init__(*args, **kwargs)
-        self._order = torch.empty(0, dtype=torch.long)
-        self._cursor = 0
-        self._rng = torch.Generator().manual_seed(self.args.seed)
-
-    def _next_reference_rows(self) -> torch.Tensor:
-        n, k = len(self.reference_store), min(self.divergence_batch_size, len(self.reference_store))
-        if self._cursor + k > len(self._order):
-            self._order, self._cursor = torch.randperm(n, generator=self._rng), 0
-        index = self._order[self._cursor : self._cursor + k]
-        self._cursor += k
-        return index
-
-    def divergence_term(self, model, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """divergence_coef * D_f on a minibatch of stored pi_0 samples (alignctl.objectives.grpo), and D_f; the
-        minibatch is the next `divergence_batch_size` rows of a seeded shuffle unless `index` names the rows."""
-        batch, ref = self.reference_store.rows(self._next_reference_rows() if index is None else index)
-        device = self.accelerator.device
-        policy = completion_token_logps(
-            model, batch.input_ids.to(device), batch.attention_mask.to(device), batch.completion_mask.to(device),
-            kernel=self.kernel,
-        )  # fmt: skip
-        logps = TokenLogps(policy, ref.to(device))
-        out = self.objective.loss(logps, divergence=self.divergence, **self.hyperparameters)
-        return out.loss, out.penalty
+        self.start_reference_order()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
@@ -240,15 +267,3 @@ class OnlineTrainer(CheckpointState, RowSeededGeneration, GRPOTrainer):
         if self._captured_logps is not None:
             self._captured_logps.append(out[0])
         return out
-
-    # The stored-sample order is part of the run's state: a resumed run reads the same minibatches next.
-    STATE_FILE = "reference_store_order.json"
-
-    def checkpoint_state(self) -> dict[str, Any] | None:
-        if self.reference_store is None:
-            return None
-        return {"order": self._order.tolist(), "cursor": self._cursor, "rng": self._rng.get_state().tolist()}
-
-    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
-        self._order, self._cursor = torch.tensor(state["order"], dtype=torch.long), state["cursor"]
-        self._rng.set_state(torch.tensor(state["rng"], dtype=torch.uint8))

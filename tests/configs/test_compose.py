@@ -23,6 +23,7 @@ FITTING = {
     ("dataset", "gsm8k"): ["objective=grpo", "reward=exact_match", *HF],
     ("dataset", "preference_file"): ["dataset.path=pairs.jsonl", *HF],
     ("dataset", "prompt_file"): ["dataset.path=prompts.jsonl", *HF],
+    ("dataset", "binary_file"): ["objective=kto", "dataset.path=feedback.jsonl", *HF],  # KTO's data only
     **{("dataset", name): HF for name in ("hh_rlhf", "ultrafeedback", "tldr", "imdb")},
     ("reward", "exact_match"): ["objective=grpo", "dataset=toy_arith"],
     ("reward", "classifier"): ["reward.path=some/classifier"],

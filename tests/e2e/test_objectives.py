@@ -1,4 +1,5 @@
-"""Every pairwise objective trains and evaluates end to end through the CLI (in-process, small sizes)."""
+"""Every pairwise objective (and KTO, on the pairs split into binary rows) trains and evaluates end to end through
+the CLI (in-process, small sizes)."""
 
 import json
 import math
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 # (distillation objectives need a teacher run first: tests/e2e/test_distill.py)
 PAIRWISE = [name for name in listing.options("objective")
-            if objectives.get(name).data == "pairs" and not objectives.get(name).model_options]  # fmt: skip
+            if objectives.get(name).data in ("pairs", "binary") and not objectives.get(name).model_options]  # fmt: skip
 
 
 @pytest.mark.parametrize("objective", PAIRWISE)

@@ -54,6 +54,7 @@ class Seam(NamedTuple):
 
 
 GRPO = "trl.GRPOTrainer"
+RLOO = "trl.RLOOTrainer"
 DPO = "trl.DPOTrainer"
 TRAINER = "transformers.Trainer"
 WANDB = "transformers.integrations.WandbCallback"
@@ -127,6 +128,72 @@ SEAMS: list[Seam] = [
          "CheckpointState, mixed into GRPOTrainer subclasses, reads its state file back on resume",
          params=("self", "checkpoint"), exact=True,
          evidence=(("._load_optimizer_and_scheduler", "super()._load_optimizer_and_scheduler(checkpoint)"),)),
+    # ---- trl.RLOOTrainer: RlooTrainer (with RowSeededGeneration and StoredSampleDivergence's CheckpointState) -----
+    Seam(RLOO, "_generate_and_score_completions",
+         "RlooTrainer adds each completion's reward, group and per-token pi_old/pi_0 log-probs to the generated batch "
+         "its loss (objectives.rloo) reads",
+         params=("self", "inputs"), exact=True,
+         evidence=(("._prepare_inputs", "generation_batch = self._generate_and_score_completions(generation_batch)"),
+                   # the tensors alignctl adds are shuffled and split with TRL's own (whole batch: accumulation 1)
+                   ("._prepare_inputs", "generation_batch = shuffle_sequence_dict(generation_batch)"),
+                   ("._prepare_inputs", "split_tensor_dict(generation_batch, self.args.steps_per_generation)"),
+                   # alignctl slices the gathered rewards as TRL slices its advantages: contiguous per process
+                   ("._generate_and_score_completions", "self.accelerator.process_index * len(prompts)"),
+                   # TRL's groups, which RlooTrainer's group_ids repeat: num_generations consecutive rows
+                   ("._generate_and_score_completions", "grouped_rewards = rewards.view(-1, num_generations)"),
+                   # the batch keys RlooTrainer.compute_loss reads
+                   ("._generate_and_score_completions", '"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,'),
+                   ("._generate_and_score_completions", '"completion_ids": completion_ids,'),
+                   ("._generate_and_score_completions", '"completion_mask": completion_mask,'),
+                   # what objectives.rloo re-computes (tests/objectives/test_rloo.py, tests/trainers/test_rloo.py)
+                   ("._generate_and_score_completions", "rewards[unscorable_mask] = torch.nan"),
+                   ("._generate_and_score_completions", "per_token_kl = old_per_token_logps - ref_per_token_logps"),
+                   ("._generate_and_score_completions", "kl = (per_token_kl * completion_mask).sum(-1)"),
+                   ("._generate_and_score_completions", "rewards = rewards - self.beta * kl"),
+                   ("._generate_and_score_completions",
+                    "baselines = (grouped_sum - grouped_rewards) / (scorable_counts - 1)"),
+                   ("._generate_and_score_completions",
+                    "advantages = (advantages - torch.nanmean(advantages)) / (nanstd(advantages) + 1e-4)"),
+                   ("._generate_and_score_completions", "advantages = torch.nan_to_num(advantages, nan=0.0)"))),
+    Seam(RLOO, "_calculate_rewards",
+         "RlooTrainer keeps the [completions of all processes, reward functions] matrix it returns",
+         params=("self", "inputs", "prompts", "completions", "completion_ids_list"), exact=True,
+         evidence=(("._generate_and_score_completions",
+                    "rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)"),
+                   ("._calculate_rewards", "rewards_per_func = gather(rewards_per_func)"),
+                   ("._generate_and_score_completions", "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)"),
+                   ("._generate_and_score_completions",
+                    "(rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)"))),
+    Seam(RLOO, "_get_per_token_logps_and_entropies",
+         "RlooTrainer.compute_loss (in place of TRL's _compute_loss) calls it for per-token log-probs and entropies, "
+         "and keeps the per-token pi_old and pi_0 log-probs TRL's _generate_and_score_completions computes with it",
+         params=("self", "model", "input_ids", "attention_mask", "logits_to_keep"), keywords=("compute_entropy",),
+         evidence=((".compute_loss", "return self._compute_loss(model, inputs)"),
+                   ("._generate_and_score_completions",
+                    "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies("),
+                   ("._generate_and_score_completions",
+                    "ref_per_token_logps, _, _ = self._get_per_token_logps_and_entropies("),
+                   ("._get_per_token_logps_and_entropies", "return logps, entropies, aux_loss"),
+                   # RlooTrainer returns its loss unscaled, as TRL's RLOO
+                   ("._compute_loss", "loss = per_sequence_loss.mean()"),
+                   ("._compute_loss", "coef_2 = torch.clamp(coef_1, 1 - self.epsilon_low, 1 + self.epsilon_high)"))),
+    Seam(RLOO, "_generate_single_turn",
+         "RowSeededGeneration hands generate() its row-seeded sampler here: no public hook passes a logits processor",
+         params=("self", "prompt_ids"),
+         evidence=(("._generate", "completion_ids = self._generate_single_turn(prompt_ids, images, multimodal_fields)"),
+                   ("._generate_and_score_completions", "= self._generate(prompts)"),
+                   ("._generate_single_turn", "if self.use_vllm:"),
+                   ("._generate_single_turn", "unwrap_model_for_generation(self.model_wrapped,"),
+                   ("._generate_single_turn",
+                    "unwrapped_model.generate(**generate_inputs, generation_config=self.generation_config)"))),
+    Seam(RLOO, "_metrics",
+         "RlooTrainer appends its loss's statistics and the stored-sample penalty to the lists TRL averages and logs",
+         evidence=((".__init__", 'self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}'),
+                   (".log", "for key, val in self._metrics[mode].items():"))),
+    Seam(RLOO, "_save_checkpoint",
+         "CheckpointState, mixed into RlooTrainer, writes its state file, then hands over to TRL's",
+         params=("self", "model", "trial"), exact=True,
+         evidence=(("._save_checkpoint", "super()._save_checkpoint(model, trial)"),)),
     # ---- transformers.Trainer, under TRL's trainers -------------------------------------------------------------
     Seam(TRAINER, "_save_checkpoint",
          "CheckpointState: no public hook writes into a checkpoint's folder before trainer_state.json",
@@ -166,14 +233,16 @@ SEAMS: list[Seam] = [
                    ("trl.trainer.dpo_trainer.DataCollatorForPreference.torch_call",
                     'output["ref_rejected_logps"] = ref_rejected_logps'))),
     Seam(DPO, "_prepare_dataset",
-         "CandidateTrainer tokenizes K completions per prompt instead of chosen/rejected pairs",
+         "CandidateTrainer tokenizes K completions per prompt, BinaryTrainer one labelled completion per row, instead "
+         "of chosen/rejected pairs",
          params=("self", "dataset", "processing_class", "args", "dataset_name"), exact=True,
          evidence=((".__init__",
                     'train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")'),
                    (".evaluate",
                     'eval_dataset = self._prepare_dataset(eval_dataset, self.processing_class, self.args, "eval")'))),
     Seam(DPO, "_set_signature_columns_if_needed",
-         "CandidateTrainer: Trainer drops the dataset columns not named here, and DPOTrainer names pairs'",
+         "CandidateTrainer, BinaryTrainer: Trainer drops the dataset columns not named here, and DPOTrainer names "
+         "pairs'",
          params=("self",), exact=True,
          evidence=((f"{TRAINER}._remove_unused_columns", "self._set_signature_columns_if_needed()"),
                    (f"{TRAINER}._get_collator_with_removed_columns", "self._set_signature_columns_if_needed()"),
@@ -324,6 +393,26 @@ def test_grpo_compute_loss_only_hands_over_to_the_private_one():
     body = [ast.unparse(statement) for statement in function.body]
     assert len(body) == 2 and body[0].startswith("if return_outputs:\n    raise ValueError("), body
     assert body[1] == "return self._compute_loss(model, inputs)", body
+
+
+def test_rloo_compute_loss_only_hands_over_to_the_private_one():
+    # RlooTrainer replaces RLOOTrainer.compute_loss whole: nothing but the hand-over may be lost
+    (function,) = ast.parse(textwrap.dedent(inspect.getsource(_resolve(f"{RLOO}.compute_loss")))).body
+    body = [ast.unparse(statement) for statement in function.body]
+    assert len(body) == 2 and body[0].startswith("if return_outputs:\n    raise ValueError("), body
+    assert body[1] == "return self._compute_loss(model, inputs)", body
+
+
+def test_rloo_scores_pi_old_then_pi_0_once_each_per_generated_batch():
+    # RlooTrainer reads its captured calls as [pi_old, pi_0 (beta != 0)]: pi_old's call comes first, and the two
+    # reference calls are the branches of one if/else (reference model, or PEFT with the adapter off)
+    code = _code(f"{RLOO}._generate_and_score_completions")
+    assert code.count("self._get_per_token_logps_and_entropies(") == 3
+    assert _before(f"{RLOO}._generate_and_score_completions",
+                   "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(",
+                   "ref_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(")  # fmt: skip
+    assert "_get_per_token_logps_and_entropies" not in _code(f"{RLOO}._generate")
+    assert "_get_per_token_logps_and_entropies" not in _code(f"{RLOO}._calculate_rewards")
 
 
 def test_dpo_trainer_sets_what_alignctls_dataset_hooks_read_before_calling_them():

@@ -49,11 +49,14 @@ TEXT = "text"
 MESSAGES = "messages"
 TEXT_OR_MESSAGES = "text or messages"
 NUMBER = "number"
+BOOLEAN = "boolean"
+BOOLEAN_WORDS = {"true": True, "false": False}  # how a CSV writes booleans (any case): read as the booleans
 EXPECTED = {
     TEXT: "a non-empty string",
     MESSAGES: "a non-empty list of {role, content} messages (role a non-empty string, content a string)",
     TEXT_OR_MESSAGES: "a non-empty string or a non-empty list of {role, content} messages with string content",
     NUMBER: "a finite number",
+    BOOLEAN: "a boolean (true or false)",
 }
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 LOCAL_FORMATS = ".jsonl/.json/.parquet/.csv file or a save_to_disk folder"
@@ -413,7 +416,16 @@ def describe_problem(value: Any, kind: str) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"got {show(value)}"
         return None if math.isfinite(value) else f"got {value!r}"
+    if kind == BOOLEAN:
+        return None if as_boolean(value) is not None else f"got {show(value)}"
     raise ValueError(f"unknown column kind {kind!r}")
+
+
+def as_boolean(value: Any) -> bool | None:
+    """A BOOLEAN column's value as a bool (True/False, or the words true/false in any case); None if it is neither."""
+    if isinstance(value, bool):
+        return value
+    return BOOLEAN_WORDS.get(value.strip().lower()) if isinstance(value, str) else None
 
 
 def _messages_problem(value: Any) -> str | None:
@@ -467,6 +479,11 @@ def _chunk_mask(array: pa.Array, kind: str) -> np.ndarray | None:
         bad_message = pc.or_(pc.or_(flat.is_null(), _blank(flat.field("role"))), flat.field("content").is_null())
         bad[parents[_as_mask(bad_message)]] = True
         return bad
+    if kind == BOOLEAN and pa.types.is_boolean(array.type):
+        return _as_mask(pc.invert(array.is_valid()))
+    if kind == BOOLEAN and _is_string(array.type):
+        words = pa.array(list(BOOLEAN_WORDS), type=array.type)
+        return _as_mask(pc.invert(pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(array)), value_set=words)))
     if kind == NUMBER and (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
         ok = array.is_valid() if pa.types.is_integer(array.type) else pc.and_(array.is_valid(), pc.is_finite(array))
         return _as_mask(pc.invert(ok))
