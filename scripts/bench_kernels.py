@@ -38,7 +38,9 @@ duration of the timed rounds and stops it afterwards, the condition of a shared 
 
 Writes bench/kernels.json (a list of rows: impl, N, d, V, divergence, dtype, device, threads, load, seconds (median),
 min_seconds, cpu_seconds, peak_bytes; one row per impl and load phase). The chunked targets of the default problem
-are checked and printed at the end of each phase.
+are checked and printed at the end of each phase (at any size with --check-targets: tests/scripts/ smoke-tests the
+lines). A row whose warm-up call runs out of memory (naive's [N, V] logits on a GPU) is dropped with a [skip] line;
+with --keep-going (scripts/gpu_check.py) so is one whose warm-up call raises any other error.
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vocab-chunk", type=int, default=None, help="vocabulary tile of chunked/triton")
     p.add_argument("--trl-chunk", type=int, default=4096, help="vocabulary chunk_size for TRL's log-prob kernel")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--keep-going", action="store_true",
+                   help="drop a row whose warm-up call raises (any error, not only out of memory) instead of stopping")
+    p.add_argument("--check-targets", action="store_true",
+                   help="check and print the chunked targets at any size (default: on the default problem only)")
     p.add_argument("--quick", action="store_true", help="small sizes (N=512 d=64 V=4096) and 3 rounds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "kernels.json")
@@ -321,11 +327,21 @@ def main(argv=None) -> list[dict]:
         else:
             runners[impl] = fn
 
-    for _ in range(args.warmup):  # allocator, first-call costs
-        for fn in runners.values():
+    for _ in range(args.warmup):  # allocator, first-call costs; a row that runs out of memory is dropped
+        for impl, fn in list(runners.items()):
             zero_grads(x)
-            fn()
-            synchronize(device)
+            try:
+                fn()
+                synchronize(device)
+            except Exception as e:
+                if not (isinstance(e, torch.OutOfMemoryError) or args.keep_going):
+                    raise
+                del runners[impl]
+                zero_grads(x)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                what = "out of memory" if isinstance(e, torch.OutOfMemoryError) else f"failed, {type(e).__name__}"
+                print(f"[skip] {impl}: {what} ({(str(e).splitlines() or [''])[0][:160]})")
     phases = {}
     if args.load in ("idle", "both"):
         print("timing: as is (no load added)")
@@ -389,7 +405,7 @@ def report(rows: list[dict], times: dict, args, phase: str) -> None:
               f"{_ratio(r['cpu_seconds'], flat, 'cpu_seconds'):>11s} {rm:>12s}")  # fmt: skip
     chunked = by.get("chunked")
     default_size = (args.n, args.d, args.vocab, args.dtype, args.divergence) == (4096, 256, 32768, "float32", "forward_kl")
-    if not (chunked and naive and flat and default_size):  # the targets are set for the default problem
+    if not (chunked and naive and flat and (default_size or args.check_targets)):  # set for the default problem
         return
     checks = []
     if naive["peak_bytes"] > 0 and chunked["peak_bytes"] >= 0:

@@ -9,6 +9,8 @@ Target on the 2-core CPU machine: parallel >= 1.6x faster than sequential. Per a
 reference log-prob cache ("reference log-probs: cache hit" / "... cache miss") are counted: none of either kind
 means this tree has no such cache.
 Usage: python scripts/bench_sweep.py [extra alignctl overrides...]
+An override of a key the sweep sets replaces it (divergence=reverse_kl,js: a 2-job sweep, as the smoke test in
+tests/scripts/ runs with tiny task sizes and train.max_steps=1).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def alignctl(args: list[str], cache: Path, log: Path) -> float:
     return seconds
 
 
-def main() -> None:
-    extra = sys.argv[1:]  # e.g. train.max_steps=200: replaces the sweep's own value
+def main(argv: list[str] | None = None) -> list[tuple]:
+    extra = sys.argv[1:] if argv is None else list(argv)  # e.g. train.max_steps=200: replaces the sweep's own value
     sweep = [o for o in SWEEP if o.split("=", 1)[0] not in {e.split("=", 1)[0] for e in extra}] + extra
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -77,6 +79,7 @@ def main() -> None:
           f"target >= {TARGET}x: {met}")  # fmt: skip
     print(f"warm reference cache: sequential {rows[2][1]:.1f} s vs {rows[0][1]:.1f} s cold "
           f"({rows[0][1] / rows[2][1]:.2f}x)")  # fmt: skip
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ kernels compute the same numbers), and the peak extra memory of one TDPO scoring
 policy and reference log-probs and the full-vocabulary token divergence on a training batch) for each path,
 measured with the torch profiler's memory events (see scripts/bench_kernels.py).
 Usage: python scripts/compare_kernel_paths.py [extra alignctl overrides...]
+(the smoke test in tests/scripts/ passes tiny task sizes and train.max_steps=2; the runs use ALIGNCTL_CACHE_DIR)
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def step_peak_bytes(kernel: str, extra: list[str]) -> int:
     return peak_extra_bytes(step, torch.device("cpu"))
 
 
-def main() -> None:
-    extra = sys.argv[1:]
+def main(argv: list[str] | None = None) -> dict:
+    extra = sys.argv[1:] if argv is None else list(argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {kernel: train(kernel, Path(tmp) / kernel, extra) for kernel in ("fused", "naive")}
     peaks = {kernel: step_peak_bytes(kernel, extra) for kernel in ("fused", "naive")}
@@ -82,6 +83,7 @@ def main() -> None:
         print(f"{key:<28}{a:>12.5f}{b:>12.5f}{abs(a - b):>12.2e}")
     print(f"{'step peak extra MiB':<28}{peaks['fused'] / 2**20:>12.2f}{peaks['naive'] / 2**20:>12.2f}"
           f"{'ratio ' + format(peaks['fused'] / peaks['naive'], '.2f'):>12}")
+    return {"runs": runs, "peak_bytes": peaks}
 
 
 if __name__ == "__main__":
