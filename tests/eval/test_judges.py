@@ -465,7 +465,7 @@ def test_hf_judge_asks_through_the_chat_template_when_the_tokenizer_has_one(judg
     tokenizer.save_pretrained(chat_dir)
     model = tiny[0]
     query = J.Query(*ROWS[0])
-    rendered = f"<|user|>\n{J.fill(J.DEFAULT_TEMPLATE, query)}\n<|assistant|>\n"
+    rendered = f"<|user|>\n{J.fill(J.DEFAULT_TEMPLATE, query)}\n<|assistant|>"  # Jinja drops the final newline
     context = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     want = {}
     for answer in J.ANSWERS:
