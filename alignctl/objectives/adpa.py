@@ -20,9 +20,14 @@ recipes/llama3.2-1b-deita-dpomix/student_adpa.yaml).
   spec's beta * A with the weight folded in). The samples are drawn once, from the starting student, before training
   (their `vllm_generate.py` -> `form_preference_dataset.py`: the sample replaces the pair's rejected response).
 - Not followed (the paper's formula and the spec instead): they keep A only on the DPO teacher's stored top-k tokens
-  (`compress_probs`, k = 50 by default) and their loader clamps the stored margins to [1e-8, 1 - 1e-8]
-  (`load_input_and_target_probs_fast`, prob_stabilize=True): negative advantages become ~0 and positive ones are
-  capped near 1. alignctl uses the full vocabulary and the signed, unbounded A.
+  (`compress_probs`, k = 50 by default), computed offline with both teachers' probabilities floored at 1e-7 before
+  the log (`merge_logits_adpa_dataset.get_margin_logp_token`: log(max(p_dpo, 1e-7) / max(p_ref, 1e-7)); a token
+  missing from the reference's top k takes the DPO teacher's smallest stored probability, floored, in its place),
+  and their loader clamps the stored margins, and the student's probabilities (zero gradient beyond), to
+  [1e-8, 1 - 1e-8] (`load_input_and_target_probs_fast`, prob_stabilize=True): negative advantages become ~0 and
+  positive ones are capped near 1, so the 1e-7 floor only changes margins that land in (0, 1). alignctl uses the
+  full vocabulary and the signed, unbounded A, with no floor (one would act on each vocabulary entry of the teachers'
+  distributions, inside the trainer's kernel passes, not in this loss, which sees only their per-sequence sums).
 - Which model is pi_ref (spec section 14.7): the paper's SFT teacher. The README's example passes the DCKD student's
   path for the "ref teacher" log-probs; alignctl defaults to the teacher run's own reference (its SFT model).
 

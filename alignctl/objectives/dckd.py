@@ -15,6 +15,13 @@ scripts/run_distill_dpo.py `get_kl_loss` / `get_batch_loss_metrics`, recipes/lla
   `per_device_train_batch_size: 1`), and the weights are their recipe's: sft_on_chosen 1 -> sft_weight = 1,
   distillation_weight 1 x chosen/rejected_distil_weight 0.1 -> kd_weight = 0.1. They store the teacher's top-50
   probabilities plus one bucket for the rest (a storage device); alignctl uses the full vocabulary (spec section 11).
+- Not followed (the paper's formula instead): the authors' KL floors the student's probabilities at 1e-7 before
+  the log (`get_kl_loss`: `input_probs[input_probs < 1e-7] = 1e-7`, then `F.kl_div`, i.e.
+  sum_a q_a (log q_a - log max(p_a, 1e-7)), with zero gradient through a floored entry), after their loader clamped
+  the student's and the teacher's 51 stored probabilities (top 50 + the rest) to [1e-8, 1 - 1e-8]
+  (`load_input_and_target_probs_fast`, prob_stabilize=True; the upper bound rounds to 1.0 in its float32 buffers).
+  alignctl's K has no floor. A floor acts on each vocabulary entry, and this loss sees only the per-sequence sums
+  the trainer's kernel computed, so it would be applied there (alignctl.kernels), not here.
 - Other divergences (reverse_kl: KL(pi_theta || pi_T), GKD's beta = 1; js; alpha) replace the per-token term: an
   alignctl extension. TRL: GKD with lmbda = 0 (no student samples), beta = 0 (forward KL), on both responses.
 

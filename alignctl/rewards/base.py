@@ -33,7 +33,7 @@ class RewardConfig:
     name: str = "sentiment"
     calibrate: bool = False  # score = the raw score's quantile among calibration_samples reference samples, in [0, 1]
     transform: str = "identity"  # identity | bon: exp(t C) | worst_of_n: -exp(-t C) (needs calibrate=true)
-    t: float | None = None  # the transform's t; null: the tabulated t for n (calibration.DEFAULT_T)
+    t: float | None = None  # the transform's t; null: the argmax t for n of the closed-form win rate (calibration.default_t)
     n: int | None = None  # the N of the best/worst-of-N aligned for (sets a null t)
     calibration_samples: int = 16  # m: reference samples per prompt
 

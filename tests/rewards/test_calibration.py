@@ -1,5 +1,6 @@
 """InfAlign/CTRL reward calibration (alignctl.rewards.calibration): the quantile against a hand count, its range and
-monotonicity, the transforms' closed forms, t's table, per-prompt seeding and the config's one-line refusals."""
+monotonicity, the transforms' closed forms, the default t as the grid argmax of the closed-form win rate (checked by
+another route), per-prompt seeding and the config's one-line refusals."""
 
 import math
 import random
@@ -68,13 +69,93 @@ def test_transforms_closed_forms_and_order(t):
     assert all(b - a > c - b for a, b, c in zip(won, won[1:], won[2:]))
 
 
-def test_default_t_reads_the_table_at_the_largest_tabulated_n_not_above():
-    assert cal.default_t("bon", 4) == cal.DEFAULT_T["bon"][4]
-    assert cal.default_t("bon", 5) == cal.DEFAULT_T["bon"][4]
-    assert cal.default_t("bon", 1000) == cal.DEFAULT_T["bon"][max(cal.DEFAULT_T["bon"])]
-    for kind, table in cal.DEFAULT_T.items():  # larger N: a sharper transform
-        ts = [table[n] for n in sorted(table)]
-        assert all(a <= b for a, b in zip(ts, ts[1:])) and ts[0] > 0
+# The computed t (module docstring's table): a change here changes what calibrated runs optimise and their cache keys.
+DOCUMENTED_T = {
+    "bon": {1: 0.5, 2: 4.5, 3: 8.5, 4: 12.5, 5: 17.5, 6: 22.5, 7: 28.0, 8: 34.0, 12: 64.0, 16: 104.0},
+    "worst_of_n": {1: 0.5, 2: 3.5, 3: 7.0, 4: 9.5, 5: 12.5, 6: 15.0, 7: 17.5, 8: 20.0, 12: 30.5, 16: 41.0},
+}
+
+
+def test_default_t_is_the_documented_table_on_the_grid_and_rises_with_n():
+    for kind, table in DOCUMENTED_T.items():
+        assert {n: cal.default_t(kind, n) for n in table} == table
+        ts = [cal.default_t(kind, n) for n in range(1, cal.N_MAX + 1)]
+        assert all(a < b for a, b in zip(ts, ts[1:]))  # larger N: a sharper transform
+        assert all(t / cal.T_STEP == round(t / cal.T_STEP) and cal.T_STEP <= t < cal.T_MAX for t in ts)
+        assert cal.default_t(kind, cal.N_MAX + 1) == cal.default_t(kind, 1000) == cal.default_t(kind, cal.N_MAX)
+    for bad in (("identity", 4), ("bon", 0)):
+        with pytest.raises(ValueError):
+            cal.default_t(*bad)
+
+
+def discretised_win_rates(kind, n, ts, kl=0.5, m=100_000):
+    """The same win rate by another route: pi_ref's C as m equal atoms at the midpoints of [0, 1], each t's
+    transform mapped affinely onto [0, 1] (the same tilted policy for another beta), the tilt's log-lambda bisected
+    in numpy until KL = kl, and the best-of-n (worst-of-n) win against the continuous uniform's summed atom by atom."""
+    import numpy as np
+
+    c = (np.arange(m) + 0.5) / m
+    t = np.asarray(ts, dtype=np.float64)[:, None]
+    phi = np.expm1(t * c) / np.expm1(t) if kind == "bon" else np.expm1(-t * c) / np.expm1(-t)
+    lo, hi = np.full_like(t, -5.0), 0.5 * t + 10.0  # worst_of_n needs lambda ~ e^{0.4 t}
+
+    def log_weights(log_lam):
+        z = np.exp(log_lam) * phi
+        z = z - z.max(1, keepdims=True)
+        return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        logw = log_weights(mid)
+        too_far = (np.exp(logw) * (logw + math.log(m))).sum(1, keepdims=True) > kl
+        hi, lo = np.where(too_far, mid, hi), np.where(too_far, lo, mid)
+    w = np.exp(log_weights((lo + hi) / 2))
+    cdf = np.clip(np.cumsum(w, 1), 0.0, 1.0)
+    below = np.clip(cdf - w, 0.0, 1.0)
+    if kind == "bon":  # P[the policy's max is atom i] * P[max of n uniform < c_i]
+        return ((cdf**n - below**n) * c**n).sum(1)
+    return (((1 - below) ** n - (1 - cdf) ** n) * (1 - (1 - c) ** n)).sum(1)  # min of n uniform < c_i
+
+
+@pytest.mark.parametrize("kind, n", [("bon", 2), ("bon", 4), ("bon", 8), ("bon", 16), ("worst_of_n", 2),
+                                     ("worst_of_n", 4), ("worst_of_n", 8)])  # fmt: skip
+def test_each_default_t_is_the_grid_argmax_of_the_win_rate(kind, n):
+    """The claim the docstring makes, checked by the discretised route: the tabulated t beats its two grid
+    neighbours and points far off (half and twice it); the closed form agrees with the route everywhere."""
+    t = cal.default_t(kind, n)
+    ts = [t - cal.T_STEP, t, t + cal.T_STEP, t / 2, 2 * t]
+    # the atoms' error grows like (t / m)^2: 400k atoms keep it under 1e-8 at t = 104 (bon, N = 16)
+    rates = discretised_win_rates(kind, n, ts, m=400_000 if t > 50 else 100_000)
+    assert rates[1] == rates.max()
+    assert rates[1] - max(rates[0], rates[2]) > 1e-9  # the margin it wins by, far above both routes' disagreement
+    for x, rate in zip(ts, rates):
+        assert cal.win_rate(kind, n, x) == pytest.approx(rate, abs=2e-8)
+
+
+def test_the_hand_made_table_it_replaces_was_not_the_argmax():
+    """bon 4, 25 for N = 2, 8 and worst_of_n 16 for N = 8 (and the rest) each lose to the computed t."""
+    old = {"bon": {2: 4.0, 4: 12.0, 8: 25.0, 16: 50.0}, "worst_of_n": {2: 4.0, 4: 10.0, 8: 16.0}}
+    for kind, table in old.items():
+        for n, t in table.items():
+            assert cal.win_rate(kind, n, cal.default_t(kind, n)) > cal.win_rate(kind, n, t)
+    # the argmax per N is what the issue found on a coarser grid: bon N = 8 between 30 and 40, worst_of_n N = 8 at 20
+    assert 30 < cal.default_t("bon", 8) < 40 and cal.default_t("worst_of_n", 8) == 20.0
+
+
+def test_for_one_sample_the_win_rate_falls_with_t_towards_the_identity_transform():
+    """N = 1 is the standard win rate: no t beats the identity transform (the t -> 0 limit), so the grid's argmax
+    is its edge."""
+    for kind in ("bon", "worst_of_n"):
+        identity = discretised_win_rates(kind, 1, [1e-6])[0]  # the tilt of C itself, to 1e-6
+        rates = [cal.win_rate(kind, 1, t) for t in (0.1, 0.5, 1.0, 4.0)]
+        assert identity > rates[0] > rates[1] > rates[2] > rates[3]
+        assert cal.default_t(kind, 1) == cal.T_STEP
+
+
+def test_win_rate_refuses_what_it_cannot_solve():
+    for args in (("identity", 2, 1.0), ("bon", 0, 1.0), ("bon", 2, 0.01), ("worst_of_n", 2, 2 * cal.T_MAX + 1)):
+        with pytest.raises(ValueError):
+            cal.win_rate(*args)
 
 
 def test_best_of_4_t_wins_more_than_identity_in_the_uniform_model():
@@ -205,7 +286,7 @@ def test_t_comes_from_reward_t_then_reward_n_never_eval(monkeypatch):
     base = ["reward.calibrate=true", "reward.transform=bon"]
     t = [build.calibration_settings(compose.compose_one(base + o))["t"]
          for o in (["reward.t=3", "reward.n=2"], ["reward.n=2", "eval.best_of_n=8"])]  # fmt: skip
-    assert t == [3.0, cal.DEFAULT_T["bon"][2]]
+    assert t == [3.0, cal.default_t("bon", 2)]
     # eval.* may change when a run resumes, so it never sets what training optimises: refused when composed
     with pytest.raises(UsageError, match="reward.n=<N>"):
         compose.compose_one([*base, "eval.best_of_n=4"])
