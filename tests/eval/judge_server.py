@@ -159,9 +159,15 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 server.enter("other")
                 return self._send(404, _error(404, f"no route {self.path}"))
             server.enter("chat")
+            self.counted = True  # in flight until its reply starts (_send): a client may ask again the moment it has it
             try:
                 self._chat(body)
             finally:
+                self._left()
+
+        def _left(self) -> None:
+            if getattr(self, "counted", False):
+                self.counted = False
                 server.leave()
 
         def _chat(self, body: dict[str, Any]) -> None:
@@ -186,6 +192,7 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
+            self._left()
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
