@@ -15,34 +15,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignctl.data.base import DatasetEntry, SourceDatasetConfig
+from alignctl.data.base import DatasetEntry
 from alignctl.data.sources.reading import (
     BOOLEAN,
     TEXT_OR_MESSAGES,
+    LocalFileConfig,
     as_boolean,
-    missing_path_message,
+    message_form,
     read_source,
-    row_error,  # fmt: skip
+    row_error,
 )
-from alignctl.errors import ConfigError
 
 DESCRIPTION = "your own binary feedback: prompt, completion, label (desirable or not) in a file, TRL's unpaired format"
 COLUMNS = {"prompt": TEXT_OR_MESSAGES, "completion": TEXT_OR_MESSAGES, "label": BOOLEAN}
 
 
 @dataclass
-class BinaryFileConfig(SourceDatasetConfig):
+class BinaryFileConfig(LocalFileConfig):
     name: str = "binary_file"
-    path: str | None = None  # required: the file or folder
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.path in (None, ""):
-            raise ConfigError(missing_path_message(self.name))
-
-
-def _form(value) -> str:
-    return "a message list" if isinstance(value, list) else "plain text"
 
 
 def load(cfg: BinaryFileConfig):
@@ -53,7 +43,7 @@ def load(cfg: BinaryFileConfig):
         for i, row in enumerate(rows):
             prompt, completion = batch["prompt"][i], batch["completion"][i]
             if isinstance(prompt, list) != isinstance(completion, list):
-                problem = f"the prompt is {_form(prompt)} but the completion is {_form(completion)}"
+                problem = f"the prompt is {message_form(prompt)} but the completion is {message_form(completion)}"
                 raise row_error(where, "completion", row, split, "the format of the prompt", problem)
             out["prompt"].append(prompt)
             out["completion"].append(completion)

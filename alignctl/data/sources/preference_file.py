@@ -18,9 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignctl.data.base import DatasetEntry, SourceDatasetConfig
-from alignctl.data.sources.reading import NUMBER, TEXT_OR_MESSAGES, missing_path_message, read_source, row_error
-from alignctl.errors import ConfigError
+from alignctl.data.base import DatasetEntry
+from alignctl.data.sources.reading import (
+    NUMBER,
+    TEXT_OR_MESSAGES,
+    LocalFileConfig,
+    message_form,
+    read_source,
+    row_error,
+)
 
 DESCRIPTION = "your own preference pairs: a .jsonl/.json/.parquet/.csv file or save_to_disk folder in TRL's format"
 COLUMNS = {"chosen": TEXT_OR_MESSAGES, "rejected": TEXT_OR_MESSAGES}
@@ -28,18 +34,8 @@ OPTIONAL = {"prompt": TEXT_OR_MESSAGES, "chosen_reward": NUMBER, "rejected_rewar
 
 
 @dataclass
-class PreferenceFileConfig(SourceDatasetConfig):
+class PreferenceFileConfig(LocalFileConfig):
     name: str = "preference_file"
-    path: str | None = None  # required: the file or folder
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.path in (None, ""):
-            raise ConfigError(missing_path_message(self.name))
-
-
-def _form(value) -> str:
-    return "a message list" if isinstance(value, list) else "plain text"
 
 
 def load(cfg: PreferenceFileConfig):
@@ -54,7 +50,7 @@ def load(cfg: PreferenceFileConfig):
             example = {key: batch[key][i] for key in ("prompt", "chosen", "rejected") if key in batch}
             chosen, rejected = example["chosen"], example["rejected"]
             if isinstance(chosen, list) != isinstance(rejected, list):
-                problem = f"chosen is {_form(chosen)} but rejected is {_form(rejected)}"
+                problem = f"chosen is {message_form(chosen)} but rejected is {message_form(rejected)}"
                 raise row_error(where, "rejected", row, split, "the format of chosen", problem)
             if "prompt" in example and isinstance(example["prompt"], list) and not isinstance(chosen, list):
                 problem = "the prompt is a message list but the completions are plain text"

@@ -9,22 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignctl.data.base import DatasetEntry, SourceDatasetConfig
-from alignctl.data.sources.reading import TEXT_OR_MESSAGES, missing_path_message, read_source
-from alignctl.errors import ConfigError
+from alignctl.data.base import DatasetEntry
+from alignctl.data.sources.reading import TEXT_OR_MESSAGES, LocalFileConfig, read_source
 
 DESCRIPTION = "your own prompts: a .jsonl/.json/.parquet/.csv file or save_to_disk folder with a prompt column"
 
 
 @dataclass
-class PromptFileConfig(SourceDatasetConfig):
+class PromptFileConfig(LocalFileConfig):
     name: str = "prompt_file"
-    path: str | None = None  # required: the file or folder
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.path in (None, ""):
-            raise ConfigError(missing_path_message(self.name))
 
 
 def load(cfg: PromptFileConfig):

@@ -32,11 +32,12 @@ import functools
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alignctl.data.base import SourceDatasetConfig
-from alignctl.errors import DataError, UsageError
+from alignctl.errors import ConfigError, DataError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,6 +77,24 @@ def require_path(cfg: Any) -> None:
 
 def missing_path_message(name: str) -> str:
     return f"dataset.path is required for dataset={name}; give a {LOCAL_FORMATS}"
+
+
+@dataclass
+class LocalFileConfig(SourceDatasetConfig):
+    """A dataset read from the user's own file or folder (preference_file, prompt_file, binary_file): the path is
+    required."""
+
+    path: str | None = None  # required: the file or folder
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.path in (None, ""):
+            raise ConfigError(missing_path_message(self.name))
+
+
+def message_form(value: Any) -> str:
+    """How a text column's value is written, for the messages of rows that mix the two."""
+    return "a message list" if isinstance(value, list) else "plain text"
 
 
 def read_source(
