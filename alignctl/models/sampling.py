@@ -85,10 +85,15 @@ def sample_rows(
             with row_seeded(model, sampler):  # the sampler applies the temperature
                 got = _generate(model, tokenizer, [prompts[i] for i in chunk], n, max_new_tokens, temperature=1.0)
             drawn |= {i: got[k * n : (k + 1) * n] for k, i in enumerate(chunk)}
-    rows_in_order = [row for i in range(len(prompts)) for row in drawn[i]]
-    texts = [tokenizer.decode(completion, skip_special_tokens=True) for _, completion in rows_in_order]
+    return samples_from_rows(tokenizer, prompts, n, [row for i in range(len(prompts)) for row in drawn[i]])
+
+
+def samples_from_rows(tokenizer, prompts: list[str], n: int, rows: list[tuple[list[int], list[int]]]) -> Samples:
+    """Samples from (prompt ids, completion ids) rows, n per prompt in the prompts' order (whichever sampler drew
+    them): prompts repeated, completions decoded, the padded batch to score (None when there is no row)."""
+    texts = [tokenizer.decode(completion, skip_special_tokens=True) for _, completion in rows]
     repeated = [p for p in prompts for _ in range(n)]
-    return Samples(repeated, texts, pad_left(rows_in_order, tokenizer.pad_token_id) if rows_in_order else None)
+    return Samples(repeated, texts, pad_left(rows, tokenizer.pad_token_id) if rows else None)
 
 
 def _generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float):

@@ -95,9 +95,7 @@ def sample_rows_vllm(model_dir: str | Path, tokenizer: Any, prompts: list[str], 
     """sampling.sample_rows' result (prompts repeated n times, decoded completions, the padded batch to score),
     drawn by vLLM from the model saved in model_dir."""
     # deferred: sampling imports transformers, and check_vllm runs in the config checks, before any heavy import
-    from alignctl.models.sampling import Samples, pad_left
+    from alignctl.models.sampling import samples_from_rows
 
     rows = generate_rows(model_dir, tokenizer, prompts, n, max_new_tokens, temperature, seed, dtype, vllm)
-    texts = [tokenizer.decode(completion, skip_special_tokens=True) for _, completion in rows]
-    repeated = [p for p in prompts for _ in range(n)]
-    return Samples(repeated, texts, pad_left(rows, tokenizer.pad_token_id) if rows else None)
+    return samples_from_rows(tokenizer, prompts, n, rows)

@@ -157,10 +157,25 @@ class StoredSampleDivergence(CheckpointState):
     """Mixin for TRL's online trainers (listed before the trainer): DPH-RL's generator term on pi_0's stored samples,
     `divergence_coef * token-mean f(pi_theta/pi_0)` (alignctl.objectives.grpo's term) over minibatches of
     `divergence_batch_size` stored samples, cycled in an order seeded by train.seed that checkpoints carry. The trainer
-    sets `reference_store` (None: no term), `divergence_batch_size`, `kernel`, `divergence` and `hyperparameters`
-    (with `divergence_coef`) before TRL's __init__ and calls `start_reference_order()` after it."""
+    calls `setup_divergence(...)` before TRL's __init__ and `start_reference_order()` after it."""
 
     reference_store: ReferenceStore | None
+
+    def setup_divergence(
+        self, trl_args: Any, objective: Objective, hyperparameters: dict[str, Any], divergence: Divergence | None,
+        reference_store: ReferenceStore | None, divergence_batch_size: int, kernel: str, kl_estimator: str,
+    ) -> bool:  # fmt: skip
+        """What both online trainers keep, and TRL's beta: reverse_kl has TRL's reference model score the samples
+        (beta = divergence_coef); the generator divergences read pi_0's stored samples (no reference model, beta 0).
+        Returns whether TRL's KL is the term (reverse_kl)."""
+        self.objective, self.hyperparameters, self.divergence = objective, hyperparameters, divergence
+        self.kernel, self.divergence_batch_size, self.kl_estimator = kernel, divergence_batch_size, kl_estimator
+        uses_trl_kl = divergence is not None and divergence.name == "reverse_kl"
+        trl_args.beta = hyperparameters["divergence_coef"] if uses_trl_kl else 0.0
+        self.reference_store = None if uses_trl_kl or divergence is None else reference_store
+        if not uses_trl_kl and divergence is not None and (reference_store is None or len(reference_store) == 0):
+            raise ValueError(f"divergence={divergence.name} needs stored pi_0 samples; the reference store is empty")
+        return uses_trl_kl
 
     def start_reference_order(self) -> None:
         self._order = torch.empty(0, dtype=torch.long)
@@ -186,7 +201,7 @@ class StoredSampleDivergence(CheckpointState):
         )  # fmt: skip
         out = grpo.loss(TokenLogps(policy, ref.to(device)), divergence=self.divergence,
                         divergence_coef=self.hyperparameters["divergence_coef"],
-                        kl_estimator=self.hyperparameters.get("kl_estimator", "exact"))  # fmt: skip
+                        kl_estimator=self.kl_estimator)  # fmt: skip
         return out.loss, out.penalty
 
     # The stored-sample order is part of the run's state: a resumed run reads the same minibatches next.
@@ -214,21 +229,11 @@ class OnlineTrainer(StoredSampleDivergence, RowSeededGeneration, GRPOTrainer):
         kernel: str = "fused",
         **kwargs: Any,
     ) -> None:
-        self.objective = objective
-        self.hyperparameters = hyperparameters
-        self.divergence = divergence
-        self.kernel = kernel
-        self.divergence_batch_size = divergence_batch_size
-        uses_trl_kl = divergence is not None and divergence.name == "reverse_kl"
-        coef = hyperparameters["divergence_coef"]
-        # reverse_kl: TRL's reference model scores the policy's samples (and, unless low_var_kl replaces it, TRL's
-        # k3 is the term); otherwise no reference model (beta = 0).
-        kwargs["args"].beta = coef if uses_trl_kl else 0.0
+        # reverse_kl: TRL's k3 is the term, unless low_var_kl replaces it
+        uses_trl_kl = self.setup_divergence(kwargs["args"], objective, hyperparameters, divergence, reference_store,
+                                            divergence_batch_size, kernel, hyperparameters["kl_estimator"])  # fmt: skip
         self.replaces_trl_kl = uses_trl_kl and hyperparameters["kl_estimator"] == "low_var_kl"
         self._captured_logps: list[torch.Tensor] | None = None
-        self.reference_store = None if uses_trl_kl or divergence is None else reference_store
-        if not uses_trl_kl and divergence is not None and (reference_store is None or len(reference_store) == 0):
-            raise ValueError(f"divergence={divergence.name} needs stored pi_0 samples; the reference store is empty")
         super().__init__(*args, **kwargs)
         self.start_reference_order()
 

@@ -44,19 +44,11 @@ class RlooTrainer(StoredSampleDivergence, RowSeededGeneration, RLOOTrainer):
         kernel: str = "fused",
         **kwargs: Any,
     ) -> None:
-        self.objective = objective
-        self.hyperparameters = hyperparameters
-        self.divergence = divergence
-        self.kernel = kernel
-        self.divergence_batch_size = divergence_batch_size
-        uses_trl_kl = divergence is not None and divergence.name == "reverse_kl"
-        # reverse_kl: TRL's reference model scores the samples (its KL goes into the reward); otherwise none (beta 0).
-        kwargs["args"].beta = hyperparameters["divergence_coef"] if uses_trl_kl else 0.0
+        # reverse_kl: TRL's KL goes into the reward; the generator term has no kl_estimator option for rloo (exact)
+        self.setup_divergence(kwargs["args"], objective, hyperparameters, divergence, reference_store,
+                              divergence_batch_size, kernel, kl_estimator="exact")  # fmt: skip
         # TRL's own advantages (logged in its completions table) are then those the loss computes
         kwargs["args"].normalize_advantages = hyperparameters["normalize_advantages"]
-        self.reference_store = None if uses_trl_kl or divergence is None else reference_store
-        if not uses_trl_kl and divergence is not None and (reference_store is None or len(reference_store) == 0):
-            raise ValueError(f"divergence={divergence.name} needs stored pi_0 samples; the reference store is empty")
         self._captured_logps: list[torch.Tensor] | None = None
         super().__init__(*args, **kwargs)
         self.start_reference_order()
