@@ -4,9 +4,10 @@ IMDB: sample K completions per prompt from the SFT model, score them, keep best 
 (:func:`alignctl.cache.cached`). Nothing here knows about a task: a :class:`SampledSource` says which model,
 prompts and reward; ``toy_sentiment`` is one caller, a user's HF model directory with IMDB/GSM8K prompts another.
 
-Sampling: ancestral (temperature 1, no top-k/top-p), in rounds seeded from ``(seed, split/block tag, round)``
-(:func:`alignctl.data.tasks.tiny_lm.sample_continuations`, ``batch_size`` sequences per ``generate()`` call: the
-batch size changes the random streams, so it is part of the recipe). A sample is kept only if it is valid
+Sampling: ancestral (temperature 1, no top-k/top-p), in rounds seeded from ``(seed, split/block tag, round)``,
+row-seeded within a round (:func:`alignctl.data.tasks.tiny_lm.sample_continuations`: sample j of the round's
+prompt i keyed by the round's seed and ``(i, j)``, whatever the batching; prompts of similar length are batched
+together, ``batch_size`` sequences per ``generate()`` call, which is not part of the recipe). A sample is kept only if it is valid
 (:func:`_valid`). The valid samples of a round are scored with one call of the reward (a model-based reward
 should batch internally; invalid samples are never scored). A prompt that is not done after a round (pairs: its valid samples all tie, or fewer than
 two; candidates: fewer than K valid) is resampled, up to :data:`ROUNDS` rounds, then gives no row. A binary reward
@@ -45,7 +46,7 @@ from alignctl.models import files
 if TYPE_CHECKING:
     import datasets
 
-VERSION = 1  # bump when sampling, validity, layouts or row selection change (every sampled key changes)
+VERSION = 2  # bump when sampling, validity, layouts or row selection change (every sampled key changes)
 ROUNDS = 3  # sampling rounds for a prompt (all its samples tie, or too few are valid) before it is skipped
 DTYPES = ("float32", "bfloat16", "float16")
 Reward = Callable[[list[str], list[str]], list[float]]  # (prompts, completions) -> one score per completion
@@ -89,7 +90,7 @@ class SampledSource:
     num_train_rows: int | None = None
     device: str = "cpu"  # where the model runs; not in the cache key
     dtype: str = "float32"  # the model's dtype while sampling (one of DTYPES)
-    batch_size: int = 512  # sequences per generate() call
+    batch_size: int = 512  # sequences per generate() call (memory and speed; the rows do not depend on it)
     hint: str = ""  # appended to the error raised when too few train prompts give rows: what to change
     _streamed: bool = field(default=False, init=False, repr=False, compare=False)  # an iterator was read
 
@@ -160,7 +161,6 @@ def _recipe(source: SampledSource, builder: str, **settings: Any) -> dict[str, A
             "seed": source.seed,
             "num_train_rows": source.num_train_rows,
             "dtype": source.dtype,
-            "batch_size": source.batch_size,
             **settings,
         },
     }
@@ -189,7 +189,6 @@ def negatives_recipe(source: SampledSource, pairs: datasets.DatasetDict | None =
                 "max_new_tokens": source.max_new_tokens,
                 "seed": source.seed,
                 "dtype": source.dtype,
-                "batch_size": source.batch_size,
             },
         }
     return {"builder": "sampled_negatives", "version": VERSION, **origin, "self_samples": source.self_samples}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -14,6 +15,7 @@ from alignctl.models.scoring import SequenceStats, sequence_stats
 
 REVERSE_KL = get_divergence("reverse_kl")
 EVAL_STEP = -1  # the step key of sample_rows' noise (training steps are >= 0): eval never reuses a training draw
+BUILD_STEP = -2  # the step key of the data builders' samples (alignctl.data.tasks.tiny_lm.sample_continuations)
 
 
 @dataclass
@@ -71,21 +73,44 @@ def sample_rows(
     (seed, i * n + j, position) (alignctl.models.row_seeded): the same completions however the prompts are grouped
     into batches, ordered or padded. by_length: batches of prompts of similar token length, which wastes less
     compute on padding; the result is in the prompts' order either way. The caller's RNG state is left as it was."""
+    rows = draw_rows(model, tokenizer, prompts, n, max_new_tokens, temperature, seed, batch_size, by_length=by_length)
+    return samples_from_rows(tokenizer, prompts, n, rows)
+
+
+@torch.no_grad()
+def draw_rows(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+    by_length: bool = True,
+    step: int = EVAL_STEP,
+    on_batch: Callable[[int], object] | None = None,
+) -> list[tuple[list[int], list[int]]]:
+    """The (prompt ids, completion ids up to and including EOS) rows of :func:`sample_rows`, n per prompt in the
+    prompts' order. step: the noise's step key (eval's by default; the data builders pass their own, so a dataset
+    and an eval never share a draw). on_batch(k): called after each generate() call with its k sequences."""
     tokenizer.padding_side = "left"
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i)) if by_length else list(range(len(prompts)))
     drawn: dict[int, list[tuple[list[int], list[int]]]] = {}  # prompt index -> its n (prompt ids, completion ids)
-    step = max(1, batch_size // n)
+    per_call = max(1, batch_size // n)
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        for start in range(0, len(order), step):
-            chunk = order[start : start + step]
+        for start in range(0, len(order), per_call):
+            chunk = order[start : start + per_call]
             rows = torch.tensor([i * n + j for i in chunk for j in range(n)], dtype=torch.int64)
-            sampler = RowSeededSampler(seed, EVAL_STEP, temperature=temperature, rows=rows)
+            sampler = RowSeededSampler(seed, step, temperature=temperature, rows=rows)
             with row_seeded(model, sampler):  # the sampler applies the temperature
                 got = _generate(model, tokenizer, [prompts[i] for i in chunk], n, max_new_tokens, temperature=1.0)
             drawn |= {i: got[k * n : (k + 1) * n] for k, i in enumerate(chunk)}
-    return samples_from_rows(tokenizer, prompts, n, [row for i in range(len(prompts)) for row in drawn[i]])
+            if on_batch is not None:
+                on_batch(len(got))
+    return [row for i in range(len(prompts)) for row in drawn[i]]
 
 
 def samples_from_rows(tokenizer, prompts: list[str], n: int, rows: list[tuple[list[int], list[int]]]) -> Samples:

@@ -141,6 +141,33 @@ def test_a_second_call_hits_the_cache(model_dir, cache, monkeypatch):
         assert all(again[s].to_list() == dd[s].to_list() for s in ("train", "test"))
 
 
+def test_rows_do_not_depend_on_the_generation_batch_size(model_dir, tmp_path, monkeypatch):
+    """Row-seeded sampling: batch_size only groups prompts (by length) for generate(); the pairs are the same,
+    and it is not part of the cache key (a GPU user's larger batch reuses a CPU build)."""
+    built = {}
+    for batch_size in (512, 4):
+        monkeypatch.setenv("ALIGNCTL_CACHE_DIR", str(tmp_path / f"cache{batch_size}"))
+        built[batch_size] = build(sampled.build_pairs, source(model_dir, batch_size=batch_size))
+    assert all(built[512][s].to_list() == built[4][s].to_list() for s in ("train", "test"))
+    assert sampled.pairs_recipe(source(model_dir, batch_size=4)) == sampled.pairs_recipe(source(model_dir))
+    assert sampled.pairs_recipe(source(model_dir, seed=1)) != sampled.pairs_recipe(source(model_dir))
+
+
+def test_sample_continuations_are_row_seeded(model_dir):
+    """Sample j of prompt i depends on (seed, i, j) alone: not on the batch size, on which other prompts share its
+    batch (prompts of varied lengths are regrouped by length), or on the caller's RNG."""
+    model, tok = sampled.load_model(source(model_dir))
+    prompts = ["It", "The film was very slow and the plot was", "A", "The story was fun but the actor"]
+    with one_thread():
+        whole = tiny_lm.sample_continuations(model, tok, prompts, 3, 6, seed=7, batch_size=512)
+        torch.manual_seed(123)
+        small = tiny_lm.sample_continuations(model, tok, prompts, 3, 6, seed=7, batch_size=3)
+        alone = tiny_lm.sample_continuations(model, tok, prompts[:2], 3, 6, seed=7, batch_size=1)
+        other = tiny_lm.sample_continuations(model, tok, prompts, 3, 6, seed=8)
+    assert whole == small and alone == whole[:2]
+    assert [len(cs) for cs in whole] == [3, 3, 3, 3] and other != whole
+
+
 def test_stream_of_prompts_and_binary_reward(model_dir, cache):
     """An endless stream (a function returning a fresh iterator); a 1/0 reward: tied prompts give no pair."""
     src = source(

@@ -228,36 +228,25 @@ def sample_continuations(
     desc: str = "sampling",
 ) -> list[list[str]]:
     """``num_samples`` ancestral samples (temperature 1, no top-k/top-p) per prompt, decoded without special
-    tokens and cut at EOS. Each batch is seeded from ``(seed, batch index)`` inside a forked RNG, so results
-    depend only on the arguments (and the machine), not on the caller's RNG state."""
+    tokens and cut at EOS. Row-seeded (:func:`alignctl.models.sampling.draw_rows`): sample j of prompt i is drawn
+    with noise keyed by ``(seed, i * num_samples + j)``, so results depend only on the arguments (and the machine),
+    not on ``batch_size`` (sequences per ``generate()`` call), on how prompts are grouped (batches of similar
+    prompt length, the least padding) or on the caller's RNG state."""
     import torch
 
-    rows = [p for p in prompts for _ in range(num_samples)]
-    out: list[str] = []
+    from alignctl.models.sampling import BUILD_STEP, draw_rows
+
     side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     try:
-        with progress() as bar, files.quiet(), torch.inference_mode(), torch.random.fork_rng(devices=[]):
-            task = bar.add_task(desc, total=len(rows), info="")
-            for b, start in enumerate(range(0, len(rows), batch_size)):
-                chunk = rows[start : start + batch_size]
-                enc = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)
-                torch.manual_seed(seed * 1_000_003 + b)
-                gen = model.generate(
-                    **enc,
-                    do_sample=True,
-                    temperature=1.0,
-                    top_k=0,
-                    top_p=1.0,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-                new = gen[:, enc["input_ids"].shape[1] :]
-                out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-                bar.update(task, advance=len(chunk))
+        with progress() as bar, files.quiet(), torch.inference_mode():
+            task = bar.add_task(desc, total=len(prompts) * num_samples, info="")
+            rows = draw_rows(
+                model, tokenizer, list(prompts), num_samples, max_new_tokens, temperature=1.0, seed=seed,
+                batch_size=batch_size, step=BUILD_STEP, on_batch=lambda k: bar.update(task, advance=k),
+            )  # fmt: skip
     finally:
         tokenizer.padding_side = side
+    out = tokenizer.batch_decode([completion for _, completion in rows], skip_special_tokens=True)
     return [out[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
 
 
