@@ -85,6 +85,13 @@ class TrainConfig:
     # Upper clip of the GRPO ratio, 1 + clip_high (DAPO's clip-higher, DPH-RL's setting); the ratio is 1 at the
     # first update on a batch, so clipping acts only with num_iterations > 1.
     clip_high: Annotated[float, Positive] = 0.28
+    # Iterative DPO (pairwise objectives): rounds of sample -> score -> train. Round 1 trains on the dataset's pairs
+    # as a one-round run does; each later round samples pairs from the policy the round before ended with (scored by
+    # the reward, built as sampled pairs are) and trains max_steps more steps from it, with a fresh optimizer.
+    rounds: Annotated[int, Positive] = 1
+    # The reference of rounds 2..N: start (the run's reference, as in round 1) | round (the policy the round starts
+    # from, as iterative DPO papers that re-anchor do).
+    reference_update: str = "start"
 
     def __post_init__(self) -> None:
         self.resume = str(self.resume).lower()  # true/false from the command line or a saved YAML are booleans
@@ -93,6 +100,9 @@ class TrainConfig:
         if self.on_nonfinite not in ON_NONFINITE:
             raise ConfigError(f"train.on_nonfinite={self.on_nonfinite!r} is not valid; choose one of: "
                               f"{', '.join(ON_NONFINITE)}")  # fmt: skip
+        if self.reference_update not in REFERENCE_UPDATES:
+            raise ConfigError(f"train.reference_update={self.reference_update!r} is not valid; choose one of: "
+                              f"{', '.join(REFERENCE_UPDATES)}")  # fmt: skip
         if self.overwrite and self.resume != "false":
             raise ConfigError(
                 f"train.overwrite=true and train.resume={self.resume} contradict each other: overwrite clears the run "
@@ -101,6 +111,7 @@ class TrainConfig:
 
 
 ON_NONFINITE = ("stop", "skip_step")  # what a non-finite gradient does (alignctl.trainers.nonfinite)
+REFERENCE_UPDATES = ("start", "round")  # train.reference_update
 RESUME_MODES = ("false", "true", "auto")
 
 
@@ -352,6 +363,7 @@ class RunConfig:
                 f"objective={entry.name}: its loss reads whole groups, which TRL splits across accumulation steps; "
                 "use 1 (raise train.batch_size instead)"
             )
+        self._check_rounds(entry)
         if entry.data == "binary" and self.train.batch_size < 2:
             raise ConfigError(
                 f"train.batch_size={self.train.batch_size} is too small for objective={entry.name}: its KL reference "
@@ -362,6 +374,31 @@ class RunConfig:
                 f"train.batch_size={self.train.batch_size} is not a multiple of train.num_generations="
                 f"{self.train.num_generations} (online objectives count completions per step)"
             )
+
+    def _check_rounds(self, entry: objectives.Objective) -> None:
+        """train.rounds > 1 samples new pairs each round: a pairwise objective trained by the pairs trainer (not a
+        distillation from teachers); train.reference_update=round needs a reference to update and rounds to update
+        it in."""
+        t = self.train
+        if t.rounds > 1 and (entry.data != "pairs" or entry.model_options):
+            pairwise = [n for n, e in objectives.REGISTRY.items() if e.data == "pairs" and not e.model_options]
+            raise ConfigError(
+                f"train.rounds={t.rounds} is not supported by objective={entry.name}: rounds sample new preference "
+                f"pairs from the policy, which only pairwise objectives train on; use train.rounds=1, or objective "
+                f"from: {', '.join(pairwise)}"
+            )
+        if t.rounds > 1 and self.distributed.num_processes > 1:
+            raise ConfigError(
+                f"train.rounds={t.rounds} trains in one process: each round samples its pairs from the policy the round "
+                f"before ended with, which the ranks of a multi-process run cannot build (distributed.num_processes="
+                f"{self.distributed.num_processes}); use distributed=none, or train.rounds=1"
+            )
+        if t.reference_update == "round" and t.rounds == 1:
+            raise ConfigError("train.reference_update=round changes nothing with train.rounds=1 (it sets the "
+                              "reference of rounds 2 and later); set train.rounds>=2 or leave it at start")  # fmt: skip
+        if t.reference_update == "round" and not entry.needs_reference:
+            raise ConfigError(f"train.reference_update=round: objective={entry.name} uses no reference model; leave "
+                              "train.reference_update=start")  # fmt: skip
 
 
 def resolve_divergence(objective: str, divergence: str) -> str:

@@ -54,27 +54,34 @@ def curve_point(
 
 class RewardKLCurve(TrainerCallback):
     """Writes a curve point at step 0, every `every_steps` steps and at the last step to `<run_dir>/curve.jsonl`; a resumed run first
-    drops the points after its checkpoint, so each step appears once. `point(model)` computes one point."""
+    drops the points after its checkpoint, so each step appears once. `point(model)` computes one point.
+    train.rounds > 1: round `round_number` (its Trainer counts steps from 0) writes the run's step, `step_offset` + its own,
+    and the round with each point; its step 0 is the round before's last point, so only round 1 writes one."""
 
-    def __init__(self, path: Path, every_steps: int, point: Callable[[PreTrainedModel], dict[str, float]]) -> None:
+    def __init__(
+        self, path: Path, every_steps: int, point: Callable[[PreTrainedModel], dict[str, float]],
+        step_offset: int = 0, round_number: int | None = None,
+    ) -> None:  # fmt: skip
         self.path, self.every_steps, self.point = path, every_steps, point
+        self.step_offset, self.round_number = step_offset, round_number
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero:
             return
-        start = state.global_step  # 0: a fresh start (an earlier attempt's rows go); else the resumed checkpoint
+        start = self.step_offset + state.global_step  # 0: a fresh start (an earlier attempt's rows go); else resumed
         kept = [row for row in read_curve(self.path) if row["step"] <= start] if start else []
         self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        if state.global_step == 0:
+        if start == 0:
             self._append(0, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         last = state.global_step >= state.max_steps  # the trajectory ends where the final eval is taken
-        if state.is_world_process_zero and (state.global_step % self.every_steps == 0 or last):
+        if state.is_world_process_zero and ((self.step_offset + state.global_step) % self.every_steps == 0 or last):
             self._append(state.global_step, model)
 
     def _append(self, step: int, model: PreTrainedModel) -> None:
-        jsonl.append(self.path, {"step": step, **self.point(model)})
+        rounds = {} if self.round_number is None else {"round": self.round_number}
+        jsonl.append(self.path, {"step": self.step_offset + step, **rounds, **self.point(model)})
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:

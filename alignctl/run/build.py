@@ -164,12 +164,16 @@ DATA_KINDS = {  # by Objective.data
 }
 
 
-def training_data(cfg: RunConfig, entry: Objective, tokenizer, model_dir: str):
+def training_data(cfg: RunConfig, entry: Objective, tokenizer, model_dir: str, resample: bool = False):
     """The train split of the objective's data kind, with its `label_noise` data option (if any) applied. An embedded
     policy, built by now, is first checked against the reference the config names (a named policy was when the run
-    was validated: sources.check_models)."""
-    sources.check_embedded_policy(cfg, model_dir)
-    train = DATA_KINDS[entry.data](cfg, tokenizer, model_dir)["train"]
+    was validated: sources.check_models). resample (rounds 2.. of train.rounds > 1): pairs sampled from `model_dir`
+    and scored by the reward, whatever the dataset holds (cached by the model's weights, like any sampled pairs)."""
+    if resample:
+        train = sampled.build_pairs(sampled_source(cfg, tokenizer, model_dir))["train"]
+    else:
+        sources.check_embedded_policy(cfg, model_dir)
+        train = DATA_KINDS[entry.data](cfg, tokenizer, model_dir)["train"]
     share = cfg.objective.label_noise if any(name == "label_noise" for name, _, _ in entry.data_options) else 0.0
     return flip_labels(train, share, cfg.train.seed) if share else train
 

@@ -69,8 +69,11 @@ def stop_on_signals() -> dict[int, Any]:
 RUN_RECORD = "run.json"  # provenance and where the run stands: {"status": running|interrupted|trained|finished, ...}
 CLAIM_FILE = ".alignctl-claim"  # created O_EXCL by the run that owns the directory; flock-ed while a process uses it
 CHECKPOINTS = "checkpoints"
+# train.rounds > 1 (iterative DPO): rounds/round-<k>/ holds round k's checkpoints while it trains and, for every round
+# but the last (whose model is the run's model/), the model it ended with (the next round starts from it).
+ROUNDS = "rounds"
 # What a run leaves in its directory; any of them (without a claim file: a run from before claims) means "taken".
-RESULTS = (RESOLVED_CONFIG, RUN_RECORD, "metrics.jsonl", CHECKPOINTS, "model", "eval.json")
+RESULTS = (RESOLVED_CONFIG, RUN_RECORD, "metrics.jsonl", CHECKPOINTS, "model", "eval.json", ROUNDS)
 HYDRA_JOB_LOG = "launch.log"  # Hydra's job log, <hydra.job.name>.log: the job is alignctl.run.launch's _hydra_entry
 # What alignctl writes into a directory before (or while) claiming it, whether or not a run follows.
 BOOKKEEPING = (CLAIM_FILE, HYDRA_JOB_LOG, ".hydra", RUN_RECORD + ".partial")
@@ -296,7 +299,7 @@ def claim_sweep_dir(path: Path) -> Path:
 
 def has_training_output(path: Path) -> bool:
     """Whether a run has trained or evaluated anything in `path` (not only written its config and provenance)."""
-    return any((path / name).exists() for name in ("metrics.jsonl", CHECKPOINTS, "model", "eval.json"))
+    return any((path / name).exists() for name in ("metrics.jsonl", CHECKPOINTS, "model", "eval.json", ROUNDS))
 
 
 def clear_run_dir(path: Path, reason: str = "train.overwrite=true", dir_key: str = "hydra.run.dir") -> int:
@@ -388,7 +391,8 @@ class RunPlan:
 
 def plan_run(cfg: config.RunConfig, run_dir: Path, dir_key: str = "hydra.run.dir") -> RunPlan:
     """The plan for `cfg` in `run_dir` (reads it, changes nothing). Resuming needs the config the directory was
-    trained with, up to CHANGEABLE_ON_RESUME and eval.*."""
+    trained with, up to CHANGEABLE_ON_RESUME and eval.*. Steps are the run's: with train.rounds > 1 they count on
+    across rounds (round k's step s is (k - 1) * train.max_steps + s)."""
     mode = cfg.train.resume
     if mode == "false":
         return RunPlan("fresh")
@@ -401,21 +405,40 @@ def plan_run(cfg: config.RunConfig, run_dir: Path, dir_key: str = "hydra.run.dir
     status, step = record.get("status"), record.get("step")
     checkpoint = last_checkpoint(run_dir)
     reached = max(step or 0, checkpoint[1] if checkpoint else 0)
-    if reached > cfg.train.max_steps:
+    total = cfg.train.max_steps * cfg.train.rounds
+    if reached > total:
+        rounds = f" x train.rounds={cfg.train.rounds}" if cfg.train.rounds > 1 else ""
         raise UsageError(
-            f"train.max_steps={cfg.train.max_steps} but {run_dir} is already at step {reached}; resume with "
+            f"train.max_steps={cfg.train.max_steps}{rounds} but {run_dir} is already at step {reached}; resume with "
             f"train.max_steps>={reached}"
         )
     model_saved = (run_dir / "model" / "config.json").is_file()
-    if model_saved and step == cfg.train.max_steps and status in ("finished", "trained"):
+    if model_saved and step == total and status in ("finished", "trained"):
         return RunPlan("finished" if status == "finished" else "evaluate", step)
-    if "status" not in record and model_saved and checkpoint and checkpoint[1] == cfg.train.max_steps:
+    if "status" not in record and model_saved and checkpoint and checkpoint[1] == total:
         return RunPlan("finished", checkpoint[1])  # a run from before run.json recorded completion
     if checkpoint is not None:
         return RunPlan("resume", checkpoint[1])
+    done = rounds_done(run_dir)
+    if done:  # killed between rounds: the next round starts from the last round's model
+        return RunPlan("resume", done * cfg.train.max_steps)
     if mode == "true":
         raise UsageError(f"train.resume=true but {run_dir / CHECKPOINTS} holds no checkpoint to resume from")
     return RunPlan("fresh")  # auto: the run never reached a checkpoint
+
+
+def round_dir(run_dir: Path, number: int) -> Path:
+    """Where round `number` (1-based) of a train.rounds > 1 run keeps its checkpoints and its final model."""
+    return run_dir / ROUNDS / f"round-{number}"
+
+
+def rounds_done(run_dir: Path) -> int:
+    """How many rounds of a train.rounds > 1 run ended with their model saved (whole: it is written to a temporary
+    folder and renamed), counted from round 1; 0 for a run without rounds."""
+    done = 0
+    while (round_dir(run_dir, done + 1) / "model" / "config.json").is_file():
+        done += 1
+    return done
 
 
 def read_run_record(run_dir: Path) -> dict[str, Any]:
@@ -426,9 +449,18 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+def checkpoints_dir(run_dir: Path) -> Path:
+    """Where the run's training checkpoints: its checkpoints/, or with train.rounds > 1 its current round's (the first
+    whose model is not saved yet)."""
+    if (run_dir / ROUNDS).is_dir():
+        return round_dir(run_dir, rounds_done(run_dir) + 1) / CHECKPOINTS
+    return run_dir / CHECKPOINTS
+
+
 def last_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
-    """The newest complete checkpoint and its step, or None."""
-    folder = run_dir / CHECKPOINTS
+    """The newest complete checkpoint and its step (the run's: across rounds with train.rounds > 1), or None. A run
+    with rounds checkpoints in its current round's folder: the first round whose model is not saved yet."""
+    folder, rounds = checkpoints_dir(run_dir), run_dir / ROUNDS
     found = []
     for entry in folder.iterdir() if folder.is_dir() else ():
         name, _, step = entry.name.rpartition("-")
@@ -437,6 +469,8 @@ def last_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
     if not found:
         return None
     step, path = max(found)
+    if rounds.is_dir():  # Trainer counts a round's steps from 0; the rounds before it trained max_steps each
+        step += rounds_done(run_dir) * json.loads((path / "trainer_state.json").read_text())["max_steps"]
     return path, step
 
 
@@ -465,6 +499,9 @@ def _check_same_config(cfg: config.RunConfig, run_dir: Path, dir_key: str) -> No
         for key in keys
         if saved.get(key, unset) != current.get(key, unset)
     ]
+    if cfg.train.rounds > 1 and saved.get("train.max_steps", cfg.train.max_steps) != cfg.train.max_steps:
+        differ.append(f"train.max_steps ({saved['train.max_steps']} -> {cfg.train.max_steps}: the steps of each of "
+                      f"train.rounds={cfg.train.rounds} rounds cannot change once a round has trained)")
     if differ:
         raise UsageError(
             f"train.resume={cfg.train.resume}: {run_dir} was trained with another config: {', '.join(differ)}; a "

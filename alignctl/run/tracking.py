@@ -32,7 +32,7 @@ class NullTracker:
     report_to: list[str] = []
     run_id: str | None = None
 
-    def attach(self, trainer) -> None:
+    def attach(self, trainer, step_offset: int = 0, final: bool = True) -> None:
         pass
 
     def summary(self, metrics: dict[str, Any], prefix: str = "eval/") -> None:
@@ -45,7 +45,13 @@ class NullTracker:
 class StepWandbCallback(WandbCallback):
     """transformers' WandbCallback with W&B's step = the trainer's global step (what a resumed run rewinds to), and
     Trainer's end-of-training summary in the run summary only (the stock callback also logs it as one more history
-    row for the last step). A run stopped before max_steps (a signal) has no end-of-training summary."""
+    row for the last step). A run stopped before max_steps (a signal) has no end-of-training summary.
+    train.rounds > 1: each round's Trainer counts from 0; W&B's step is the run's, `step_offset` + the round's, and
+    only the last round (`final`) has the run's summary."""
+
+    def __init__(self, step_offset: int = 0, final: bool = True) -> None:
+        super().__init__()
+        self.step_offset, self.final = step_offset, final
 
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
         if self._wandb is None or not logs:
@@ -55,13 +61,13 @@ class StepWandbCallback(WandbCallback):
         if not state.is_world_process_zero:
             return
         if is_final_summary(logs):
-            if state.global_step >= state.max_steps:
+            if state.global_step >= state.max_steps and self.final:
                 self._wandb.run.summary.update({k: v for k, v in logs.items() if k in SUMMARY_KEYS})
             return
         # same flow as WandbCallback.on_log (rewrite_logs: loss -> train/loss ...), with the step given and the row
         # committed now (W&B otherwise holds a step's row open until the next step: a killed run would lose it)
-        row = {**rewrite_logs(logs), "train/global_step": state.global_step}
-        self._wandb.log(row, step=state.global_step, commit=True)
+        step = self.step_offset + state.global_step
+        self._wandb.log({**rewrite_logs(logs), "train/global_step": step}, step=step, commit=True)
 
 
 class WandbTracker(NullTracker):
@@ -109,11 +115,11 @@ class WandbTracker(NullTracker):
                 self.run = wandb.init(id=run_id, resume="allow", **common)
         self.run_id = self.run.id
 
-    def attach(self, trainer) -> None:
+    def attach(self, trainer, step_offset: int = 0, final: bool = True) -> None:
         """Swap the trainer's stock WandbCallback (report_to=["wandb"]) for StepWandbCallback, last in line so it
         sees what earlier callbacks (MetricsFile's whole-run train_loss) wrote into the logs."""
         trainer.remove_callback(WandbCallback)
-        trainer.add_callback(StepWandbCallback)
+        trainer.add_callback(StepWandbCallback(step_offset, final))
 
     def summary(self, metrics: dict[str, Any], prefix: str = "eval/") -> None:
         self.run.summary.update({f"{prefix}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+import dataclasses
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -63,14 +64,18 @@ class MetricsFile(TrainerCallback):
     rows cover exactly the steps up to the checkpoint; recomputing from them (rather than carrying a running total
     in the checkpoint) needs no second copy of Trainer's private loss accumulator and no extra checkpoint file, and
     the rows are already cut at the checkpoint. The summary's speed metrics (train_runtime, ...) are this process's.
+    train.rounds > 1: a round's Trainer counts from 0; its rows carry the run's step (`round.offset` + its own) and the
+    round, and only the last round writes the summary.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, round: Round | None = None) -> None:
         self.path = path
-        self.session_start = 0  # the global step this process started training from (a resumed checkpoint's)
+        self.offset, self.final = (round.offset, round.final) if round else (0, True)
+        self.tags = {"round": round.number} if round else {}
+        self.session_start = 0  # the run's step this process started training from (a resumed checkpoint's)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.session_start = state.global_step
+        self.session_start = self.offset + state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_save or state.global_step >= state.max_steps:
@@ -79,17 +84,22 @@ class MetricsFile(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not (state.is_world_process_zero and logs):
             return
+        step = self.offset + state.global_step
         if not tracking.is_final_summary(logs):
-            self._append({"step": state.global_step, "epoch": state.epoch, **logs})
-        elif state.global_step >= state.max_steps:
+            self._append({"step": step, **self.tags, "epoch": state.epoch, **logs})
+        elif state.global_step >= state.max_steps and self.final:
             # in place: later callbacks (W&B, the progress display) report the whole run's value too
-            logs["train_loss"] = self.whole_run_loss(logs["train_loss"], state.global_step)
-            self._append({"summary": True, "final_step": state.global_step, **logs})
+            logs["train_loss"] = self.whole_run_loss(logs["train_loss"], step)
+            self._append({"summary": True, "final_step": step, **logs})
 
     def write_summary(self, state) -> dict[str, Any]:
-        """The summary of a run resumed from its last step's checkpoint (Trainer trains nothing, logs nothing)."""
-        row = {"train_loss": self.whole_run_loss(0.0, state.global_step)}
-        self._append({"summary": True, "final_step": state.global_step, "epoch": state.epoch, **row})
+        """The summary of a run resumed from its last step's checkpoint (Trainer trains nothing, logs nothing); none
+        for a round before the last."""
+        if not self.final:
+            return {}
+        step = self.offset + state.global_step
+        row = {"train_loss": self.whole_run_loss(0.0, step)}
+        self._append({"summary": True, "final_step": step, "epoch": state.epoch, **row})
         return row
 
     def whole_run_loss(self, session_loss: float, final_step: int) -> float:
@@ -120,6 +130,26 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if isinstance(row.get("step"), int):
             rows.append(row)
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """Round `number` of `of` of a train.rounds > 1 run (iterative DPO). Its Trainer starts from `policy_dir` with a
+    fresh optimizer and schedule, trains train.max_steps steps on pairs sampled from that policy (round 1: the
+    dataset's own, as a one-round run), against `reference_dir`, keeps its checkpoints in `folder` and counts its
+    steps after `offset`, the steps of the rounds before it. Its model goes to `folder`/model, the last round's to the
+    run's model/."""
+
+    number: int
+    of: int
+    offset: int
+    folder: Path
+    policy_dir: str
+    reference_dir: str
+
+    @property
+    def final(self) -> bool:
+        return self.number == self.of
 
 
 class StopOnSignal(TrainerCallback):
@@ -247,11 +277,11 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> dict[str, Any]:
-    """TrainingArguments both trainers take from TrainConfig."""
+def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str], round: Round | None = None) -> dict[str, Any]:
+    """TrainingArguments both trainers take from TrainConfig (a round of train.rounds > 1 checkpoints in its folder)."""
     t = cfg.train
     return dict(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str((round.folder if round else run_dir) / rundir.CHECKPOINTS),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size // ranks.world_size(),  # batch_size is the global batch
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -279,8 +309,9 @@ def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> 
     )
 
 
-def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> DPOConfig:
-    return DPOConfig(**_shared_args(cfg, run_dir, report_to), max_length=cfg.train.max_length, dataset_num_proc=None)
+def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str], round: Round | None = None) -> DPOConfig:
+    return DPOConfig(**_shared_args(cfg, run_dir, report_to, round), max_length=cfg.train.max_length,
+                     dataset_num_proc=None)  # fmt: skip
 
 
 def sft_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> SFTConfig:
@@ -347,12 +378,17 @@ def online_trainer(
     )
 
 
-def resume_point(cfg: config.RunConfig, run_dir: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from (the newest complete one) or None for a fresh start; metrics logged after the
-    checkpoint (and an earlier summary row) are dropped, so metrics.jsonl holds every step once."""
+def resume_point(cfg: config.RunConfig, run_dir: Path, resume: bool, round: Round | None = None) -> str | None:
+    """The checkpoint to resume from (the newest complete one) or None for a fresh start (of the run, or of a round
+    of train.rounds > 1, which keeps the rounds before it); metrics logged after the checkpoint (and an earlier
+    summary row) are dropped, so metrics.jsonl holds every step once."""
     metrics = run_dir / "metrics.jsonl"
     if not resume:
-        metrics.unlink(missing_ok=True)
+        if round is None or round.offset == 0:
+            metrics.unlink(missing_ok=True)
+        else:
+            kept = [row for row in read_rows(metrics) if row["step"] <= round.offset]
+            metrics.write_text("".join(json.dumps(row) + "\n" for row in kept))
         return None
     found = rundir.last_checkpoint(run_dir)
     if found is None:
@@ -366,16 +402,18 @@ def resume_point(cfg: config.RunConfig, run_dir: Path, resume: bool) -> str | No
     return str(checkpoint)
 
 
-def run_callbacks(cfg: config.RunConfig, run_dir: Path) -> list[TrainerCallback]:
+def run_callbacks(cfg: config.RunConfig, run_dir: Path, round: Round | None = None) -> list[TrainerCallback]:
     """What every trainer of a run reports to: the non-finite guard first (its skipped_steps reaches the logs
     MetricsFile writes), then metrics.jsonl."""
-    return [NonFiniteGuard(skip_steps=cfg.train.on_nonfinite == "skip_step"), MetricsFile(run_dir / "metrics.jsonl")]
+    guard = NonFiniteGuard(skip_steps=cfg.train.on_nonfinite == "skip_step")
+    return [guard, MetricsFile(run_dir / "metrics.jsonl", round)]
 
 
-def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel):
+def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objective, divergence, kernel, round=None):
     """The trainer of an offline objective: pairs (PreferenceTrainer), binary feedback (BinaryTrainer),
-    candidates/negatives (CandidateTrainer), or supervised fine-tuning (TRL's SFTTrainer as it is)."""
-    callbacks = run_callbacks(cfg, run_dir)
+    candidates/negatives (CandidateTrainer), or supervised fine-tuning (TRL's SFTTrainer as it is). round: a round of
+    train.rounds > 1 (pairs only), with its own reference and checkpoint folder."""
+    callbacks = run_callbacks(cfg, run_dir, round)
     peft_config = loading.lora_config(cfg)
     if objective.data == "sft":
         return SFTTrainer(model=model, args=sft_args(cfg, run_dir, report_to), train_dataset=train_data,
@@ -388,9 +426,12 @@ def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objec
             hyperparameters=config.hyperparameters(cfg.objective), divergence=divergence,
         )  # fmt: skip
     reference = None
-    # With LoRA the reference is the base with the adapter off (no second copy), unless model.reference names one.
-    if objective.needs_reference and (peft_config is None or cfg.model.reference is not None):
-        reference = loading.load_causal_lm(cfg, sources.reference_source(cfg), trainable=False)
+    reference_dir = round.reference_dir if round else sources.reference_source(cfg)
+    # With LoRA the reference is the base with the adapter off (no second copy), unless model.reference names one or
+    # a round starts from another model than its reference.
+    separate = cfg.model.reference is not None or (round is not None and round.reference_dir != round.policy_dir)
+    if objective.needs_reference and (peft_config is None or separate):
+        reference = loading.load_causal_lm(cfg, reference_dir, trainable=False)
     trainer_class = {"pairs": PreferenceTrainer, "binary": BinaryTrainer}.get(objective.data, CandidateTrainer)
     extra = {}
     if objective.name in hybrid.TRAINERS:  # pairs plus fresh samples of the current policy at every step (hypo)
@@ -399,7 +440,7 @@ def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objec
         **extra,
         model=model,
         ref_model=reference,
-        args=training_args(cfg, run_dir, report_to),
+        args=training_args(cfg, run_dir, report_to, round),
         train_dataset=train_data,
         processing_class=tokenizer,
         callbacks=callbacks,
@@ -440,11 +481,12 @@ def train_and_evaluate(
             if main:
                 tracker = _tracker(cfg, run_dir, record, resume_step=None)
         else:
-            loaded = _load(cfg)
+            rounds = _rounds_left(cfg, run_dir, plan)
+            loaded = _load(cfg, rounds[0])
             if main:
                 tracker = _tracker(cfg, run_dir, record, resume_step=plan.step if plan.action == "resume" else None)
-            step = _train(cfg, run_dir, plan, tracker, stop, *loaded)
-            if stop.signum is not None and step < cfg.train.max_steps:  # stopped by a signal, at a checkpoint
+            step = _train_rounds(cfg, run_dir, plan, tracker, stop, rounds, loaded)
+            if stop.signum is not None and step < cfg.train.max_steps * cfg.train.rounds:  # stopped at a checkpoint
                 record.update(status="interrupted", step=step)
                 raise rundir.Interrupted(stop.signum)
             record.update(status="trained", step=step)
@@ -523,19 +565,22 @@ def build_inputs(cfg: config.RunConfig) -> None:
     _inputs(cfg)
 
 
-def _inputs(cfg: config.RunConfig) -> tuple:
-    """The policy's model dir, objective, divergence, tokenizer and training data (built into the cache if new)."""
-    model_dir = sources.policy_source(cfg)
+def _inputs(cfg: config.RunConfig, round: Round | None = None) -> tuple:
+    """The policy's model dir, objective, divergence, tokenizer and training data (built into the cache if new): the
+    run's, or a round's (rounds after the first sample their pairs from the policy they start from)."""
+    model_dir = round.policy_dir if round else sources.policy_source(cfg)
     objective, divergence = build.objective(cfg)
     tokenizer = loading.load_tokenizer(cfg, model_dir)
-    if cfg.eval.enabled or objective.data == "groups":
+    if cfg.eval.enabled or objective.data == "groups" or cfg.train.rounds > 1:
         build.reward(cfg)  # a reward that cannot load fails now, not after training
-    return model_dir, objective, divergence, tokenizer, build.training_data(cfg, objective, tokenizer, model_dir)
+    resample = round is not None and round.number > 1
+    return model_dir, objective, divergence, tokenizer, build.training_data(cfg, objective, tokenizer, model_dir,
+                                                                            resample=resample)  # fmt: skip
 
 
-def _load(cfg: config.RunConfig) -> tuple:
+def _load(cfg: config.RunConfig, round: Round | None = None) -> tuple:
     """What the trainer needs, built from the config: objective, divergence, tokenizer, data, model, kernel."""
-    model_dir, objective, divergence, tokenizer, train_data = _inputs(cfg)
+    model_dir, objective, divergence, tokenizer, train_data = _inputs(cfg, round)
     model = loading.load_causal_lm(cfg, model_dir)
     kernel = scoring.resolve_kernel(model, cfg.model.kernel)
     if cfg.model.reference is not None and objective.needs_reference and kernel == "fused":  # its own LM head
@@ -544,19 +589,60 @@ def _load(cfg: config.RunConfig) -> tuple:
     return objective, divergence, tokenizer, train_data, model, kernel
 
 
-def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, train_data, model, kernel) -> int:
+def _rounds_left(cfg: config.RunConfig, run_dir: Path, plan: rundir.RunPlan) -> list[Round | None]:
+    """The rounds still to train, from the first whose model is not saved yet; [None] for a one-round run."""
+    t = cfg.train
+    if t.rounds == 1:
+        return [None]
+    start, reference = sources.policy_source(cfg), sources.reference_source(cfg)
+    left = []
+    for number in range(1 + (rundir.rounds_done(run_dir) if plan.action == "resume" else 0), t.rounds + 1):
+        previous = str(rundir.round_dir(run_dir, number - 1) / "model") if number > 1 else start
+        anchor = previous if t.reference_update == "round" else reference
+        left.append(Round(number, t.rounds, (number - 1) * t.max_steps, rundir.round_dir(run_dir, number), previous,
+                          anchor))  # fmt: skip
+    return left
+
+
+def _train_rounds(cfg, run_dir, plan, tracker, stop: StopOnSignal, rounds: list[Round | None], loaded: tuple) -> int:
+    """Train the run (from the plan's checkpoint) and save its model, unless a signal stopped it early; the run's step
+    reached. train.rounds > 1: round after round (`loaded` is the first's inputs); a round's checkpoints go once its
+    model is saved."""
+    step = 0
+    for this in rounds:
+        if this is not None:
+            console.print(f"round {this.number} of {this.of}: from {this.policy_dir}")
+            loaded = loaded if this is rounds[0] else _load(cfg, this)
+        step = _train(cfg, run_dir, plan, tracker, stop, *loaded, round=this)
+        if this is None:
+            return step
+        if step < this.offset + cfg.train.max_steps:  # stopped by a signal
+            return step
+        if not this.final:  # its model is whole (renamed into place): the next round starts from it
+            shutil.rmtree(this.folder / rundir.CHECKPOINTS, ignore_errors=True)
+    return step
+
+
+def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, train_data, model, kernel,
+           round: Round | None = None) -> int:  # fmt: skip
     """Train (from the plan's checkpoint) and save the final model, unless a signal stopped training early; the
-    global step reached."""
-    make = online_trainer if objective.data == "groups" else offline_trainer
-    trainer = make(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective, divergence, kernel)
+    run's step reached. round: one round of train.rounds > 1, whose steps come after `round.offset`."""
+    if objective.data == "groups":
+        trainer = online_trainer(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective, divergence,
+                                 kernel)  # fmt: skip
+    else:
+        trainer = offline_trainer(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective,
+                                  divergence, kernel, round=round)  # fmt: skip
+    offset, final = (round.offset, round.final) if round else (0, True)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(progress.progress_callback())
-    tracker.attach(trainer)
+    tracker.attach(trainer, step_offset=offset, final=final)
     trainer.add_callback(stop)
     if cfg.eval.every_steps:
-        trainer.add_callback(_curve(cfg, run_dir, trainer, tokenizer, kernel))
-    checkpoint = resume_point(cfg, run_dir, resume=plan.action == "resume")
-    if plan.action == "resume" and plan.step >= cfg.train.max_steps:
+        trainer.add_callback(_curve(cfg, run_dir, trainer, tokenizer, kernel, round))
+    resume = plan.action == "resume" and plan.step > offset  # a round that has a checkpoint of its own
+    checkpoint = resume_point(cfg, run_dir, resume=resume, round=round)
+    if resume and plan.step >= offset + cfg.train.max_steps:
         trainer.add_callback(NoStepPastEnd)
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
@@ -564,17 +650,26 @@ def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, 
         metrics_file = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsFile))
         tracker.summary(metrics_file.write_summary(trainer.state), prefix="")
     if stop.signum is not None and trainer.state.global_step < cfg.train.max_steps:
-        return trainer.state.global_step
+        return offset + trainer.state.global_step
     if ranks.is_main():
-        loading.save_policy(trainer.model, tokenizer, run_dir / "model")
-    return trainer.state.global_step
+        if final:
+            loading.save_policy(trainer.model, tokenizer, run_dir / "model")
+        else:  # whole or absent: rundir.rounds_done counts a round whose model/config.json is there
+            partial = round.folder / "model.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            loading.save_policy(trainer.model, tokenizer, partial)
+            os.replace(partial, round.folder / "model")
+    return offset + trainer.state.global_step
 
 
-def _curve(cfg: config.RunConfig, run_dir: Path, trainer, tokenizer, kernel: str) -> RewardKLCurve:
+def _curve(cfg: config.RunConfig, run_dir: Path, trainer, tokenizer, kernel: str, round: Round | None = None
+           ) -> RewardKLCurve:  # fmt: skip
     """The reward-KL curve callback: the trainer's reference model where it keeps one (not a distillation
-    teacher), else its own copy."""
+    teacher, nor a round's re-anchored reference: every point of the curve is measured against the run's), else its
+    own copy."""
     reference = getattr(trainer, "ref_model", None)
-    if reference is None or build.objective(cfg)[0].model_options:
+    anchored = round is not None and round.reference_dir != sources.reference_source(cfg)
+    if reference is None or build.objective(cfg)[0].model_options or anchored:
         reference = loading.load_causal_lm(cfg, sources.reference_source(cfg), trainable=False)
     prompts = build.eval_prompts(cfg, tokenizer)[: cfg.eval.curve_prompts]
     reward, e = build.reward(cfg), cfg.eval
@@ -585,7 +680,8 @@ def _curve(cfg: config.RunConfig, run_dir: Path, trainer, tokenizer, kernel: str
                            max_new_tokens=max_new_tokens, temperature=e.temperature, seed=e.seed,
                            batch_size=e.batch_size, kernel=kernel)  # fmt: skip
 
-    return RewardKLCurve(run_dir / CURVE_FILE, cfg.eval.every_steps, point)
+    return RewardKLCurve(run_dir / CURVE_FILE, cfg.eval.every_steps, point, step_offset=round.offset if round else 0,
+                         round_number=round.number if round else None)
 
 
 def _stopped_line(run_dir: Path, record: RunRecord, signum: int, command: list[str] | None) -> str:
@@ -612,7 +708,7 @@ def _resume_hint(run_dir: Path, record: RunRecord, command: list[str] | None) ->
 def _remove_partial_checkpoints(run_dir: Path) -> list[str]:
     """Remove the checkpoint folders a failed write left incomplete (rundir.is_complete_checkpoint): the last
     complete one stays the one to resume from."""
-    folder = run_dir / rundir.CHECKPOINTS
+    folder = rundir.checkpoints_dir(run_dir)
     removed = []
     for entry in sorted(folder.glob("checkpoint-*")) if folder.is_dir() else ():
         if not rundir.is_complete_checkpoint(entry):
