@@ -1,6 +1,8 @@
 """The reward-KL trajectory of a run: every eval.every_steps training steps, the policy's mean reward and its KL to
-the reference on a small fixed set of held-out prompts -> curve.jsonl (one row per point, step 0 first). This is
-what the f-DPO and TDPO papers trace their reward-KL frontiers with; `alignctl report` draws it."""
+the reference on a small fixed set of held-out prompts, with the entropy and distinct-2 of its samples and (pairwise
+objectives) the sequential KL of held-out chosen and rejected completions -> curve.jsonl (one row per point, step 0
+first). This is what the f-DPO and TDPO papers trace their reward-KL frontiers and mechanisms with; `alignctl
+report` draws it."""
 
 from __future__ import annotations
 
@@ -13,7 +15,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 
 from alignctl import jsonl
 from alignctl.eval import metrics as m
-from alignctl.models.sampling import sample_rows, score
+from alignctl.divergences import get as get_divergence
+from alignctl.models.sampling import Batch, sample_rows, score
+
+# TDPO's sequential KL, KL(pi_ref || pi) per token: forward KL in alignctl's convention (alignctl.divergences)
+SEQUENTIAL_KL = get_divergence("forward_kl")
 
 CURVE_FILE = "curve.jsonl"
 
@@ -31,8 +37,12 @@ def curve_point(
     seed: int,
     batch_size: int,
     kernel: str,
+    pairs: Batch | None = None,
 ) -> dict[str, float]:
-    """Mean reward, sequence KL(policy || reference) and entropy per token of the policy's samples on `prompts`.
+    """Mean reward, sequence KL(policy || reference), entropy per token and distinct-2 of the policy's samples on
+    `prompts`; with `pairs` (held-out preference pairs, their chosen rows then their rejected rows: pairwise
+    objectives) also TDPO's sequential KL of each side (its Fig. 3): the mean over pairs of
+    sum_t KL(pi_ref(. | x, y_<t) || pi(. | x, y_<t)) along the chosen and along the rejected completion.
     Leaves the global RNG, the tokenizer's padding side and the policy's train/eval mode as they were, so training
     with a curve takes the same steps as training without one."""
     was_training, padding_side = policy.training, tokenizer.padding_side
@@ -42,14 +52,20 @@ def curve_point(
                           temperature=temperature, seed=seed, batch_size=batch_size)  # fmt: skip
         stats = score(policy, reference, got.batch, batch_size, kernel=kernel)
         rewards = reward(got.prompts, got.completions)
+        sides = score(policy, reference, pairs, batch_size, kernel=kernel, divergence=SEQUENTIAL_KL) if pairs else None
     finally:
         tokenizer.padding_side = padding_side
         policy.train(was_training)
-    return {
+    point = {
         "reward_mean": m.reward_stats(rewards)["mean"],
         "kl_to_reference": m.sequence_kl(stats.logps, stats.ref_logps),
         "entropy_per_token": (stats.entropy.sum() / stats.lengths.sum()).item(),
+        "distinct_2": m.distinct_n(got.completions, 2),
     }
+    if sides is not None:
+        chosen, rejected = sides.divergence.chunk(2)
+        point |= {"seq_kl_chosen": chosen.mean().item(), "seq_kl_rejected": rejected.mean().item()}
+    return point
 
 
 class RewardKLCurve(TrainerCallback):

@@ -151,6 +151,12 @@ def split_at_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, completion:
     return full[:cut], full[cut:]
 
 
+def tokenize_rows(tokenizer: PreTrainedTokenizerBase, rows: list[tuple[str, str]]) -> Batch:
+    """(prompt, completion) texts as one left-padded batch, each split at its prompt as TRL's DPOTrainer does."""
+    return pad_left([split_at_prompt(tokenizer, prompt, completion) for prompt, completion in rows],
+                    tokenizer.pad_token_id)  # fmt: skip
+
+
 def pad_left(rows: list[tuple[list[int], list[int]]], pad_id: int) -> Batch:
     width = max(len(p) + len(c) for p, c in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

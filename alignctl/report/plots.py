@@ -1,5 +1,6 @@
 """The figures of `alignctl report` (matplotlib Agg, no pyplot state): the reward-KL frontier, reward against
-diversity, pass@k against k, pooled reliability diagrams and the matched-KL frontiers, one colour per seed group.
+diversity, pass@k against k, pooled reliability diagrams, the matched-KL frontiers and the curves' mechanisms over
+training steps, one colour per seed group.
 Groups come from alignctl.report.tables, comparisons at equal KL from alignctl.report.matched_kl (read here by
 attribute: id, label, runs, stats, reliability; grid, groups, band, at_kl)."""
 
@@ -11,6 +12,8 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from alignctl.report.stats import summarize
 
 DIVERSITY_METRICS = ("entropy_per_token", "distinct_2", "self_bleu")
 PASS_AT_K = re.compile(r"^(.*?)pass@(\d+)$")
@@ -245,9 +248,52 @@ def matched_kl(comparisons: list[Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+# curve.jsonl quantities that show how an objective moves the policy (issue: TDPO's Fig. 3, diversity over training)
+MECHANISM_METRICS = ("entropy_per_token", "distinct_2", "seq_kl_chosen", "seq_kl_rejected")
+
+
+def over_steps(runs: list[Any], metric: str) -> list[tuple[int, Any]]:
+    """(step, Stat over the runs) at every step where every run of the group has `metric` in its curve."""
+    per_run = [{row["step"]: row[metric] for row in run.curve if row.get(metric) is not None} for run in runs]
+    if not per_run or not all(per_run):
+        return []
+    steps = sorted(set.intersection(*(set(values) for values in per_run)))
+    return [(step, summarize([values[step] for values in per_run])) for step in steps]
+
+
+def mechanisms(groups: list[Any], path: Path) -> Path | None:
+    """The curve's entropy per token, distinct-2 and (pairwise objectives) sequential KL of held-out chosen and
+    rejected completions over training steps: per group the mean over its seeds with the 95% t-interval band, one
+    panel per quantity present. None when no run's curve has any."""
+    panels = [(metric, [(i, g, over_steps(g.runs, metric)) for i, g in enumerate(groups)]) for metric in MECHANISM_METRICS]
+    panels = [(metric, series) for metric, series in panels if any(points for _, _, points in series)]
+    if not panels:
+        return None
+    fig = _figure(4.2 * len(panels), 4.0)
+    for j, (metric, series) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), j + 1)
+        for i, g, points in series:
+            if not points:
+                continue
+            steps, stats = [step for step, _ in points], [stat for _, stat in points]
+            ax.plot(steps, [st.mean for st in stats], "-", color=colour(i), lw=1.5,
+                    label=f"{g.id}: {g.label} (n={len(g.runs)})")  # fmt: skip
+            if all(st.half_width is not None for st in stats):
+                ax.fill_between(steps, [st.ci_low for st in stats], [st.ci_high for st in stats], color=colour(i),
+                                alpha=0.2, linewidth=0)  # fmt: skip
+        ax.set_xlabel("training step")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if j == 0:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle("over training (curve.jsonl; mean ± 95% t-interval over seeds)", fontsize=10)
+    return _save(fig, path)
+
+
 def write_figures(groups: list[Any], out_dir: Path, suffix: str = "") -> list[Path]:
-    """frontier, length, diversity, pass_at_k and reliability PNGs (those with data) as <name><suffix>.png."""
+    """frontier, length, diversity, pass_at_k, reliability and mechanisms PNGs (those with data) as
+    <name><suffix>.png."""
     makers = {"frontier": frontier, "length": length, "diversity": diversity, "pass_at_k": pass_at_k,
-              "reliability": reliability}  # fmt: skip
+              "reliability": reliability, "mechanisms": mechanisms}  # fmt: skip
     written = [make(groups, out_dir / f"{name}{suffix}.png") for name, make in makers.items()]
     return [p for p in written if p is not None]

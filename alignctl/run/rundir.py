@@ -92,6 +92,7 @@ OWN_ENTRIES = (
     # `alignctl report <run dir>` (out= defaults to it): alignctl.report.tables.report and report.plots.write_figures
     "report.md", "report.csv", "frontier*.png", "length*.png", "diversity*.png", "pass_at_k*.png", "reliability*.png",
     "matched_kl*.png",  # the report's equal-KL comparison (alignctl.report.matched_kl)
+    "mechanisms*.png",  # the report's curve quantities over steps (alignctl.report.plots.mechanisms)
 )  # fmt: skip
 # Keys a resumed run may change: how long it trains, how many threads, how it is evaluated, tracked and launched (a
 # key ending in "." stands for every key under it).

@@ -332,3 +332,29 @@ def test_kl_arguments_through_the_cli(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and "\n" not in err and expected in err, err
     assert not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the curve's mechanisms over steps (report.plots.mechanisms)
+
+
+def test_mechanisms_over_steps_are_seed_means_with_t_intervals_at_the_steps_every_run_has(tmp_path):
+    from alignctl.report import plots
+
+    a = fake_run("a", [{"step": 0, "seq_kl_rejected": 0.0}, {"step": 10, "seq_kl_rejected": 1.0},
+                       {"step": 20, "seq_kl_rejected": 4.0}])  # fmt: skip
+    b = fake_run("b", [{"step": 0, "seq_kl_rejected": 0.0}, {"step": 10, "seq_kl_rejected": 3.0}], seed=1)
+    c = fake_run("c", [{"step": 0, "seq_kl_rejected": 0.0}, {"step": 10, "seq_kl_rejected": 2.0}], seed=2)
+    points = plots.over_steps([a, b, c], "seq_kl_rejected")
+    assert [step for step, _ in points] == [0, 10]  # step 20: only run a has it
+    at_10 = points[1][1]
+    assert at_10.mean == 2.0 and at_10.std == 1.0  # values 1, 3, 2
+    assert at_10.half_width == pytest.approx(T975_3 / math.sqrt(3))
+    assert plots.over_steps([a, fake_run("d", [{"step": 0, "reward_mean": 1.0}])], "seq_kl_rejected") == []
+
+    groups = [fake_group("g1", [a, b, c], label="dpo"), fake_group("g2", [a], label="tdpo2")]
+    path = plots.mechanisms(groups, tmp_path / "mechanisms.png")
+    assert path == tmp_path / "mechanisms.png"
+    assert_readable_png(path)
+    assert plots.mechanisms([fake_group("g", [fake_run("e", [{"step": 0, "reward_mean": 0.1}])])],
+                            tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()  # fmt: skip
