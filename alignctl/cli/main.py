@@ -129,6 +129,7 @@ def _eval(args: list[str]) -> int:
     # never over another run's or another model's results (rundir.check_eval_out_dir), before torch loads
     rundir.check_eval_out_dir(out_dir, model_dir)
     eval_checks.check(cfg.eval)
+    eval_checks.check_reward_model(cfg)
     # torch and transformers load only once the command line has been checked
     from alignctl.run import evaluate as eval_run
     from alignctl.run import runtime

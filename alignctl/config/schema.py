@@ -380,8 +380,11 @@ class RunConfig:
         distillation from teachers); train.reference_update=round needs a reference to update and rounds to update
         it in."""
         t = self.train
-        if t.rounds > 1 and (entry.data != "pairs" or entry.model_options):
-            pairwise = [n for n, e in objectives.REGISTRY.items() if e.data == "pairs" and not e.model_options]
+        def iterative(e: objectives.Objective) -> bool:  # a policy trained on pairs, not a teacher's student or an RM
+            return e.data == "pairs" and not e.model_options and not e.trains_reward_model
+
+        if t.rounds > 1 and not iterative(entry):
+            pairwise = [n for n, e in objectives.REGISTRY.items() if iterative(e)]
             raise ConfigError(
                 f"train.rounds={t.rounds} is not supported by objective={entry.name}: rounds sample new preference "
                 f"pairs from the policy, which only pairwise objectives train on; use train.rounds=1, or objective "

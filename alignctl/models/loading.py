@@ -137,12 +137,37 @@ def load_causal_lm(cfg: RunConfig, source: str, trainable: bool = True):
     return model
 
 
+def load_reward_model(cfg: RunConfig, source: str, tokenizer):
+    """The starting weights as a sequence classifier with one output (a reward model; objective=reward_model) in
+    model.dtype: the LM head is dropped and the score head is new, drawn from train.seed (as TRL's RewardTrainer seeds
+    before it builds one). config.pad_token_id is the tokenizer's, so the model pools each text's last real token."""
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from trl.trainer.reward_trainer import suppress_seqcls_warning  # the new head and dropped LM head are expected
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.model.dtype), "num_labels": 1,
+                              "trust_remote_code": cfg.model.trust_remote_code}  # fmt: skip
+    if cfg.model.attn_implementation is not None:
+        kwargs["attn_implementation"] = cfg.model.attn_implementation
+    set_seed(cfg.train.seed)
+    try:
+        with suppress_seqcls_warning():
+            model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+    except ValueError as e:  # an architecture with no sequence-classification class in transformers
+        raise UsageError(f"model {source} cannot load as a sequence classifier (a reward model): "
+                         f"{_first_line(e)}") from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise UsageError(f"model {source} cannot be read ({type(e).__name__}: {_first_line(e)})") from None
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    return model
+
+
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def lora_config(cfg: RunConfig):
-    """peft's LoraConfig for model.lora (None with r=0: the full model trains)."""
+def lora_config(cfg: RunConfig, task_type: str = "CAUSAL_LM"):
+    """peft's LoraConfig for model.lora (None with r=0: the full model trains). task_type="SEQ_CLS" for a reward
+    model: peft then also trains (and saves) the new score head in full."""
     lora = cfg.model.lora
     if lora.r == 0:
         return None
@@ -151,7 +176,7 @@ def lora_config(cfg: RunConfig):
     except ImportError:
         raise UsageError("model.lora.r > 0 needs the peft package (pip install peft)") from None
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora_targets(cfg),
-                      task_type="CAUSAL_LM")  # fmt: skip
+                      task_type=task_type)  # fmt: skip
 
 
 def lora_targets(cfg: RunConfig) -> Any:

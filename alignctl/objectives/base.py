@@ -71,6 +71,9 @@ class Objective:
     # string fields of the objective's config (null by default), not loss hyperparameters; resolved and checked by
     # alignctl.run.sources.teacher_sources when the run is validated, before anything loads.
     model_options: tuple[str, ...] = ()
+    # The objective trains a reward model (a sequence classifier with one output, TRL's RewardTrainer) rather than a
+    # policy: nothing is sampled, no reference loads, and eval scores held-out pairs (reward_model).
+    trains_reward_model: bool = False
 
     @property
     def default_divergence(self) -> str:

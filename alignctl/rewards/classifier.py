@@ -17,7 +17,8 @@ completion is always part of what is scored; batches are padded on the right. A 
 pads with its eos token (GPT-2 classifiers), and the model's ``pad_token_id`` is set to the tokenizer's, so the
 model pools the last real token. The model loads with ``trust_remote_code=False`` in ``dtype``, moves to the
 policy's device, and runs in eval mode without gradients; softmax and scores are computed in float32. A checkpoint
-that lacks some of the classifier's weights (a causal LM or a bare encoder: its head would be random) is refused.
+that lacks some of the classifier's weights (a causal LM or a bare encoder: its head would be random) is refused; a
+local directory whose config.json names only causal-LM architectures already when the config is checked.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def _source(path: str) -> tuple[str, bool]:
     local = Path(path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise UsageError(f"reward.path={path} is not an HF model directory (no config.json in it)")
+            run_model = local / "model"
+            hint = f"; a run directory's model is {run_model}" if (run_model / "config.json").is_file() else ""
+            raise UsageError(f"reward.path={path} is not an HF model directory (no config.json in it){hint}")
+        check_sequence_classifier("reward.path", str(local))
         return str(local), True
     if not _HUB_ID.fullmatch(path) or ".." in path or "--" in path:
         raise UsageError(f"reward.path={path} does not exist; give a local HF model directory or a hub id (org/name)")
@@ -90,6 +94,22 @@ def _source(path: str) -> tuple[str, bool]:
             "HF_HUB_OFFLINE is set; download it first or give a local directory"
         )
     return path, offline
+
+
+def check_sequence_classifier(field: str, model_dir: str) -> None:
+    """A local model directory whose config.json names only causal-LM architectures (a policy, e.g. a run's model/)
+    has no trained classification head: refused from its config.json alone, before any weights load."""
+    import json
+
+    try:
+        architectures = json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # unreadable here: loading it says why
+    if architectures and all(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise UsageError(
+            f"{field}={model_dir} is a causal LM ({', '.join(architectures)}), not a sequence classifier: its score "
+            "head would be random; give a classifier or reward model (e.g. the model/ of an objective=reward_model run)"
+        )
 
 
 def _first_line(e: BaseException) -> str:

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
-from transformers import PreTrainedTokenizerBase
 
 from alignctl.cache import cache_root
 from alignctl.config.schema import RunConfig, hyperparameters
@@ -17,9 +16,11 @@ from alignctl.errors import UsageError
 from alignctl.eval import benchmarks, export, judges, reward_bench
 from alignctl.eval import metrics as m
 from alignctl.models import loading, vllm_rollout
-from alignctl.models.sampling import Batch, Samples, pad_left, sample_rows, score, split_at_prompt
+from alignctl.models.sampling import Samples, sample_rows, score, tokenize_rows
 from alignctl.models.scoring import resolve_kernel
-from alignctl.run import build, sources
+from alignctl.rewards import classifier
+from alignctl.rewards.base import RewardContext
+from alignctl.run import build, runtime, sources
 from alignctl.trainers import batches
 
 console = Console(stderr=True)
@@ -139,7 +140,10 @@ def paper_metrics(cfg: RunConfig, policy, reference, tokenizer, kernel: str, our
     if e.lm_eval.tasks:
         results |= lm_eval_scores(e, policy, reference, tokenizer)
     if e.preference_data is not None:
-        results |= preference_data_accuracy(e, policy, reference, tokenizer, kernel)
+        def implicit(rows):  # RewardBench's DPO mode: sum(log pi - log pi_ref) over the completion
+            return reward_bench.score_pairs(policy, reference, tokenizer, rows, e.batch_size, kernel=kernel)
+
+        results |= preference_data_accuracy(e, tokenizer, implicit, "the implicit reward")
     if e.export.formats and out_dir is not None:
         results["exported"] = export_completions(cfg, policy, tokenizer, out_dir)
     return results, verdicts
@@ -172,15 +176,16 @@ def lm_eval_scores(e: Any, policy, reference, tokenizer) -> dict[str, float]:
     return out
 
 
-def preference_data_accuracy(e: Any, policy, reference, tokenizer, kernel: str) -> dict[str, float]:
-    """RewardBench's DPO evaluation on eval.preference_data: the share of pairs whose chosen response gets the higher
-    implicit reward sum(log pi - log pi_ref), overall and per subset (and RewardBench's section scores when the
-    file is RewardBench itself)."""
+def preference_data_accuracy(e: Any, tokenizer, score_pairs, scorer: str) -> dict[str, float]:
+    """RewardBench's evaluation on eval.preference_data: the share of pairs whose chosen response gets the higher
+    reward, overall and per subset (and RewardBench's section scores when the file is RewardBench itself).
+    score_pairs: rows -> (chosen rewards, rejected rewards), a policy's implicit reward sum(log pi - log pi_ref)
+    (RewardBench's DPO mode) or a reward model's score; scorer names it in the progress line."""
     rows = reward_bench.read_preference_data(e.preference_data)
     if tokenizer.chat_template is not None:  # as RewardBench feeds chat models
         rows = reward_bench.render_chat(rows, tokenizer)
-    with console.status(f"scoring {len(rows)} pairs of {e.preference_data} with the implicit reward"):
-        chosen, rejected = reward_bench.score_pairs(policy, reference, tokenizer, rows, e.batch_size, kernel=kernel)
+    with console.status(f"scoring {len(rows)} pairs of {e.preference_data} with {scorer}"):
+        chosen, rejected = score_pairs(rows)
     acc = reward_bench.accuracy(chosen, rejected, [row["subset"] for row in rows])
     out = {"preference_data_accuracy": acc["overall"], "preference_data_pairs": acc["num_pairs"]}
     out |= {f"preference_data_accuracy/{subset}": value for subset, value in acc["per_subset"].items()}
@@ -284,10 +289,10 @@ def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int, kern
     # TDPO's implicit reward includes the sequential divergence it was trained with
     kwargs = {"kernel": kernel, "divergence": divergence} if objective.needs_token_divergence else {"kernel": kernel}
     if objective.data == "pairs":  # chosen rows, then rejected rows
-        stats = score(policy, reference, _tokenize(tokenizer, chosen + rejected), batch_size, **kwargs)
+        stats = score(policy, reference, tokenize_rows(tokenizer, chosen + rejected), batch_size, **kwargs)
         inputs = batches.pairs(stats, objective)
     elif objective.data == "binary":  # chosen rows (desirable), then rejected rows; each row's own implicit reward
-        stats = score(policy, reference, _tokenize(tokenizer, chosen + rejected), batch_size, **kwargs)
+        stats = score(policy, reference, tokenize_rows(tokenizer, chosen + rejected), batch_size, **kwargs)
         inputs = batches.binary(stats, torch.arange(2 * len(pairs)) < len(pairs))
         rewards = objective.loss(inputs, divergence=divergence, **hyperparameters(cfg.objective)).rewards
         return m.preference_probabilities(*rewards.chunk(2))  # z0 is common to both rows: it cancels
@@ -295,7 +300,7 @@ def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int, kern
         order = [r for pair in zip(rejected, chosen) for r in pair] if objective.data == "negatives" else [
             r for pair in zip(chosen, rejected) for r in pair
         ]
-        stats = score(policy, reference, _tokenize(tokenizer, order), batch_size, **kwargs)
+        stats = score(policy, reference, tokenize_rows(tokenizer, order), batch_size, **kwargs)
         mask = torch.ones(len(pairs), 2, dtype=torch.bool)
         if objective.data == "negatives":
             inputs = batches.negatives(stats, mask)
@@ -308,21 +313,60 @@ def _pair_probabilities(cfg, policy, reference, tokenizer, batch_size: int, kern
     return m.preference_probabilities(out.chosen_rewards, out.rejected_rewards)
 
 
-def _tokenize(tokenizer: PreTrainedTokenizerBase, rows: list[tuple[str, str]]) -> Batch:
-    """Prompt and prompt+completion+EOS, split at their common prefix, as TRL's DPOTrainer does."""
-    return pad_left([split_at_prompt(tokenizer, prompt, completion) for prompt, completion in rows], tokenizer.pad_token_id)
+def evaluate_reward_model(cfg: RunConfig, model_dir: Path) -> tuple[dict[str, Any], list[dict], dict]:
+    """objective=reward_model: the reward model in model_dir scores the held-out pairs as reward=classifier
+    reward.mode=logit scores texts (texts cut to train.max_length tokens, as in training): pair accuracy
+    P(r_w > r_l), the calibration (ECE, reliability bins) of sigmoid(r_w - r_l), the mean margin r_w - r_l; and
+    eval.preference_data's accuracy. Nothing is sampled, no reference loads. Returns eval()'s triple (the samples
+    are the scored pairs)."""
+    e = cfg.eval
+    classifier.check_sequence_classifier("model_dir", str(model_dir))  # a policy's model/: its head would be random
+    tokenizer = loading.load_tokenizer(cfg, str(model_dir))
+    scorer = classifier.ClassifierConfig(path=str(model_dir), mode="logit", max_length=cfg.train.max_length,
+                                         batch_size=e.batch_size, dtype=cfg.model.dtype)  # fmt: skip
+    reward_of = classifier.build(scorer, RewardContext(device=runtime.device()))
+    pairs = build.preference_pairs(cfg, tokenizer, sources.policy_source(cfg))["test"]
+    with console.status(f"scoring {len(pairs)} held-out pairs with the reward model"):
+        chosen = reward_of(list(pairs["prompt"]), list(pairs["chosen"]))
+        rejected = reward_of(list(pairs["prompt"]), list(pairs["rejected"]))
+    p = m.preference_probabilities(chosen, rejected)
+    diagram = m.reliability_diagram(p)
+    results: dict[str, Any] = {
+        "preference_accuracy": m.preference_accuracy(p),
+        "ece": diagram["ece"],
+        "reward_margin_mean": m.reward_stats([c - r for c, r in zip(chosen, rejected)])["mean"],
+        "chosen_reward_mean": m.reward_stats(chosen)["mean"],
+        "rejected_reward_mean": m.reward_stats(rejected)["mean"],
+        "num_pairs": len(p),
+        "max_length": cfg.train.max_length,
+        "model_dir": str(model_dir),
+    }
+    if e.preference_data is not None:
+        def by_reward_model(rows):
+            prompts = [row["prompt"] for row in rows]
+            return tuple(reward_of(prompts, [row[side] for row in rows]) for side in ("chosen", "rejected"))
+
+        results |= preference_data_accuracy(e, tokenizer, by_reward_model, "the reward model")
+    texts = zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])
+    samples = [{"prompt": pr, "chosen": c, "rejected": r, "chosen_reward": cr, "rejected_reward": rr}
+               for (pr, c, r), cr, rr in zip(texts, chosen, rejected)]  # fmt: skip
+    return results, samples, diagram
 
 
 def evaluate_and_report(cfg: RunConfig, model_dir: Path, out_dir: Path, reference_dir: str | None = None) -> dict[str, Any]:
     """Evaluate against `reference_dir`, else eval.reference, else the run's reference (model.reference or the
-    policy's starting weights); write eval.json, eval_samples.jsonl and reliability.{json,png} into out_dir."""
-    if reference_dir is None:
-        if cfg.eval.reference:
-            reference_dir = loading.check_source("eval.reference", cfg.eval.reference)
-        else:
-            reference_dir = sources.reference_source(cfg)
+    policy's starting weights), or a reward model on held-out pairs (evaluate_reward_model); write eval.json,
+    eval_samples.jsonl and reliability.{json,png} into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, samples, diagram = evaluate(cfg, model_dir, reference_dir, out_dir)
+    if build.objective(cfg)[0].trains_reward_model:  # no reference, nothing sampled: scored on held-out pairs
+        results, samples, diagram = evaluate_reward_model(cfg, model_dir)
+    else:
+        if reference_dir is None:
+            if cfg.eval.reference:
+                reference_dir = loading.check_source("eval.reference", cfg.eval.reference)
+            else:
+                reference_dir = sources.reference_source(cfg)
+        results, samples, diagram = evaluate(cfg, model_dir, reference_dir, out_dir)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     with (out_dir / "eval_samples.jsonl").open("w") as f:
         for row in samples:

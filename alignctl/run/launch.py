@@ -33,7 +33,8 @@ from alignctl.run import distributed, eval_checks, rundir, sources
 
 def validate(overrides: list[str], multirun: bool) -> list[RunConfig]:
     """Every job of the run or sweep composed and checked before any model or data loads: the config's own rules
-    (alignctl.config.compose), then what needs more than the config: teacher runs and their references, what eval
+    (alignctl.config.compose), then what needs more than the config: teacher runs and their references, the settings
+    a reward model (objective=reward_model) has no use for, what eval
     names (judges, lm-eval tasks, files: alignctl.run.eval_checks), what vLLM sampling needs, and the distributed settings against this
     machine. Then what the files the config names hold, read without loading any weights (after every job's other
     checks, so that a bad command line fails before transformers loads): the data file (empty, not UTF-8:
@@ -42,6 +43,7 @@ def validate(overrides: list[str], multirun: bool) -> list[RunConfig]:
     jobs = compose.compose_jobs(overrides, multirun)
     for job in jobs:
         sources.check_teachers(job)
+        eval_checks.check_reward_model(job)
         if job.model.rollout == "vllm":
             vllm_rollout.check_vllm("model.rollout")
         if job.eval.enabled:

@@ -31,6 +31,7 @@ from alignctl.config import schema as config
 from alignctl.errors import RunFailed, UsageError, UserCodeError
 from alignctl.eval.curve import CURVE_FILE, RewardKLCurve, curve_point
 from alignctl.models import loading, scoring
+from alignctl.models.sampling import tokenize_rows
 from alignctl.run import build, progress, rundir, runtime, sources, tracking
 from alignctl.run import evaluate as eval_run
 from alignctl.trainers import distill, hybrid
@@ -40,6 +41,7 @@ from alignctl.trainers.groups import GROUP_TRAINERS
 from alignctl.trainers.nonfinite import Diverged, NonFiniteGuard
 from alignctl.trainers.online import OnlineTrainer, dph_reference_store, trl_reward
 from alignctl.trainers.preference import PreferenceTrainer
+from alignctl.trainers.reward_model import reward_model_trainer
 from alignctl.trainers.rloo import RlooTrainer
 
 try:
@@ -414,6 +416,10 @@ def offline_trainer(cfg, run_dir, report_to, model, tokenizer, train_data, objec
     candidates/negatives (CandidateTrainer), or supervised fine-tuning (TRL's SFTTrainer as it is). round: a round of
     train.rounds > 1 (pairs only), with its own reference and checkpoint folder."""
     callbacks = run_callbacks(cfg, run_dir, round)
+    if objective.trains_reward_model:  # a sequence classifier, trained by TRL's RewardTrainer
+        return reward_model_trainer(cfg, _shared_args(cfg, run_dir, report_to), train_data, tokenizer, model=model,
+                                    callbacks=callbacks, objective=objective,
+                                    hyperparameters=config.hyperparameters(cfg.objective), divergence=divergence)
     peft_config = loading.lora_config(cfg)
     if objective.data == "sft":
         return SFTTrainer(model=model, args=sft_args(cfg, run_dir, report_to), train_dataset=train_data,
@@ -581,6 +587,9 @@ def _inputs(cfg: config.RunConfig, round: Round | None = None) -> tuple:
 def _load(cfg: config.RunConfig, round: Round | None = None) -> tuple:
     """What the trainer needs, built from the config: objective, divergence, tokenizer, data, model, kernel."""
     model_dir, objective, divergence, tokenizer, train_data = _inputs(cfg, round)
+    if objective.trains_reward_model:  # a sequence classifier: no LM head, so no kernel to score with
+        model = loading.load_reward_model(cfg, model_dir, tokenizer)
+        return objective, divergence, tokenizer, train_data, model, "naive"
     model = loading.load_causal_lm(cfg, model_dir)
     kernel = scoring.resolve_kernel(model, cfg.model.kernel)
     if cfg.model.reference is not None and objective.needs_reference and kernel == "fused":  # its own LM head
@@ -674,11 +683,16 @@ def _curve(cfg: config.RunConfig, run_dir: Path, trainer, tokenizer, kernel: str
     prompts = build.eval_prompts(cfg, tokenizer)[: cfg.eval.curve_prompts]
     reward, e = build.reward(cfg), cfg.eval
     max_new_tokens = cfg.dataset.max_new_tokens if build.is_binary_reward(cfg) else e.max_new_tokens  # as eval
+    pairs = None
+    if build.objective(cfg)[0].data == "pairs":  # the sequential KL of held-out chosen and rejected completions
+        held_out = build.preference_pairs(cfg, tokenizer, sources.policy_source(cfg))["test"][: e.curve_prompts]
+        sides = [*zip(held_out["prompt"], held_out["chosen"]), *zip(held_out["prompt"], held_out["rejected"])]
+        pairs = tokenize_rows(tokenizer, sides) if sides else None
 
     def point(model) -> dict[str, float]:
         return curve_point(model, reference, tokenizer, prompts, reward, samples_per_prompt=e.curve_samples_per_prompt,
                            max_new_tokens=max_new_tokens, temperature=e.temperature, seed=e.seed,
-                           batch_size=e.batch_size, kernel=kernel)  # fmt: skip
+                           batch_size=e.batch_size, kernel=kernel, pairs=pairs)  # fmt: skip
 
     return RewardKLCurve(run_dir / CURVE_FILE, cfg.eval.every_steps, point, step_offset=round.offset if round else 0,
                          round_number=round.number if round else None)

@@ -5,7 +5,6 @@ between rounds, resumes to the same result as an uninterrupted one; the bad inpu
 import json
 import shutil
 import signal
-import subprocess
 
 import pytest
 import torch
@@ -118,6 +117,7 @@ def test_killed_in_round_2_or_between_rounds_resumes_to_the_same_result(straight
         (["train.rounds=0"], "train.rounds=0"),
         (["objective=kto", "train.rounds=2"], "train.rounds=2 is not supported by objective=kto"),
         (["objective=grpo", "train.rounds=2"], "train.rounds=2 is not supported by objective=grpo"),
+        (["objective=reward_model", "train.rounds=2"], "train.rounds=2 is not supported by objective=reward_model"),
         (["train.reference_update=round"], "train.reference_update=round changes nothing with train.rounds=1"),
         (["train.rounds=2", "train.reference_update=always"], "train.reference_update='always' is not valid; choose "
                                                               "one of: start, round"),

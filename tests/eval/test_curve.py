@@ -43,7 +43,54 @@ def test_curve_rows_at_step_0_every_n_steps_and_the_last(runs):
     rows = read_curve(root / "curve" / "curve.jsonl")
     assert [r["step"] for r in rows] == [0, 2, 4, 5]
     assert rows[0]["kl_to_reference"] == 0.0  # the policy starts as the reference
-    assert all(set(r) == {"step", "reward_mean", "kl_to_reference", "entropy_per_token"} for r in rows)
+    keys = {"step", "reward_mean", "kl_to_reference", "entropy_per_token", "distinct_2", "seq_kl_chosen",
+            "seq_kl_rejected"}  # dpo: pairwise, so the held-out pairs' sequential KLs too
+    assert all(set(r) == keys for r in rows)
+    assert rows[0]["seq_kl_chosen"] == rows[0]["seq_kl_rejected"] == 0.0
+
+
+def test_sequential_kl_and_distinct_2_against_a_re_derivation(runs):
+    """TDPO's sequential KL from the models' own logits (sum over completion positions of
+    sum_v pi_ref(v) (log pi_ref(v) - log pi(v))), pair by pair, and distinct-2 by counting bigrams of words."""
+    import torch
+
+    from alignctl.models.sampling import sample_rows, split_at_prompt, tokenize_rows
+
+    cfg, root = runs
+    tokenizer = loading.load_tokenizer(cfg, str(root / "curve" / "model"))
+    policy = loading.load_causal_lm(cfg, str(root / "curve" / "model"), trainable=False)
+    reference = loading.load_causal_lm(cfg, sources.reference_source(cfg), trainable=False)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # five steps barely move the policy: a KL of ~1e-5 is float32 noise; make it sizeable
+        for weight in policy.parameters():
+            weight.add_(torch.randn(weight.shape, generator=generator) * 0.1)
+    pairs = build.preference_pairs(cfg, tokenizer, sources.policy_source(cfg))["test"][:3]
+    sides = [*zip(pairs["prompt"], pairs["chosen"]), *zip(pairs["prompt"], pairs["rejected"])]
+    e = cfg.eval
+    prompts = build.eval_prompts(cfg, tokenizer)[:2]
+    point = curve_point(policy, reference, tokenizer, prompts, build.reward(cfg), samples_per_prompt=3,
+                        max_new_tokens=8, temperature=1.0, seed=e.seed, batch_size=4, kernel="fused",
+                        pairs=tokenize_rows(tokenizer, sides))  # fmt: skip
+
+    def seq_kl(prompt, completion) -> float:
+        prompt_ids, completion_ids = split_at_prompt(tokenizer, prompt, completion)
+        ids = torch.tensor([prompt_ids + completion_ids])
+        with torch.no_grad():
+            logp = policy(ids).logits.double().log_softmax(-1)[0]
+            logq = reference(ids).logits.double().log_softmax(-1)[0]
+        at = range(len(prompt_ids) - 1, ids.shape[1] - 1)  # the positions that predict completion tokens
+        return sum((logq[t].exp() * (logq[t] - logp[t])).sum().item() for t in at)
+
+    n = len(pairs["prompt"])  # (this tiny task holds few held-out pairs)
+    chosen, rejected = [seq_kl(*row) for row in sides[:n]], [seq_kl(*row) for row in sides[n:]]
+    assert point["seq_kl_chosen"] == pytest.approx(sum(chosen) / n, rel=1e-4)
+    assert point["seq_kl_rejected"] == pytest.approx(sum(rejected) / n, rel=1e-4)
+    assert min(chosen + rejected) > 0.01
+
+    texts = sample_rows(policy, tokenizer, prompts, n=3, max_new_tokens=8, temperature=1.0, seed=e.seed,
+                        batch_size=4).completions  # fmt: skip
+    bigrams = [tuple(w[i : i + 2]) for w in (t.split() for t in texts) for i in range(len(w) - 1)]
+    assert point["distinct_2"] == pytest.approx(len(set(bigrams)) / len(bigrams))
 
 
 def test_the_last_point_is_the_final_model_measured_afresh(runs):

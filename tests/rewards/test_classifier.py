@@ -195,4 +195,17 @@ def test_a_causal_lm_checkpoint_is_not_a_classifier(tmp_path):
     )  # fmt: skip
     LlamaForCausalLM(cfg).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    one_line_usage_error(lambda: score(str(tmp_path)), f"reward.path={tmp_path}", "score.weight", "LlamaForCausalLM")
+    # its config.json names the architecture: refused when the config is checked, before any weights load
+    one_line_usage_error(lambda: ClassifierConfig(path=str(tmp_path)), f"reward.path={tmp_path} is a causal LM",
+                         "LlamaForCausalLM", "objective=reward_model")  # fmt: skip
+    # without the architecture in config.json it loads, and the classifier weights its checkpoint lacks are named
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["architectures"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    one_line_usage_error(lambda: score(str(tmp_path)), f"reward.path={tmp_path}", "score.weight")
+
+
+def test_a_run_directory_points_at_its_model(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    one_line_usage_error(lambda: ClassifierConfig(path=str(tmp_path)), "no config.json", f"{tmp_path / 'model'}")

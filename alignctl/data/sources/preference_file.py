@@ -8,7 +8,9 @@
   (characters for text, cut before a space; whole messages for conversations). So does a plain-text ``prompt``
   column beside conversational completions (TRL ignores it too). For plain text that beginning may end inside the
   reply: write the prompt out when you can (or use dataset=hh_rlhf for "Human:/Assistant:" dialogues);
-- optional ``chosen_reward`` / ``rejected_reward`` numbers are kept; other columns are dropped.
+- optional ``chosen_reward`` / ``rejected_reward`` numbers are kept, and an optional ``margin`` number (how much
+  better chosen is: objective=reward_model's per-pair margin, as TRL's RewardTrainer reads it); other columns are
+  dropped.
 
 A pair whose implicit prompt comes out empty, a conversational prompt beside plain-text completions, and chosen and
 rejected of different formats are DataErrors naming the row or column.
@@ -30,7 +32,7 @@ from alignctl.data.sources.reading import (
 
 DESCRIPTION = "your own preference pairs: a .jsonl/.json/.parquet/.csv file or save_to_disk folder in TRL's format"
 COLUMNS = {"chosen": TEXT_OR_MESSAGES, "rejected": TEXT_OR_MESSAGES}
-OPTIONAL = {"prompt": TEXT_OR_MESSAGES, "chosen_reward": NUMBER, "rejected_reward": NUMBER}
+OPTIONAL = {"prompt": TEXT_OR_MESSAGES, "chosen_reward": NUMBER, "rejected_reward": NUMBER, "margin": NUMBER}
 
 
 @dataclass
@@ -44,8 +46,8 @@ def load(cfg: PreferenceFileConfig):
     where = f"dataset.path={cfg.path}"
 
     def prepare(batch: dict[str, list], rows: list[int], split: str) -> dict[str, list]:
-        rewards = [key for key in ("chosen_reward", "rejected_reward") if key in batch]
-        out: dict[str, list] = {key: [] for key in ("prompt", "chosen", "rejected", *rewards)}
+        numbers = [key for key in ("chosen_reward", "rejected_reward", "margin") if key in batch]
+        out: dict[str, list] = {key: [] for key in ("prompt", "chosen", "rejected", *numbers)}
         for i, row in enumerate(rows):
             example = {key: batch[key][i] for key in ("prompt", "chosen", "rejected") if key in batch}
             chosen, rejected = example["chosen"], example["rejected"]
@@ -61,7 +63,7 @@ def load(cfg: PreferenceFileConfig):
                 raise row_error(where, "chosen", row, split, "a pair with a shared prompt", problem)
             for key in ("prompt", "chosen", "rejected"):
                 out[key].append(pair[key])
-            for key in rewards:
+            for key in numbers:
                 out[key].append(float(batch[key][i]))
         return out
 

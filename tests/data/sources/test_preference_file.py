@@ -39,6 +39,17 @@ def test_explicit_plain_text_with_rewards_drops_other_columns(tmp_path):
     )
 
 
+def test_a_margin_column_is_kept_as_a_number_and_checked(tmp_path):
+    """objective=reward_model's per-pair margin (TRL's RewardTrainer `margin` column)."""
+    rows = [{"prompt": f"Q{i}:", "chosen": f" yes {i}", "rejected": f" no {i}", "margin": i} for i in range(4)]
+    data = load(write_jsonl(tmp_path / "m.jsonl", rows))
+    assert data["train"].column_names == ["prompt", "chosen", "rejected", "margin"]
+    assert sorted(r["margin"] for r in rows_of(data["train"]) + rows_of(data["test"])) == [0.0, 1.0, 2.0, 3.0]
+    rows[1]["margin"] = "high"
+    with pytest.raises(DataError, match="margin"):
+        load(write_jsonl(tmp_path / "bad.jsonl", rows))
+
+
 def test_explicit_conversational(tmp_path):
     rows = [{"prompt": user(f"Hi {i}"), "chosen": assistant(f"Hi {i}"), "rejected": assistant("Go")} for i in range(5)]
     assert all_rows(load(write_jsonl(tmp_path / "c.jsonl", rows))) == sorted(rows, key=canonical)
