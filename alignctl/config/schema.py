@@ -236,14 +236,12 @@ class LauncherConfig:
     mem_gb: Annotated[int | None, Positive] = None  # slurm: memory per job; null = the partition's default
     timeout_min: Annotated[int, Positive] = 60  # slurm/submitit_local: a job's time limit in minutes
     array_parallelism: Annotated[int, Positive] = 256  # slurm: jobs of the sweep's array running at once
-    nodes: Annotated[int, Positive] = 1  # slurm: a job trains on one node
+    nodes: Annotated[int, Positive] = 1  # slurm: nodes per job (> 1: one accelerate launch per node, num_machines)
 
     def __post_init__(self) -> None:
         if self.name not in LAUNCHERS:
             raise ConfigError(f"launcher.name={self.name!r} is not valid; choose one of: {', '.join(LAUNCHERS)}")
         check_ranges("launcher", self)
-        if self.nodes != 1:
-            raise ConfigError(f"launcher.nodes={self.nodes} is out of range; a job trains on one node: it must be 1")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name != "name" and f.name not in LAUNCHER_FIELDS[self.name] and value != f.default:
@@ -264,20 +262,32 @@ class DistributedConfig:
     trains: train.batch_size is the global batch whatever the number of processes (see alignctl/run/distributed.py)."""
 
     name: str = "none"  # none | ddp | fsdp | deepspeed_zero2 | deepspeed_zero3
-    # ranks on this node (GPUs; on a CPU-only machine, processes with the gloo backend)
+    # ranks PER MACHINE (its GPUs; on a CPU-only machine, processes with the gloo backend); the run has
+    # num_processes * num_machines ranks (accelerate's --num_processes, which counts them all, is computed at launch)
     num_processes: Annotated[int, Positive] = 1
     config_file: str | None = None  # a user's own accelerate config (`accelerate config`); null: the shipped one
-    main_process_port: Annotated[int | None, Positive] = None  # rendezvous port; null: a free one
+    # rendezvous port on machine 0; null: a free one (one machine), or from SLURM_JOB_ID (launcher=slurm)
+    main_process_port: Annotated[int | None, Positive] = None
+    # Several machines: run the same `alignctl train ...` on each with its machine_rank (0 on the machine at
+    # main_process_ip, where global rank 0 writes the run directory: a filesystem all of them share). Under
+    # launcher=slurm with launcher.nodes=num_machines, null machine_rank / main_process_ip come from SLURM's variables.
+    num_machines: Annotated[int, Positive] = 1
+    machine_rank: Annotated[int | None, NonNegative] = None
+    main_process_ip: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in DISTRIBUTED:
             raise ConfigError(f"distributed.name={self.name!r} is not valid; choose one of: {', '.join(DISTRIBUTED)}")
         check_ranges("distributed", self)
-        if self.name == "none" and self.num_processes != 1:
+        if self.name == "none" and (self.num_processes != 1 or self.num_machines != 1):
+            field = "num_processes" if self.num_processes != 1 else "num_machines"
             raise ConfigError(
-                f"distributed.num_processes={self.num_processes} needs a distributed option; use distributed=ddp "
+                f"distributed.{field}={getattr(self, field)} needs a distributed option; use distributed=ddp "
                 f"(or {', '.join(DISTRIBUTED[2:])})"
             )
+        if self.machine_rank is not None and self.machine_rank >= self.num_machines:
+            raise ConfigError(f"distributed.machine_rank={self.machine_rank} is out of range for "
+                              f"distributed.num_machines={self.num_machines}; use 0..{self.num_machines - 1}")  # fmt: skip
 
 
 @dataclass
@@ -364,6 +374,11 @@ class RunConfig:
                 "use 1 (raise train.batch_size instead)"
             )
         self._check_rounds(entry)
+        if self.launcher.name in ("slurm", "submitit_local") and self.launcher.nodes != self.distributed.num_machines:
+            raise ConfigError(
+                f"launcher.nodes={self.launcher.nodes} must equal distributed.num_machines="
+                f"{self.distributed.num_machines}: a job's ranks span its nodes, one accelerate launch per node"
+            )
         if entry.data == "binary" and self.train.batch_size < 2:
             raise ConfigError(
                 f"train.batch_size={self.train.batch_size} is too small for objective={entry.name}: its KL reference "

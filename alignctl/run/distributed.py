@@ -11,6 +11,12 @@ Config errors are printed once, by rank 0 (errors.fail).
 train.batch_size stays the global batch: each rank takes batch_size / N rows (and whole groups of
 train.num_generations completions where the objective reads its groups), so a run gives the same numbers on 1 or N
 processes; on a CPU-only machine the ranks are processes with the gloo backend.
+
+Several machines (distributed.num_machines=M): the same `alignctl train ...` runs on each machine with its
+distributed.machine_rank, and each starts distributed.num_processes ranks there (ranks PER MACHINE: accelerate's
+--num_processes, the total, is num_processes * M); global rank 0, on machine 0 at distributed.main_process_ip, writes
+the run directory, on a filesystem the machines share. Under SLURM (launcher=slurm launcher.nodes=M) each node's
+task launches its own ranks, the machine rank and address read from SLURM_NODEID and SLURM_JOB_NODELIST.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,6 +60,56 @@ def config_file(cfg: RunConfig) -> Path:
 REMOTE_LAUNCHERS = ("slurm",)  # a job runs on another machine: check_machine runs there, in the job
 
 
+@dataclasses.dataclass(frozen=True)
+class Machines:
+    """Where this machine's ranks join the run: how many machines, this one's rank, machine 0's address and port."""
+
+    count: int
+    rank: int
+    ip: str
+    port: int
+
+
+def machines(cfg: RunConfig) -> Machines:
+    """The run's machines as this machine sees them: the config's values, else SLURM's (a job's node rank, its first
+    node, a port from the job id, the same on every node), else for one machine this one and a free port. One line
+    naming the field when a multi-machine run lacks one."""
+    d = cfg.distributed
+    if d.num_machines == 1:
+        return Machines(1, 0, "127.0.0.1", d.main_process_port or _free_port())
+    env = os.environ if "SLURM_JOB_ID" in os.environ else {}
+    rank = d.machine_rank if d.machine_rank is not None else _int(env.get("SLURM_NODEID"))
+    ip = d.main_process_ip or first_host(env.get("SLURM_JOB_NODELIST", ""))
+    port = d.main_process_port or (29500 + int(env["SLURM_JOB_ID"]) % 20000 if env else None)
+    n = d.num_machines
+    if rank is None:
+        raise UsageError(f"distributed.num_machines={n} needs distributed.machine_rank on each machine: 0 on the one at "
+                         f"distributed.main_process_ip, 1..{n - 1} on the others")  # fmt: skip
+    if rank >= n:
+        raise UsageError(f"distributed.machine_rank={rank} (SLURM_NODEID) is out of range for distributed.num_machines="
+                         f"{n}; set launcher.nodes={n} or distributed.num_machines to the job's nodes")  # fmt: skip
+    if not ip:
+        raise UsageError(f"distributed.num_machines={n} needs distributed.main_process_ip: the address of machine 0 "
+                         "(machine_rank=0), which every machine can reach")  # fmt: skip
+    if port is None:
+        raise UsageError(f"distributed.num_machines={n} needs distributed.main_process_port: one free port on machine "
+                         "0, the same on every machine (e.g. 29500)")  # fmt: skip
+    return Machines(n, rank, ip, port)
+
+
+def first_host(nodelist: str) -> str | None:
+    """The first host of a SLURM node list ("gpu[07-09,12],cpu1" -> "gpu07"; zero padding kept), None if empty."""
+    found = re.match(r"\s*([^,\[\s]+)(?:\[([^\]]*)\])?", nodelist)
+    if not found:
+        return None
+    prefix, ranges = found.groups()
+    return prefix + re.split(r"[-,]", ranges)[0] if ranges else prefix
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
 def check(cfg: RunConfig) -> None:
     """Everything that would stop a multi-process run, before any model loads: one line naming the field. What
     depends on the machine is checked here unless the job runs elsewhere (launcher=slurm: then in the job)."""
@@ -64,7 +121,8 @@ def check(cfg: RunConfig) -> None:
         raise UsageError(f"distributed={d.name} needs the deepspeed package: pip install deepspeed")
     if cfg.launcher.name not in REMOTE_LAUNCHERS:
         check_machine(cfg)
-    check_batch(cfg, d.num_processes)
+        machines(cfg)
+    check_batch(cfg, d.num_processes * d.num_machines)
     if d.name in SHARDED and cfg.model.kernel != "naive":
         raise UsageError(
             f"model.kernel={cfg.model.kernel} reads the whole LM head, which distributed={d.name} shards across "
@@ -100,7 +158,8 @@ def check_machine(cfg: RunConfig) -> None:
 
 
 def check_batch(cfg: RunConfig, processes: int) -> None:
-    """train.batch_size (global) must split evenly over the ranks, in whole groups where the objective reads them."""
+    """train.batch_size (global) must split evenly over the ranks (all machines'), in whole groups where the objective
+    reads them."""
     t, entry = cfg.train, objectives.REGISTRY[cfg.objective.name]
     if t.batch_size % processes:
         raise UsageError(
@@ -142,15 +201,16 @@ def _check_config_file(path: Path, given: bool) -> None:
 
 
 def launch_command(cfg: RunConfig, overrides: list[str], run_dir: Path) -> list[str]:
-    """`accelerate launch` of this run on distributed.num_processes ranks, all in run_dir."""
-    d = cfg.distributed
-    port = d.main_process_port or _free_port()
+    """`accelerate launch` of this machine's distributed.num_processes ranks of the run, all in run_dir. accelerate
+    counts --num_processes over all machines: num_processes (per machine) * num_machines."""
+    d, m = cfg.distributed, machines(cfg)
     ours = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=", "launcher=", "launcher.")
     job = [o for o in overrides if not o.lstrip("+").startswith(ours)]
+    where = ["--machine_rank", str(m.rank), "--main_process_ip", m.ip] if m.count > 1 else []
     return [
         sys.executable, "-m", "alignctl.run.distributed", "--config_file", str(config_file(cfg)),
-        "--num_processes", str(d.num_processes), "--num_machines", "1", "--main_process_port", str(port),
-        "-m", "alignctl", "train", *job, f"hydra.run.dir={run_dir}",
+        "--num_processes", str(d.num_processes * m.count), "--num_machines", str(m.count), *where,
+        "--main_process_port", str(m.port), "-m", "alignctl", "train", *job, f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
 
 
@@ -160,9 +220,11 @@ def launch(cfg: RunConfig, overrides: list[str], run_dir: Path) -> int:
     forwarded here, which accelerate's agent passes to every rank (a rank given two signals would exit unsaved)."""
     # LOGLEVEL: torch elastic's agent logs each rank's exit and the signals it passes on; alignctl says what matters
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg.train.num_threads or 1), LOGLEVEL="ERROR", **{ranks.LAUNCHED: "1"})
-    n = cfg.distributed.num_processes
-    print(f"alignctl: training on {n} process{'es' if n > 1 else ''} ({cfg.distributed.name}) in {run_dir}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    d = cfg.distributed
+    n = f"{d.num_processes} process{'es' if d.num_processes > 1 else ''}"
+    if d.num_machines > 1:
+        n = f"{d.num_machines} machines x {n} (this is machine {machines(cfg).rank})"
+    print(f"alignctl: training on {n} ({d.name}) in {run_dir}", file=sys.stderr, flush=True)
     proc = subprocess.Popen(launch_command(cfg, overrides, run_dir), env=env, start_new_session=True)
     forwarded: list[int] = []
 

@@ -124,3 +124,55 @@ def test_one_process_with_a_distributed_option_trains_once(cache, tmp_path):
     out = run(cache, launched, "objective=dpo", "distributed=ddp", "distributed.num_processes=1")
     assert out.stderr.count("training on 1 process (ddp)") == 1
     assert_same_run(plain, launched)
+
+
+def test_two_machines_on_one_host_train_as_one_process(cache, tmp_path):
+    """distributed.num_machines=2: the same command on two "machines" (machine ranks 0 and 1, one process each, gloo,
+    both at 127.0.0.1), each launching its own rank: the same losses and weights as one process with the same global
+    batch, one run directory written by global rank 0."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(cache, one, "objective=dpo", *EVAL)
+    port = distributed._free_port()
+    machine = [*ALIGNCTL, "train", *COMMON, "objective=dpo", *EVAL, "distributed=ddp", "distributed.num_processes=1",
+               "distributed.num_machines=2", "distributed.main_process_ip=127.0.0.1",
+               f"distributed.main_process_port={port}", f"hydra.run.dir={two}"]  # fmt: skip
+    procs = [subprocess.Popen([*machine, f"distributed.machine_rank={rank}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env(cache), cwd=tmp_path)
+             for rank in (0, 1)]  # fmt: skip
+    outs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (_, err) in zip(procs, outs):
+        assert proc.returncode == 0, err[-4000:]
+    for rank, (_, err) in enumerate(outs):
+        print(err.splitlines()[0])
+        assert f"training on 2 machines x 1 process (this is machine {rank}) (ddp) in {two}" in err
+    assert_same_run(one, two)
+    assert json.loads((one / "eval.json").read_text())["reward_mean"] == pytest.approx(
+        json.loads((two / "eval.json").read_text())["reward_mean"], abs=1e-6)  # fmt: skip
+
+
+def test_machine_settings_from_slurm_and_the_missing_ones(monkeypatch):
+    """Under SLURM (a job of launcher.nodes nodes) the machine rank, machine 0's address and a port common to every
+    node come from the job's variables; outside it a multi-machine run names what it lacks, in one line."""
+    from alignctl.config import compose
+    from alignctl.errors import UsageError
+
+    two = ["distributed=ddp", "distributed.num_processes=1", "distributed.num_machines=2"]
+    for name in ("SLURM_JOB_ID", "SLURM_NODEID", "SLURM_JOB_NODELIST"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UsageError, match=r"^distributed.num_machines=2 needs distributed.machine_rank on each"):
+        distributed.machines(compose.compose_one(two))
+    with pytest.raises(UsageError, match=r"^distributed.num_machines=2 needs distributed.main_process_ip"):
+        distributed.machines(compose.compose_one([*two, "distributed.machine_rank=1"]))
+    with pytest.raises(UsageError, match=r"^distributed.num_machines=2 needs distributed.main_process_port"):
+        distributed.machines(compose.compose_one([*two, "distributed.machine_rank=1",
+                                                  "distributed.main_process_ip=10.0.0.1"]))  # fmt: skip
+    monkeypatch.setenv("SLURM_JOB_ID", "123456")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
+    assert distributed.machines(compose.compose_one(two)) == distributed.Machines(2, 1, "gpu07", 29500 + 123456 % 20000)
+    cmd = distributed.launch_command(compose.compose_one(two), ["objective=dpo"], Path("/runs/x"))
+    assert cmd[cmd.index("--num_processes") + 1] == "2"  # accelerate counts every machine's ranks
+    assert cmd[cmd.index("--machine_rank") + 1] == "1" and cmd[cmd.index("--main_process_ip") + 1] == "gpu07"
+    monkeypatch.setenv("SLURM_NODEID", "2")
+    with pytest.raises(UsageError, match=r"machine_rank=2 \(SLURM_NODEID\) is out of range"):
+        distributed.machines(compose.compose_one(two))
