@@ -92,6 +92,10 @@ class TrainConfig:
     # The reference of rounds 2..N: start (the run's reference, as in round 1) | round (the policy the round starts
     # from, as iterative DPO papers that re-anchor do).
     reference_update: str = "start"
+    # Pairwise objectives: batches of pairs of similar length (transformers' LengthGroupedSampler: megabatches of up
+    # to 50 batches of shuffled rows, each sorted by prompt + longer completion), so less compute goes to padding;
+    # deterministic per seed. false: uniformly shuffled rows (the published tables' setting).
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         self.resume = str(self.resume).lower()  # true/false from the command line or a saved YAML are booleans
@@ -374,6 +378,11 @@ class RunConfig:
                 "use 1 (raise train.batch_size instead)"
             )
         self._check_rounds(entry)
+        if self.train.group_by_length and entry.data != "pairs":
+            raise ConfigError(
+                f"train.group_by_length=true groups preference pairs by length; objective={entry.name} trains on "
+                f"{DATA_KIND_NAMES[entry.data]}: leave it false"
+            )
         if self.launcher.name in ("slurm", "submitit_local") and self.launcher.nodes != self.distributed.num_machines:
             raise ConfigError(
                 f"launcher.nodes={self.launcher.nodes} must equal distributed.num_machines="

@@ -312,8 +312,12 @@ def _shared_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str], rou
 
 
 def training_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str], round: Round | None = None) -> DPOConfig:
+    """TRL's DPOConfig of the offline trainers; train.group_by_length: transformers' length-grouped sampler, reading
+    the `length` column PreferenceTrainer adds (kept through Trainer's column pruning, which would drop it)."""
+    grouped = cfg.train.group_by_length
     return DPOConfig(**_shared_args(cfg, run_dir, report_to, round), max_length=cfg.train.max_length,
-                     dataset_num_proc=None)  # fmt: skip
+                     dataset_num_proc=None, train_sampling_strategy="group_by_length" if grouped else "random",
+                     remove_unused_columns=not grouped)  # fmt: skip
 
 
 def sft_args(cfg: config.RunConfig, run_dir: Path, report_to: list[str]) -> SFTConfig:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from trl import DPOTrainer
 
 from alignctl.divergences import Divergence
@@ -54,6 +55,8 @@ class PreferenceTrainer(DPOTrainer):
             training_args.precompute_ref_log_probs = True
         self._reference_freed = False
         super().__init__(*args, **kwargs)
+        if self.args.train_sampling_strategy == "group_by_length":  # train.group_by_length
+            self.train_dataset = with_lengths(self.train_dataset, self.args.max_length)
         if self.caches_reference and self.ref_model is not None and not self.keeps_reference_model:
             # Every batch now carries the reference log-probs: drop the reference model, which TRL keeps when given
             # one (accelerate's own hold on it goes when train() starts: Trainer calls accelerator.free_memory()).
@@ -102,6 +105,17 @@ class PreferenceTrainer(DPOTrainer):
                 yield
 
         return both
+
+    # Overrides Trainer's private hook (the only place it builds the train sampler) for train.group_by_length:
+    # transformers' LengthGroupedSampler draws its order from torch's global RNG when the epoch starts, which a
+    # resumed run reaches in another state (accelerate makes only a RandomSampler seedable), so it would train on other
+    # batches; SeededLengthGroupedSampler draws it from (data_seed, epoch). tests/e2e/test_grouping.py resumes a run.
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
+        return sampler
 
     def sequence_stats(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> SequenceStats:
         """Statistics of every sequence of a collated batch, with the reference (and the per-token divergence)
@@ -167,3 +181,31 @@ class PreferenceTrainer(DPOTrainer):
 def token_entropy(stats: SequenceStats) -> torch.Tensor:
     """The policy's mean full-vocabulary entropy per completion token of a batch."""
     return stats.entropy.sum() / stats.lengths.sum().clamp(min=1)
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler (shuffled megabatches of batches, each megabatch sorted by length) with the
+    order of epoch e drawn from a generator seeded by (seed, e): the same batches however often, and after whatever
+    resume, the epoch is started (Trainer and accelerate call set_epoch)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def with_lengths(dataset, max_length: int | None):
+    """The tokenized pairs with a `length` column, what the collator pads a pair's two rows to: prompt + the longer
+    completion, at most max_length (it truncates each sequence there). transformers' LengthGroupedSampler reads it."""
+
+    def length(row: dict[str, Any]) -> dict[str, int]:
+        n = len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+        return {"length": min(n, max_length) if max_length else n}
+
+    return dataset.map(length, keep_in_memory=True, desc="Pair lengths")
