@@ -34,6 +34,7 @@ docs: $(STAMP)  # the option lists in README.md and docs/objectives.md, from the
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_kernels.py --load both --rounds 3
 	$(BIN)/python scripts/bench_dpo_step.py
+	$(BIN)/python scripts/bench_online_step.py
 	$(BIN)/python scripts/bench_demo.py
 	$(BIN)/python scripts/bench_sweep.py train.max_steps=200
 	$(BIN)/python scripts/bench_distributed.py

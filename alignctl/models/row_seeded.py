@@ -45,11 +45,44 @@ def key(*parts: int | torch.Tensor) -> torch.Tensor:
     return h
 
 
+@functools.lru_cache(maxsize=8)
+def _columns(n: int, device: torch.device) -> torch.Tensor:
+    """j * GOLDEN + GOLDEN for j < n: the column term of `uniforms`' counters plus SplitMix64's first addition
+    (int64 addition wraps, so adding it here or in splitmix64 gives the same bits). Built once per vocabulary size."""
+    j = torch.arange(n, dtype=torch.int64, device=device)
+    return j * _signed(_GOLDEN) + _signed(_GOLDEN)
+
+
+def _uniform_bits(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """[len(keys), n] int64: the top 53 bits of splitmix64(keys[i] + j * GOLDEN), i.e. `splitmix64` and `_shr(., 11)`
+    op for op, but in place on one scratch buffer: the sampler runs this over the whole vocabulary for every
+    generated token, and the out-of-place chain allocated and wrote ~20 such tensors each time."""
+    z = keys[:, None] + _columns(n, keys.device)  # splitmix64's z = x + GOLDEN
+    t = torch.empty_like(z)
+    for shift, mix in ((30, _MIX1), (27, _MIX2)):  # z = (z ^ (z >>> shift)) * mix
+        torch.bitwise_right_shift(z, shift, out=t)
+        t &= (1 << (64 - shift)) - 1
+        z ^= t
+        z *= _signed(mix)
+    torch.bitwise_right_shift(z, 31, out=t)  # z ^ (z >>> 31)
+    t &= (1 << 33) - 1
+    z ^= t
+    z >>= 11  # top 53 bits (>>> 11)
+    z &= (1 << 53) - 1
+    return z
+
+
+def _uniforms_from_bits(bits: torch.Tensor) -> torch.Tensor:
+    u = bits.double()
+    u += 0.5
+    u *= 2.0**-53
+    return u
+
+
 def uniforms(keys: torch.Tensor, n: int) -> torch.Tensor:
-    """[len(keys), n] float64 uniforms in (0, 1), element (i, j) a function of (keys[i], j) alone."""
-    j = torch.arange(n, dtype=torch.int64, device=keys.device)
-    bits = _shr(splitmix64(keys[:, None] + j[None, :] * _signed(_GOLDEN)), 11)  # top 53 bits
-    return (bits.double() + 0.5) * 2.0**-53
+    """[len(keys), n] float64 uniforms in (0, 1), element (i, j) a function of (keys[i], j) alone: the top 53 bits
+    of splitmix64(keys[i] + j * GOLDEN), (bits + 0.5) * 2^-53."""
+    return _uniforms_from_bits(_uniform_bits(keys, n))
 
 
 class RowSeededSampler(LogitsProcessor):
@@ -73,8 +106,15 @@ class RowSeededSampler(LogitsProcessor):
         position = input_ids.shape[1] - self.start  # tokens generated so far: the same however prompts are padded
         rows = self.rows if self.rows is not None else torch.arange(scores.shape[0], dtype=torch.int64) + self.first_row
         keys = key(self.seed, self.step, position, rows).to(scores.device)
-        gumbel = -torch.log(-torch.log(uniforms(keys, scores.shape[1])))
-        choice = (scores.double() / self.temperature + gumbel).argmax(dim=-1)
+        # argmax(scores / T + g), g = -log(-log u): computed in place as (scores / T) - log(-log u), which is the same
+        # float64 sum bit for bit (x + (-y) == x - y in IEEE arithmetic; x / 1.0 == x), so the same token is drawn
+        # as by the out-of-place form, which allocated ~25 [rows, vocab] tensors per generated token
+        noise = _uniforms_from_bits(_uniform_bits(keys, scores.shape[1]))
+        noise.log_().neg_().log_()  # -g
+        total = scores.to(torch.float64, copy=True)  # a copy also of float64 scores: generate may keep them
+        if self.temperature != 1.0:
+            total /= self.temperature
+        choice = total.sub_(noise).argmax(dim=-1)
         only = torch.full_like(scores, float("-inf"))
         return only.scatter_(1, choice[:, None], 0.0)
 

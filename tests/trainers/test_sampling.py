@@ -41,6 +41,39 @@ def test_uniforms_are_open_unit_interval_deterministic_and_flat():
     assert not torch.equal(u[0], u[1])
 
 
+def test_uniforms_and_the_drawn_token_are_the_reference_bit_for_bit():
+    """Pins the draws (published results depend on them) to the definition on Python integers and floats:
+    u(key, j) = (top 53 bits of splitmix64(key + j * GOLDEN) + 0.5) * 2^-53, token = argmax_j scores_j / T - log(-log u)."""
+    import math
+
+    golden = 0x9E3779B97F4A7C15
+    keys = [3, -5, 2**40, -(2**63)]
+    n = 7
+    want = [[((splitmix64_reference((k + j * golden) & MASK) >> 11) + 0.5) * 2.0**-53 for j in range(n)] for k in keys]
+    assert uniforms(torch.tensor(keys, dtype=torch.int64), n).tolist() == want
+    generator = torch.Generator().manual_seed(0)
+    for dtype, temperature in ((torch.float32, 1.0), (torch.float64, 0.7), (torch.bfloat16, 1.3)):
+        scores = (torch.randn(5, 300, generator=generator) * 3).to(dtype)
+        scores[0, :10] = float("-inf")
+        before = scores.clone()
+        sampler = RowSeededSampler(seed=11, step=2, temperature=temperature)
+        out = sampler(torch.zeros(5, 4, dtype=torch.long), scores)
+        assert torch.equal(scores, before)  # the processor leaves generate's scores as they were
+        row_keys = [int(sampler_key) for sampler_key in _keys(11, 2, 0, range(5))]
+        for i, k in enumerate(row_keys):
+            u = [((splitmix64_reference((k + j * golden) & MASK) >> 11) + 0.5) * 2.0**-53 for j in range(300)]
+            total = [float(x) / temperature - math.log(-math.log(v)) for x, v in zip(scores[i].double().tolist(), u)]
+            assert out[i].argmax().item() == max(range(300), key=total.__getitem__)
+            assert (out[i] == 0).sum() == 1
+
+
+def _keys(seed: int, step: int, position: int, rows) -> list[int]:
+    """The sampler's per-row noise keys (alignctl.models.row_seeded.key), as int64 values."""
+    from alignctl.models.row_seeded import key
+
+    return key(seed, step, position, torch.tensor(list(rows), dtype=torch.int64)).tolist()
+
+
 def test_draws_follow_the_softmax_at_the_temperature():
     scores = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5]])
     n, temperature = 20_000, 0.7

@@ -219,6 +219,14 @@ SEAMS: list[Seam] = [
          evidence=((".__init__", "self._signature_columns = None"),
                    ("._remove_unused_columns", "signature_columns = self._signature_columns"),
                    ("._get_collator_with_removed_columns", "signature_columns = self._signature_columns"))),
+    Seam(TRAINER, "_get_train_sampler",
+         "PreferenceTrainer (train.group_by_length) swaps Trainer's LengthGroupedSampler, which draws its order from "
+         "the global RNG, for one seeded by (data_seed, epoch), so a resumed run trains on the same batches",
+         params=("self", "train_dataset"), exact=True,
+         evidence=(("._get_train_sampler", 'if self.args.train_sampling_strategy == "group_by_length":'),
+                   ("._get_train_sampler", "return LengthGroupedSampler("),
+                   ("._get_dataloader", "sampler = sampler_fn(dataset) if sampler_fn is not None else None"),
+                   (".get_train_dataloader", "sampler_fn=self._get_train_sampler"))),
     # ---- trl.DPOTrainer: PreferenceTrainer, CandidateTrainer, HybridTrainer, AdvantageTrainer --------------------
     Seam(DPO, "_precompute_ref_logps",
          "PreferenceTrainer scores the reference through alignctl's kernels and shares the log-probs across jobs",
