@@ -79,10 +79,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_dpo_step import make_tokenizer  # noqa: E402  (the word-level tokenizer: "t<i>" is id i)
 from bench_kernels import OtherLoad  # noqa: E402
 
 TRAINERS = ("alignctl", "trl")
-EOS = "<|endoftext|>"
 TARGETS = {"total": 1.0}  # alignctl's median step time <= 1.0 x TRL's
 
 
@@ -138,20 +138,6 @@ def make_model(args):
                          intermediate_size=args.intermediate, max_position_embeddings=max(64, args.prompt_len + args.completion_len),
                          tie_word_embeddings=False, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)  # fmt: skip
     return LlamaForCausalLM(config).float()
-
-
-def make_tokenizer(vocab: int):
-    """Word-level tokenizer: the word "t<i>" is id i (i < vocab - 1), EOS (also pad) is id vocab - 1."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-    from transformers import PreTrainedTokenizerFast
-
-    words = {f"t{i}": i for i in range(vocab - 1)}
-    words[EOS] = vocab - 1
-    tok = Tokenizer(WordLevel(words, unk_token=EOS))
-    tok.pre_tokenizer = WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, unk_token=EOS)
 
 
 def make_prompts(args) -> list[str]:

@@ -43,9 +43,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+# the GPT-2-shaped model (args.vocab, n_embd, n_layer, seed) and the word-level tokenizer ("t<i>" is id i)
+from bench_dpo_step import make_model, make_tokenizer  # noqa: E402
 
 CONTENDERS = ("trl", "alignctl", "alignctl_grouped")
-EOS = "<|endoftext|>"
 # UltraFeedback (binarized), Llama-2 tokens: median prompt ~100, median completion ~250, long right tails
 PROMPT_MEDIAN, COMPLETION_MEDIAN, SIGMA = 100, 250, 0.9
 TARGET = 1.5
@@ -68,29 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.pairs % args.batch:
         p.error("--pairs must be a multiple of --batch (one epoch of whole batches)")
     return args
-
-
-def make_model(args):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(vocab_size=args.vocab, n_positions=1024, n_embd=args.n_embd, n_layer=args.n_layer,
-                        n_head=max(1, args.n_embd // 64), bos_token_id=args.vocab - 1, eos_token_id=args.vocab - 1)  # fmt: skip
-    torch.manual_seed(args.seed)
-    return GPT2LMHeadModel(config).float()
-
-
-def make_tokenizer(vocab: int):
-    """Word-level tokenizer: the word "t<i>" is id i, EOS (also pad) is id vocab - 1, as in GPT-2."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-    from transformers import PreTrainedTokenizerFast
-
-    words = {f"t{i}": i for i in range(vocab - 1)}
-    words[EOS] = vocab - 1
-    tok = Tokenizer(WordLevel(words, unk_token=EOS))
-    tok.pre_tokenizer = WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, unk_token=EOS)
 
 
 def lengths(args, g: torch.Generator, median: float, n: int) -> list[int]:
