@@ -82,7 +82,7 @@ which is the same for both. The profiler slows the step a little, so the measure
 Targets, per objective: alignctl median step time <= 1.0 x TRL's; alignctl peak memory <= TRL's; the same loss.
 
     python scripts/bench_dpo_step.py                  # DPO: 5 rounds, 2 threads: 12 steps, ~10 min on an idle 2-core CPU
-    python scripts/bench_dpo_step.py --objective all  # DPO, KTO and ORPO, one after another (~35 min idle)
+    python scripts/bench_dpo_step.py --objective all  # DPO, KTO and ORPO, one after another (~30 min idle)
     python scripts/bench_dpo_step.py --objective kto,orpo --rounds 3 --threads 1
     python scripts/bench_dpo_step.py --n-layer 2 --rounds 1 --no-memory      # smoke test, a few minutes
     python scripts/bench_dpo_step.py --objective orpo --prompt-len 1         # ORPO: the whole loss compared

@@ -51,7 +51,8 @@ def test_kto_and_orpo_match_trl_with_a_one_token_prompt(tmp_path, capsys):
     assert header == SUMMARY and [row[0] for row in table] == ["kto", "orpo"]
     for row in table:
         assert len(row) == 10 and row[8] == "same"
-        assert all(number(c) > 0 for c in row[1:5])  # times and their ratios; no memory figures (--no-memory)
+        # median seconds (0.00 at these sizes) and their ratios parse; no memory figures (--no-memory)
+        assert all(number(c) >= 0 for c in row[1:5])
 
 
 def test_orpo_compares_the_odds_ratio_term_while_the_nll_conventions_differ(tmp_path):
