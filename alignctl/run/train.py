@@ -57,6 +57,11 @@ TRACKED_LIBRARIES = (
 )
 
 
+def _offset_and_final(round: Round | None) -> tuple[int, bool]:
+    """The run's step before a round's first (0 without rounds) and whether it is the run's last round."""
+    return (round.offset, round.final) if round else (0, True)
+
+
 class MetricsFile(TrainerCallback):
     """metrics.jsonl: one JSON object per logged step, every step once (a resumed run first drops the rows after its
     checkpoint), then Trainer's end-of-training summary once, as {"summary": true, "final_step": N, ...} (no "step":
@@ -72,7 +77,7 @@ class MetricsFile(TrainerCallback):
 
     def __init__(self, path: Path, round: Round | None = None) -> None:
         self.path = path
-        self.offset, self.final = (round.offset, round.final) if round else (0, True)
+        self.offset, self.final = _offset_and_final(round)
         self.tags = {"round": round.number} if round else {}
         self.session_start = 0  # the run's step this process started training from (a resumed checkpoint's)
 
@@ -393,8 +398,7 @@ def resume_point(cfg: config.RunConfig, run_dir: Path, resume: bool, round: Roun
         if round is None or round.offset == 0:
             metrics.unlink(missing_ok=True)
         else:
-            kept = [row for row in read_rows(metrics) if row["step"] <= round.offset]
-            metrics.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            _keep_rows_up_to(metrics, round.offset)
         return None
     found = rundir.last_checkpoint(run_dir)
     if found is None:
@@ -402,10 +406,15 @@ def resume_point(cfg: config.RunConfig, run_dir: Path, resume: bool, round: Roun
             f"train.resume={cfg.train.resume} but {run_dir / 'checkpoints'} holds no checkpoint to resume from"
         )
     checkpoint, step = found
-    kept = [row for row in read_rows(metrics) if row["step"] <= step]
-    metrics.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    _keep_rows_up_to(metrics, step)
     console.print(f"resumed from {checkpoint.name}")
     return str(checkpoint)
+
+
+def _keep_rows_up_to(metrics: Path, step: int) -> None:
+    """Drop metrics.jsonl's rows after `step` (and the summary row, which has no step)."""
+    kept = [row for row in read_rows(metrics) if row["step"] <= step]
+    metrics.write_text("".join(json.dumps(row) + "\n" for row in kept))
 
 
 def run_callbacks(cfg: config.RunConfig, run_dir: Path, round: Round | None = None) -> list[TrainerCallback]:
@@ -622,13 +631,13 @@ def _train_rounds(cfg, run_dir, plan, tracker, stop: StopOnSignal, rounds: list[
     reached. train.rounds > 1: round after round (`loaded` is the first's inputs); a round's checkpoints go once its
     model is saved."""
     step = 0
-    for this in rounds:
-        if this is not None:
-            console.print(f"round {this.number} of {this.of}: from {this.policy_dir}")
-            loaded = loaded if this is rounds[0] else _load(cfg, this)
+    for index, this in enumerate(rounds):
+        if this is None:  # a run without rounds
+            return _train(cfg, run_dir, plan, tracker, stop, *loaded)
+        console.print(f"round {this.number} of {this.of}: from {this.policy_dir}")
+        if index > 0:
+            loaded = _load(cfg, this)
         step = _train(cfg, run_dir, plan, tracker, stop, *loaded, round=this)
-        if this is None:
-            return step
         if step < this.offset + cfg.train.max_steps:  # stopped by a signal
             return step
         if not this.final:  # its model is whole (renamed into place): the next round starts from it
@@ -646,7 +655,7 @@ def _train(cfg, run_dir, plan, tracker, stop, objective, divergence, tokenizer, 
     else:
         trainer = offline_trainer(cfg, run_dir, tracker.report_to, model, tokenizer, train_data, objective,
                                   divergence, kernel, round=round)  # fmt: skip
-    offset, final = (round.offset, round.final) if round else (0, True)
+    offset, final = _offset_and_final(round)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(progress.progress_callback())
     tracker.attach(trainer, step_offset=offset, final=final)

@@ -103,14 +103,19 @@ def no_weights(monkeypatch):
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_before_the_run_starts(case, inputs, tmp_path, capsys, nothing_loads, no_weights):
     overrides, fragments = CASES[case]
-    run_dir = tmp_path / "run"
+    assert_one_line_before_the_run(overrides(inputs), fragments(inputs), tmp_path / "run", capsys)
+
+
+def assert_one_line_before_the_run(overrides: list[str], fragments: list[str], run_dir: Path, capsys) -> None:
+    """`alignctl train` with these overrides exits 2 with one error line holding every fragment, no traceback, and
+    no run directory."""
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["train", *overrides(inputs), *SMALL, f"hydra.run.dir={run_dir}"])
+        cli.main(["train", *overrides, *SMALL, f"hydra.run.dir={run_dir}"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2
     assert len(err.splitlines()) == 1 and err.startswith(LINE), err
     assert "Traceback" not in err
-    for fragment in fragments(inputs):
+    for fragment in fragments:
         assert fragment in err, (fragment, err)
     assert not run_dir.exists()
 

@@ -11,7 +11,12 @@ import math
 import pytest
 
 from alignctl.cli import main as cli
-from tests.e2e.test_bad_inputs import LINE, SMALL, inputs, llama, no_weights  # noqa: F401 (fixtures)
+from tests.e2e.test_bad_inputs import (  # noqa: F401 (fixtures)
+    assert_one_line_before_the_run,
+    inputs,
+    llama,
+    no_weights,
+)
 from tests.e2e.test_train_eval import TINY
 
 
@@ -84,12 +89,4 @@ CASES = {  # id: (overrides from the inputs, fragments of the line)
 def test_bad_input_is_one_line_before_anything_loads(case, inputs, tmp_path, capsys, nothing_loads,  # noqa: F811
                                                      no_weights):  # noqa: F811
     overrides, fragments = CASES[case]
-    run_dir = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["train", *overrides(inputs), *SMALL, f"hydra.run.dir={run_dir}"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2
-    assert len(err.splitlines()) == 1 and err.startswith(LINE) and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-    assert not run_dir.exists()
+    assert_one_line_before_the_run(overrides(inputs), fragments, tmp_path / "run", capsys)
