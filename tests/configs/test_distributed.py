@@ -2,7 +2,6 @@
 
 import dataclasses
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from alignctl.config import compose
 from alignctl.config.schema import DistributedConfig
 from alignctl.errors import ConfigError, UsageError
 from alignctl.run import distributed, launch
+from tests import forked
 
 CLUSTER_FIELDS = {f.name for f in dataclasses.fields(ClusterConfig)}
 EXPECTED_TYPE = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}
@@ -120,8 +120,8 @@ def test_num_processes_needs_a_distributed_option():
 
 
 def test_cli_reports_a_bad_distributed_value_once_with_exit_2(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "alignctl.cli.main", "train", "distributed=ddp", "train.batch_size=5"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    out = forked.run([sys.executable, "-m", "alignctl.cli.main", "train", "distributed=ddp", "train.batch_size=5"],
+                     capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "alignctl: error: train.batch_size=5 does not split evenly over distributed.num_processes=2; use a multiple of 2"

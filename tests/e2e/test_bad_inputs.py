@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from alignctl.cli import main as cli
+from tests import forked
 from tests.data.test_sampled import TRAIN, _model_dir
 from tests.models.conftest import VOCAB_SIZE
 from tests.models.test_vocab_checks import SHORT_BY, build_models
@@ -133,8 +133,8 @@ def test_sampled_pairs_that_all_tie_are_one_line_and_leave_no_run_dir(inputs, tm
             "dataset.test_size=2", "dataset.max_new_tokens=6", "reward=function",
             f"reward.function={tmp_path / 'flat.py'}:score", "objective=dpo", *SMALL[:-1], f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "ALIGNCTL_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
-    out = subprocess.run([sys.executable, "-m", "alignctl.cli.main", *argv], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=600, check=False)  # fmt: skip
+    out = forked.run([sys.executable, "-m", "alignctl.cli.main", *argv], capture_output=True, text=True, env=env,
+                     cwd=tmp_path, timeout=600, check=False)  # fmt: skip
     assert out.returncode == 2, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith(LINE)]

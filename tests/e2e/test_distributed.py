@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignctl.run import distributed
+from tests import forked
 from tests.e2e.test_faults import ALIGNCTL, SMALL, env, rows
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ WEIGHT_TOL = dict(rtol=0, atol=1e-4)  # Adam divides tiny gradient differences b
 
 def run(cache: Path, run_dir: Path, *args: str, launch: list[str] | None = None) -> subprocess.CompletedProcess:
     cmd = [*(launch or ALIGNCTL), "train", *COMMON, *args, f"hydra.run.dir={run_dir}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=run_dir.parent, timeout=600)
+    out = forked.run(cmd, capture_output=True, text=True, env=env(cache), cwd=run_dir.parent, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     return out
 
@@ -77,7 +78,7 @@ def test_two_processes_train_and_evaluate_as_one(cache, tmp_path, objective, sta
         plain = tmp_path / "plain"
         plain.mkdir()
         cmd = [*PLAIN_LAUNCH, "train", *COMMON, f"objective={objective}", *EVAL]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=plain, timeout=600)
+        out = forked.run(cmd, capture_output=True, text=True, env=env(cache), cwd=plain, timeout=600)
         assert out.returncode == 0, out.stderr[-4000:]
         (two,) = [d for d in (plain / "runs").iterdir() if d.is_dir()]
     assert_same_run(one, two)
@@ -107,7 +108,7 @@ def test_a_submitit_sweep_of_two_process_jobs(cache, tmp_path):
     sweep_dir = tmp_path / "sweep"
     cmd = [*ALIGNCTL, "train", "-m", *COMMON, "objective=ipo", "eval.enabled=false", "distributed=ddp",
            "launcher=submitit_local", "launcher.gpus_per_node=0", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env(cache), cwd=tmp_path, timeout=600)
+    out = forked.run(cmd, capture_output=True, text=True, env=env(cache), cwd=tmp_path, timeout=600)
     logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.err"))
     assert out.returncode == 0, out.stderr[-3000:] + logs[-3000:]
     job = sweep_dir / "0-ipo-reverse_kl"
@@ -136,8 +137,8 @@ def test_two_machines_on_one_host_train_as_one_process(cache, tmp_path):
     machine = [*ALIGNCTL, "train", *COMMON, "objective=dpo", *EVAL, "distributed=ddp", "distributed.num_processes=1",
                "distributed.num_machines=2", "distributed.main_process_ip=127.0.0.1",
                f"distributed.main_process_port={port}", f"hydra.run.dir={two}"]  # fmt: skip
-    procs = [subprocess.Popen([*machine, f"distributed.machine_rank={rank}"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env(cache), cwd=tmp_path)
+    procs = [forked.Popen([*machine, f"distributed.machine_rank={rank}"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env(cache), cwd=tmp_path)
              for rank in (0, 1)]  # fmt: skip
     outs = [proc.communicate(timeout=600) for proc in procs]
     for proc, (_, err) in zip(procs, outs):

@@ -7,13 +7,13 @@ import json
 import math
 import resource
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests import forked
 from tests.conftest import session_cache_dir
 from tests.e2e.test_faults import ALIGNCTL, env, train
 from tests.e2e.test_train_eval import TINY
@@ -88,8 +88,8 @@ def test_eval_refuses_nonfinite_weights_in_one_line(cache, tmp_path):
     name = sorted(tensors)[0]
     tensors[name][0] = float("nan")
     save_file(tensors, weights, metadata={"format": "pt"})
-    out = subprocess.run([*ALIGNCTL, "eval", f"run_dir={run_dir}"], capture_output=True, text=True, env=env(cache),
-                         timeout=300)  # fmt: skip
+    out = forked.run([*ALIGNCTL, "eval", f"run_dir={run_dir}"], capture_output=True, text=True, env=env(cache),
+                     timeout=300)  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f"alignctl: error: the model at {run_dir / 'model'} has non-finite weights (first in {name}); it cannot be "
@@ -111,9 +111,9 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_to_resume_f
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    out = subprocess.run([*ALIGNCTL, "train", *QUICK, "train.max_steps=4", "train.save_steps=2", "train.resume=true",
+    out = forked.run([*ALIGNCTL, "train", *QUICK, "train.max_steps=4", "train.save_steps=2", "train.resume=true",
                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=env(cache), timeout=300,
-                         preexec_fn=limited)  # fmt: skip
+                     preexec_fn=limited)  # fmt: skip
     assert out.returncode == 1, out.stderr[-2000:]
     line = last_line(out.stderr)
     assert line.startswith(f"alignctl: run {run_dir} failed: could not write checkpoint-4 (")

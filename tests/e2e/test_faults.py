@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignctl.run import tracking
+from tests import forked
 from tests.conftest import session_cache_dir
 from tests.e2e.test_train_eval import TINY
 
@@ -35,13 +36,13 @@ def env(cache: Path) -> dict:
 
 
 def train(cache: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*ALIGNCTL, "train", *args], capture_output=True, text=True, env=env(cache), cwd=cwd,
-                          timeout=300)  # fmt: skip
+    return forked.run([*ALIGNCTL, "train", *args], capture_output=True, text=True, env=env(cache), cwd=cwd,
+                      timeout=300)  # fmt: skip
 
 
 def start(cache: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*ALIGNCTL, "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env(cache))  # fmt: skip
+    return forked.Popen([*ALIGNCTL, "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env=env(cache))  # fmt: skip
 
 
 def wait_for(proc: subprocess.Popen, ready, timeout: float = 240.0) -> None:
@@ -202,8 +203,8 @@ def test_four_runs_started_at_once_claim_four_directories(tmp_path):
     its own directory (<name>, <name>-2, ...) and the empty cache builds the base model once (its file lock)."""
     cache = tmp_path / "cache"
     procs = [
-        subprocess.Popen([*ALIGNCTL, "train", *SMALL, "hydra.run.dir=runs/${now:%Y}-race"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env(cache), cwd=tmp_path)  # fmt: skip
+        forked.Popen([*ALIGNCTL, "train", *SMALL, "hydra.run.dir=runs/${now:%Y}-race"], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True, env=env(cache), cwd=tmp_path)  # fmt: skip
         for _ in range(4)
     ]
     outs = [p.communicate(timeout=300) for p in procs]

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests import forked
+
 pytestmark = pytest.mark.slow
 
 # tests/data/test_toy_arith.py's seconds-long base model (it learns the format, not the arithmetic), 2 GRPO steps.
@@ -37,7 +39,7 @@ ONLINE = [
 
 def alignctl(tmp_path_factory, root, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ALIGNCTL_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")}
-    return subprocess.run(
+    return forked.run(
         [sys.executable, "-m", "alignctl.cli.main", "train", *ONLINE, *args, f"hydra.run.dir={root}"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip

@@ -3,10 +3,11 @@ test and ood splits) with TRL's reverse-KL-in-the-reward and with a DPH-RL gener
 settings it refuses, as one line and exit status 2 before anything loads."""
 
 import os
-import subprocess
 import sys
 
 import pytest
+
+from tests import forked
 
 from .test_online import TINY_ARITH, check_arith_eval, train
 
@@ -37,7 +38,7 @@ def test_rloo_on_toy_arith(tmp_path_factory, divergence):
     ids=["unknown-divergence", "accumulation", "negative-coef"],
 )
 def test_refusals_are_one_line_and_exit_2(tmp_path, args, message):
-    out = subprocess.run(
+    out = forked.run(
         [sys.executable, "-m", "alignctl.cli.main", "train", "objective=rloo", "dataset=toy_arith", "reward=exact_match",
          "tracking=none", *args, f"hydra.run.dir={tmp_path / 'run'}"],
         check=False, capture_output=True, text=True, env={**os.environ, "ALIGNCTL_CACHE_DIR": str(tmp_path / "cache")}, timeout=120,

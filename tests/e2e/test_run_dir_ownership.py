@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from alignctl.run import rundir
+from tests import forked
 from tests.e2e.test_faults import ALIGNCTL, SMALL, env, snapshot
 
 pytestmark = pytest.mark.slow
@@ -24,8 +25,8 @@ FULL = [o for o in SMALL if not o.startswith(("eval.enabled", "tracking"))] + EV
 
 
 def alignctl(cache: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*ALIGNCTL, *args], capture_output=True, text=True, env=env(cache), cwd=cwd, timeout=300,
-                          check=False)  # the tests read the exit code
+    return forked.run([*ALIGNCTL, *args], capture_output=True, text=True, env=env(cache), cwd=cwd, timeout=300,
+                      check=False)  # the tests read the exit code
 
 
 def one_line(out: subprocess.CompletedProcess) -> str:

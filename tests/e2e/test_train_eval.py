@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from alignctl.cli import main as cli
+from tests import forked
 from tests.conftest import session_cache_dir
 
 pytestmark = pytest.mark.slow
@@ -42,7 +43,7 @@ EVAL_KEYS = {
 
 def alignctl(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(
+    return forked.run(
         [sys.executable, "-m", "alignctl.cli.main", *args], capture_output=True, text=True, env=env, timeout=600
     )
 
@@ -120,8 +121,11 @@ def test_eval_of_a_model_dir_writes_outside_it(run_dir, monkeypatch, tmp_path):
     assert sorted(p.name for p in model.iterdir()) == before
 
 
-def test_resume_continues_from_last_checkpoint(run_dir):
-    root, cache = run_dir
+def test_resume_continues_from_last_checkpoint(run_dir, tmp_path):
+    """Resumes a copy: the module's run directory is shared by the tests around this one, in any order."""
+    shared, cache = run_dir
+    root = tmp_path / "run"
+    shutil.copytree(shared, root)
     out = alignctl(
         "train", *TINY, "train.max_steps=4", "train.save_steps=2", "train.resume=true", "eval.enabled=false",
         "tracking=none", f"hydra.run.dir={root}", env_extra={"ALIGNCTL_CACHE_DIR": str(cache)},

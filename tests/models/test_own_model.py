@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from alignctl.config import compose
 from alignctl.errors import UsageError
 from alignctl.run import sources
+from tests import forked
 
 from .conftest import FAMILIES
 
@@ -322,8 +323,8 @@ def test_cli_trains_and_re_evaluates_a_hub_format_model(family_model_dirs, pairs
     import sys
 
     def alignctl(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "alignctl.cli.main", *args], capture_output=True, text=True,
-                              env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)  # fmt: skip
+        return forked.run([sys.executable, "-m", "alignctl.cli.main", *args], capture_output=True, text=True,
+                          env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)  # fmt: skip
 
     run_dir = tmp_path / "run"
     out = alignctl("train", "model=hf", f"model.path={family_model_dirs['qwen2']}", "dataset=preference_file",

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import subprocess
 import sys
+import types
 from pathlib import Path
+
+from tests import forked
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
@@ -25,10 +29,14 @@ TINY = [
 
 
 def load_script(name: str):
+    """The script as a module whose `alignctl` subprocesses are forks of this process (tests/forked.py): the same
+    commands, without each paying the seconds of importing the training stack again."""
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
+    if isinstance(getattr(module, "subprocess", None), types.ModuleType):
+        module.subprocess = types.SimpleNamespace(**{**vars(subprocess), "run": forked.run, "Popen": forked.Popen})
     return module
 
 
