@@ -86,6 +86,7 @@ def _suggest(key: str) -> str:
         "eval": [config.EvalConfig],
         "launcher": [config.LauncherConfig],
         "distributed": [config.DistributedConfig],
+        "comparison": [config.ComparisonConfig],
     }
     groups = [g for g, classes in schemas.items() if any(key in {f.name for f in dataclasses.fields(c)} for c in classes)]
     return f" (did you mean {' or '.join(f'{g}.{key}' for g in groups)}?)" if groups else ""

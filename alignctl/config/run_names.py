@@ -13,7 +13,7 @@ MAX_LENGTH = 120  # of the label after the timestamp; longer labels are cut and 
 # "." stands for every key under it).
 NOT_DISTINGUISHING = (
     "train.resume", "train.overwrite", "train.num_threads", "tracking", "launcher", "launcher.", "distributed",
-    "distributed.",
+    "distributed.", "comparison.",
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

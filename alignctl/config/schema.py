@@ -295,6 +295,27 @@ class DistributedConfig:
 
 
 @dataclass
+class ComparisonConfig:
+    """What a sweep is run to test, written in its preset before it runs (alignctl/conf/experiment/*.yaml) and read
+    by `alignctl report`: the claim, where it comes from, the eval.json metrics whose verdict it rests on, and the KL
+    values the groups are compared at (report's kl_grid= when the command line gives none). The groups and seeds are
+    the sweep's own parameters. Never distinguishes runs: it describes the sweep, not a run."""
+
+    claim: str | None = None  # the paper's claim as this sweep tests it
+    source: str | None = None  # the paper: authors, year, arXiv id, the figure or table
+    metrics: list[str] = field(default_factory=lambda: ["reward_mean"])  # higher is better in each
+    kl_grid: list[float] = field(default_factory=list)  # []: report's kl_points= evenly spaced values
+
+    def __post_init__(self) -> None:
+        bad = [x for x in self.kl_grid if not x > 0]
+        if bad or list(self.kl_grid) != sorted(set(self.kl_grid)):
+            raise ConfigError(f"comparison.kl_grid={list(self.kl_grid)} is not valid; give increasing KL values > 0, "
+                              "e.g. [1, 2, 4]")  # fmt: skip
+        if not self.metrics:
+            raise ConfigError("comparison.metrics=[] names no metric; give eval.json metrics, e.g. [reward_mean]")
+
+
+@dataclass
 class RunConfig:
     objective: Any = None
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
@@ -306,6 +327,7 @@ class RunConfig:
     tracking: str = "wandb"  # wandb (offline unless WANDB_MODE says otherwise) | none
     launcher: LauncherConfig = field(default_factory=LauncherConfig)  # how a sweep runs its jobs (-m only)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)  # how one run trains: 1 or N ranks
+    comparison: ComparisonConfig = field(default_factory=ComparisonConfig)  # a preset's declared comparison
 
     def __post_init__(self) -> None:
         if self.tracking not in ("wandb", "none"):

@@ -23,7 +23,8 @@ from alignctl.report.stats import CI_NAME, Stat, format_stat, intervals_overlap,
 
 # Config keys that never tell results apart: the seed (what a group averages over) and how a run was executed.
 IGNORED_KEYS = ("train.seed", "train.num_threads", "train.resume", "train.overwrite", "tracking", "eval.reference",
-                "launcher", "distributed")  # fmt: skip
+                "launcher", "distributed", "comparison")  # fmt: skip
+COMPARISON = "comparison."  # a preset's declared comparison (config.ComparisonConfig): describes a sweep, not a run
 SECTION_PREFIXES = ("dataset.", "model.")  # runs that differ here are never compared in one table
 # ... except in how the same model is trained or scored: a LoRA-rank or kernel sweep is one comparison
 SAME_MODEL_KEYS = ("model.kernel", "model.lora.", "model.gradient_checkpointing", "model.attn_implementation",
@@ -217,6 +218,7 @@ class Section:
     figures: list[Path] = field(default_factory=list)
     matched: matched_kl.MatchedKL | None = None  # its groups compared at equal KL
     matched_figure: Path | None = None
+    declared: dict[str, Any] | None = None  # the comparison its runs' preset declared (claim, source, metrics, kl_grid)
 
     @property
     def runs(self) -> list[Run]:
@@ -374,6 +376,49 @@ def duplicate_seeds(group: Group) -> list[Any]:
 # Text: cells, the noise statement, the fixed line
 
 
+def declared_comparison(section: Section) -> dict[str, Any] | None:
+    """The comparison the section's runs declare (their preset's `comparison:`), when it has a claim and every run
+    declares the same one; a warning and None when runs declare different ones."""
+    declared = {repr(sorted((k[len(COMPARISON):], v) for k, v in r.config.items() if k.startswith(COMPARISON)))
+                for r in section.runs}  # fmt: skip
+    if len(declared) > 1:
+        warn(f"the runs{f' of {section.title}' if section.title else ''} declare different comparisons (their "
+             "comparison.* settings differ): none is used")  # fmt: skip
+        return None
+    run = section.runs[0]
+    found = {k[len(COMPARISON):]: v for k, v in run.config.items() if k.startswith(COMPARISON)}
+    return found if found.get("claim") else None
+
+
+def section_metrics(section: Section) -> list[str]:
+    """The metrics a section's noise statements cover: reward and pass@1, then those its comparison declares."""
+    declared = (section.declared or {}).get("metrics") or []
+    return list(dict.fromkeys([*NOISE_METRICS, *declared]))
+
+
+def declaration_lines(declared: dict[str, Any]) -> list[str]:
+    """The declared comparison, as report.md and the terminal state it: claim, source, metrics, KL grid."""
+    grid = ", ".join(matched_kl.format_grid_value(float(x)) for x in declared.get("kl_grid") or [])
+    return [f"Declared before the runs (the preset's comparison): {declared['claim']}",
+            f"Source: {declared.get('source') or 'not given'}. Metrics: {', '.join(declared.get('metrics') or [])}. "
+            f"KL grid: {grid or 'evenly spaced (kl_points)'}."
+            + (f" Not reached: {declared['grid_not_reached']}; compared at evenly spaced KL values instead."
+               if declared.get("grid_not_reached") else "")]  # fmt: skip
+
+
+def _at_declared_grid(section: Section, grid: list[float]) -> matched_kl.MatchedKL:
+    """The comparison at the KL values the preset declared; where some run does not reach them, said (on the
+    terminal and in report.md's declaration) and compared at evenly spaced values instead: the declared grid is
+    never silently replaced."""
+    try:
+        return matched_kl.compare(section.groups, grid, None, section.title)
+    except UsageError as e:
+        reason = str(e).replace("kl_grid=", "comparison.kl_grid=", 1)
+        warn(f"{reason}: compared at evenly spaced KL values instead")
+        section.declared = {**section.declared, "grid_not_reached": reason}
+        return matched_kl.compare(section.groups, None, None, section.title)
+
+
 def noise_statement(groups: list[Group], metric: str) -> str | None:
     """The best group for `metric` (higher is better) and the groups whose 95% interval overlaps its interval, or
     that single-seed differences are not findings. None when no group has the metric."""
@@ -476,9 +521,12 @@ def print_section(section: Section, console: Any) -> None:
         table.add_row(*(Text(cell) for cell in row))  # plain text: a value such as [all-linear] is no markup
     if section.title:
         console.rule(Text(section.title, style="bold"), align="left")
+    if section.declared:
+        for line in declaration_lines(section.declared):
+            console.print(line, markup=False, highlight=False)
     console.print(Text(f"fixed: {format_fixed(section.fixed)}", style="dim"))
     console.print(table)
-    for metric in NOISE_METRICS:
+    for metric in section_metrics(section):
         text = noise_statement(section.groups, metric)
         if text:
             console.print(text, markup=False, highlight=False)
@@ -505,10 +553,13 @@ def markdown(sections: list[Section], paths: list[Path], skipped: list[tuple[Pat
     for section in sections:
         header, rows = table_rows(section)
         lines += [""] + ([f"## {section.title}", ""] if section.title else [])
+        if section.declared:
+            lines += [f"**{line}**" if i == 0 else line for i, line in enumerate(declaration_lines(section.declared))]
+            lines += [""]
         lines += [f"**Fixed:** {format_fixed(section.fixed)}", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-        statements = [s for s in (noise_statement(section.groups, m) for m in NOISE_METRICS) if s]
+        statements = [s for s in (noise_statement(section.groups, m) for m in section_metrics(section)) if s]
         lines += [""] + [f"- {s}" for s in statements]
         lines += [""] + [f"![{p.stem}]({p.name})" for p in section.figures]
         if section.matched is not None:
@@ -653,7 +704,12 @@ def report(paths: list[Path], out_dir: Path, wandb: bool = True, console: Any = 
     runs, skipped = load_runs(paths)
     sections = split_sections(runs)
     for section in sections:  # before anything is written: a kl_grid= no run reaches is a usage error
-        section.matched = matched_kl.compare(section.groups, kl_grid, kl_points, section.title)
+        section.declared = declared_comparison(section)
+        declared_grid = (section.declared or {}).get("kl_grid")
+        if kl_grid is None and kl_points is None and declared_grid:
+            section.matched = _at_declared_grid(section, [float(x) for x in declared_grid])
+        else:
+            section.matched = matched_kl.compare(section.groups, kl_grid, kl_points, section.title)
     for section in sections:
         for group in section.groups:
             dupes = duplicate_seeds(group)

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from alignctl.cli import main as cli
 from alignctl.errors import UsageError
@@ -243,7 +244,8 @@ DRIFTS = {  # (KL, reward) per curve step 0, 40, 80, 120; + d per seed (0, 0.01,
 }
 
 
-def make_drift_sweep(root, curves=True):
+def make_drift_sweep(root, curves=True, declared=None):
+    """declared: the `comparison` block every run's config carries (a preset's declared comparison)."""
     sweep = root / "sweep"
     for name, points in DRIFTS.items():
         for seed in (0, 1, 2):
@@ -251,8 +253,10 @@ def make_drift_sweep(root, curves=True):
             rows = [{"step": 40 * i, "kl_to_reference": kl, "reward_mean": r + (d if i else 0.0),
                      "entropy_per_token": 3.0} for i, (kl, r) in enumerate(points)]  # fmt: skip
             final_kl, final_reward = points[-1]
-            make_run(sweep, f"{name}-{seed}", config={"divergence.name": name, "train.seed": seed},
-                     metrics={"reward_mean": final_reward + d, "kl_to_reference": final_kl},
+            config = {"divergence.name": name, "train.seed": seed, **({"comparison": declared} if declared else {})}
+            make_run(sweep, f"{name}-{seed}", config=config,
+                     metrics={"reward_mean": final_reward + d, "kl_to_reference": final_kl,
+                              "distinct_2": 0.3 + d + (0.1 if name == "reverse_kl" else 0.0)},
                      curve=rows if curves else None)  # fmt: skip
     return sweep
 
@@ -358,3 +362,42 @@ def test_mechanisms_over_steps_are_seed_means_with_t_intervals_at_the_steps_ever
     assert_readable_png(path)
     assert plots.mechanisms([fake_group("g", [fake_run("e", [{"step": 0, "reward_mean": 0.1}])])],
                             tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()  # fmt: skip
+
+
+DECLARED = {"claim": "JS's frontier lies above reverse KL's", "source": "a paper, Fig. 2",
+            "metrics": ["reward_mean", "distinct_2"], "kl_grid": [0.5, 2.0]}  # fmt: skip
+
+
+def test_a_declared_comparison_sets_the_grid_and_is_stated(tmp_path, capsys):
+    """The preset's comparison (config.ComparisonConfig): its KL grid is the report's when the command line gives
+    none, its claim, source, metrics and grid open the section, its metrics get noise statements; the command
+    line's grid still wins; and runs declaring different comparisons use none (a warning)."""
+    sweep = make_drift_sweep(tmp_path, declared=DECLARED)
+    (section,) = report.report([sweep], tmp_path / "out", wandb=False)
+    assert section.matched.comparisons[0].grid == [0.5, 2.0]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "**Declared before the runs (the preset's comparison): JS's frontier lies above reverse KL's**" in md
+    assert "Source: a paper, Fig. 2. Metrics: reward_mean, distinct_2. KL grid: 0.5, 2." in md
+    assert "- distinct_2: best is g2 (divergence=reverse_kl)" in md  # higher is better, as declared
+    assert "comparison" not in " ".join(section.varying_keys) and "comparison.claim" not in section.fixed
+    out = capsys.readouterr().out
+    assert "Declared before the runs (the preset's comparison): JS's frontier" in out
+    (given,) = report.report([sweep], tmp_path / "given", wandb=False, kl_points=3)
+    assert len(given.matched.comparisons[0].grid) == 3
+    (other,) = [r for r in sweep.iterdir() if r.name == "js-0"]
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["comparison"]["kl_grid"] = [1.0]
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    (mixed,) = report.report([sweep], tmp_path / "mixed", wandb=False)
+    assert mixed.declared is None and len(mixed.matched.comparisons[0].grid) == 5
+    assert "declare different comparisons" in capsys.readouterr().err
+
+
+def test_a_declared_grid_no_run_reaches_is_said_and_replaced_by_even_points(tmp_path, capsys):
+    sweep = make_drift_sweep(tmp_path, declared={**DECLARED, "kl_grid": [1.0, 3.0]})
+    (section,) = report.report([sweep], tmp_path / "out", wandb=False)
+    assert len(section.matched.comparisons[0].grid) == 5  # kl_points' default, over the range every run reaches
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert ("KL grid: 1, 3. Not reached: comparison.kl_grid=[1, 3]: 3 is outside the KL range every run reaches"
+            in md)  # fmt: skip
+    assert "compared at evenly spaced KL values instead" in capsys.readouterr().err
