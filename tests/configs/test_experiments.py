@@ -20,7 +20,14 @@ def sweep_params(name):
 
 
 def test_the_presets_the_papers_need_are_there():
-    assert {"fdpo_divergences", "tdpo", "dph_rl", "disco_vs_grpo"} <= set(EXPERIMENTS)
+    assert {"fdpo_divergences", "tdpo", "dph_rl", "disco_vs_grpo", "simpo"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_preset_declares_its_comparison(name):
+    """The claim the sweep tests, its source and the metrics its verdict reads, in the preset (config.comparison)."""
+    cfg = compose.compose_one([f"+experiment={name}"]).comparison
+    assert cfg.claim and len(cfg.claim) > 40 and "arXiv" in cfg.source and cfg.metrics
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -30,7 +37,7 @@ def test_every_arm_and_seed_composes(name):
     jobs = [compose.compose_one([f"+experiment={name}", *job]) for job in itertools.product(*values)]
     assert len(jobs) == len(list(itertools.product(*values))) and len(jobs) >= 6
     assert sorted({job.train.seed for job in jobs}) == [0, 1, 2]
-    arms = {(job.objective.name, job.divergence.name, job.divergence.alpha, getattr(job.objective, "alpha", None))
+    arms = {(repr(job.objective), job.divergence.name, job.divergence.alpha, job.train.learning_rate)
             for job in jobs}  # fmt: skip
     assert len(arms) == len(jobs) // 3  # every arm is a different run
 
@@ -41,6 +48,8 @@ def test_every_arm_and_seed_composes(name):
     ("tdpo", "tdpo2_alpha0.1", ("tdpo2", "forward_kl", None)),
     ("dph_rl", "forward_kl", ("grpo", "forward_kl", None)),
     ("disco_vs_grpo", "grpo", ("grpo", "none", None)),
+    ("simpo", "simpo_beta10", ("simpo", "none", None)),
+    ("simpo", "dpo", ("dpo", "reverse_kl", None)),
 ])  # fmt: skip
 def test_arms_set_what_their_names_say(name, arm, expected):
     cfg = compose.compose_one([f"+experiment={name}", f"+arm/{name}={arm}"])
@@ -57,7 +66,7 @@ def test_ls_experiment_names_each_paper(capsys):
     assert cli.main(["ls", "experiment"]) == 0
     out = capsys.readouterr().out
     for name, paper in [("fdpo_divergences", "2309.16240"), ("tdpo", "2404.11999"), ("dph_rl", "2509.07430"),
-                        ("disco_vs_grpo", "2505.12366")]:  # fmt: skip
+                        ("disco_vs_grpo", "2505.12366"), ("simpo", "2405.14734")]:  # fmt: skip
         assert name in out and paper in out
 
 
