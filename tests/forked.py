@@ -12,9 +12,9 @@ the pipes asked for (sys.stdout block-buffered and sys.stderr line-buffered, as 
 default signal handlers, sys.argv as `-m` sets it, no pytest logging handler on the root logger (so an unhandled
 warning reaches stderr as it would), library log handlers pointed at the new stderr, rich consoles sized from the
 child's COLUMNS, a fresh interpreter's warning filters with warnings printed (not recorded by pytest), one torch
-thread, and only the child's own atexit handlers run at exit (never the test process's,
-which clean pytest's temp folders). What the test process changed in its modules (a library's log level, say)
-the child shares, as it shares their imports.
+thread, and only the child's own atexit handlers run at exit (never the test process's, which clean pytest's temp
+folders). What the test process changed in its modules (a library's log level, say) the child shares, as it shares
+their imports.
 """
 
 from __future__ import annotations
