@@ -22,7 +22,8 @@ def test_the_objectives_table_has_every_objective_and_its_rules():
     for name in objectives.REGISTRY:
         assert f"| `{name}` |" in table
     assert "`beta`: 0.1 (> 0)" in table.split("| `dpo` |")[1].split("\n")[0]
-    assert "`label_noise`: 0.0 (in [0, 0.5))" in table.split("| `adpo` |")[1].split("\n")[0]
+    adpo = table.split("| `adpo` |")[1].split("\n")[0]
+    assert "`tau`: 10.0 (> 0)" in adpo and "label_noise" not in adpo  # dataset.label_noise, every pairwise objective's
 
 
 def test_a_stale_or_missing_block_is_caught():

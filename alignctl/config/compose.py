@@ -65,6 +65,8 @@ def _check_declared(node: Any, prefix: str) -> None:
         declared = [f.name for f in dataclasses.fields(schema)]
         for key in node.keys():
             if key not in declared and not (prefix == "" and key == "hydra"):
+                if moved_key(f"{prefix}{key}"):
+                    raise UsageError(moved_key(f"{prefix}{key}", str(node[key])))
                 where = f" of {prefix.rstrip('.')}" if prefix else ""
                 suggestion = _suggest(str(key)) if not prefix else ""
                 raise UsageError(f"unknown key {prefix}{key}{suggestion}; valid keys{where}: {', '.join(declared)}")
@@ -92,7 +94,32 @@ def _suggest(key: str) -> str:
     return f" (did you mean {' or '.join(f'{g}.{key}' for g in groups)}?)" if groups else ""
 
 
+# Keys that moved to another group: old key -> (new key, why). An old command line gets one line naming the new key
+# (not Hydra's "unknown key"); an old run directory's config.yaml is read with the key moved (load_run).
+MOVED_KEYS = {
+    "objective.label_noise": ("dataset.label_noise", "label noise is now a dataset option, for every objective trained "
+                              "on preference pairs or ranked candidates"),
+}  # fmt: skip
+
+
+def moved_key(key: str, value: str = "<value>") -> str | None:
+    """The line for a moved key (`key=value` as the user gave it), or None if `key` did not move."""
+    if key not in MOVED_KEYS:
+        return None
+    new, why = MOVED_KEYS[key]
+    return f"{key}={value}: {why}; use {new}={value}"
+
+
+def _check_moved(overrides: list[str]) -> None:
+    for override in overrides:
+        key, _, value = str(override).lstrip("+~").partition("=")
+        problem = moved_key(key, value or "<value>")
+        if problem:
+            raise UsageError(problem)
+
+
 def compose_one(overrides: list[str]) -> config.RunConfig:
+    _check_moved(overrides)
     try:
         with initialize_config_module(CONFIG_MODULE, version_base=None):
             cfg = hydra_compose("config", overrides=overrides)
@@ -122,6 +149,7 @@ LAUNCHER_PLUGINS["submitit_local"] = LAUNCHER_PLUGINS["slurm"]
 def compose_jobs(overrides: list[str], multirun: bool) -> list[config.RunConfig]:
     """Compose and validate every job (all combinations of a sweep) before any model or data loads. The checks
     that need more than the config (distributed settings, teacher runs) follow in alignctl.run.launch.validate."""
+    _check_moved(overrides)
     for override in overrides:
         group, _, value = override.partition("=")
         if group in PATH_OPTIONS and ("/" in value or value.endswith((".jsonl", ".json", ".parquet", ".csv"))):
@@ -219,7 +247,7 @@ def load_run(run_dir: Path, overrides: list[str]) -> config.RunConfig:
                 "model.kernel and tracking overrides (train another run to change the rest)"
             )
     try:
-        saved = OmegaConf.load(path)
+        saved = _moved_saved_keys(OmegaConf.load(path))
         merged = OmegaConf.merge(_typed_skeleton(saved), saved)
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"run_dir={run_dir}: {RESOLVED_CONFIG} is unreadable or corrupt ({explain(e)})") from None
@@ -228,6 +256,21 @@ def load_run(run_dir: Path, overrides: list[str]) -> config.RunConfig:
     except OmegaConfBaseException as e:
         raise UsageError(explain(e)) from None
     return to_run_config(merged)
+
+
+def _moved_saved_keys(saved: Any) -> Any:
+    """A saved config with each MOVED_KEYS key at its new place (an ADPO run trained before label noise became
+    dataset.label_noise saved objective.label_noise)."""
+    if not isinstance(saved, DictConfig):
+        return saved
+    for old, (new, _) in MOVED_KEYS.items():
+        group, _, key = old.rpartition(".")
+        node = OmegaConf.select(saved, group)
+        if isinstance(node, DictConfig) and key in node:
+            value = node.pop(key)
+            if OmegaConf.select(saved, new) is None:
+                OmegaConf.update(saved, new, value)
+    return saved
 
 
 def _typed_skeleton(saved: Any) -> DictConfig:
@@ -261,6 +304,8 @@ def explain(e: BaseException) -> str:
         return explain(cause)
     if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and getattr(e, "full_key", None):
         key = e.full_key
+        if moved_key(key):  # set by a preset's YAML, not the command line (compose_one caught that)
+            return moved_key(key)
         parent, _, _ = key.rpartition(".")
         valid = _valid_keys(e)
         where = f" of {parent}" if parent else ""

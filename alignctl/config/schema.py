@@ -362,6 +362,14 @@ class RunConfig:
                 f"dataset={self.dataset.name} provides no {DATA_KIND_NAMES[entry.data]}, which objective={entry.name}"
                 f" needs; choose dataset from: {', '.join(fits)}, or objective from: {', '.join(usable)}"
             )
+        noise = getattr(self.dataset, "label_noise", 0.0)
+        if noise and entry.data not in NOISY_LABEL_KINDS:
+            noisy = [name for name, e in objectives.REGISTRY.items() if e.data in NOISY_LABEL_KINDS]
+            raise ConfigError(
+                f"dataset.label_noise={noise} reverses the labels of preference pairs or ranked candidates, and "
+                f"objective={entry.name} trains on {DATA_KIND_NAMES[entry.data]}; set dataset.label_noise=0, or "
+                f"objective from: {', '.join(noisy)}"
+            )
         if entry.reward_threshold_only and self.reward.transform != "identity":
             raise ConfigError(
                 f"reward.transform={self.reward.transform} changes nothing for objective={entry.name}, which only splits "
@@ -492,6 +500,10 @@ def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
     not_loss = {"name", *(name for name, _, _ in entry.data_options), *entry.model_options}
     return {f.name: getattr(objective_cfg, f.name) for f in dataclasses.fields(objective_cfg) if f.name not in not_loss}
 
+
+# The data kinds whose training rows dataset.label_noise flips (alignctl.run.build.training_data): pairs swap chosen
+# and rejected, ranked candidates reverse their ranking. Every other kind refuses a nonzero label_noise.
+NOISY_LABEL_KINDS = ("pairs", "candidates")
 
 DATA_KIND_NAMES = {
     "pairs": "preference pairs", "binary": "binary feedback (completions labelled desirable or not)",

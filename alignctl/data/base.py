@@ -16,14 +16,23 @@ loader never needs a tokenizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable
 
-from alignctl.constraints import NonNegative, Positive, check_ranges
+from alignctl.constraints import BelowHalf, NonNegative, Positive, check_ranges
 from alignctl.errors import ConfigError
 from alignctl.rewards import registry as reward_registry
 
 ROW_KINDS = ("preferences", "prompts", "binary")
+
+
+def label_noise_field() -> Any:
+    """Every dataset's `label_noise: Annotated[float, BelowHalf]` field: the share of training rows whose preference
+    labels are reversed (alignctl.run.build.flip_labels: round(share * rows) rows drawn with train.seed), for objectives
+    trained on preference pairs or ranked candidates; the held-out split keeps its true labels. Not in the config's
+    repr: the labels are flipped after the rows are built, so the noise is no part of the data's identity in cache keys
+    (repr(cfg.dataset): rendered rows, sampled pairs) and every noise level reads the same cached rows."""
+    return field(default=0.0, repr=False)
 
 
 @dataclass
@@ -45,6 +54,7 @@ class SourceDatasetConfig:
     candidates_per_prompt: Annotated[int, Positive] = 4
     self_samples: Annotated[int, Positive] = 4  # self-samples per negative (D2O)
     max_new_tokens: Annotated[int, Positive] = 64  # completion budget when sampling (pairs, online RL, eval)
+    label_noise: Annotated[float, BelowHalf] = label_noise_field()  # share of flipped training labels (see there)
 
     def __post_init__(self) -> None:
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from alignctl.constraints import BelowHalf, Positive
+from alignctl.constraints import Positive
 from alignctl.divergences import Divergence
 from alignctl.lazy import torch
 from alignctl.objectives.base import CandidateLogps, Objective, ObjectiveOutput, resolve_divergence, wide
@@ -91,6 +91,6 @@ OBJECTIVE = Objective(
     divergences=("reverse_kl",),
     data="candidates",
     needs_reference=True,
-    # share of training rows with reversed labels (the paper's noisy-label studies); 0 = clean data
-    data_options=(("label_noise", Annotated[float, BelowHalf], 0.0),),
+    # (the paper's noisy-label studies: dataset.label_noise, a share of flipped training labels for every objective
+    # trained on pairs or ranked candidates, so DPO and ADPO arms see the same noisy rows)
 )

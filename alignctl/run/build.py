@@ -165,16 +165,18 @@ DATA_KINDS = {  # by Objective.data
 
 
 def training_data(cfg: RunConfig, entry: Objective, tokenizer, model_dir: str, resample: bool = False):
-    """The train split of the objective's data kind, with its `label_noise` data option (if any) applied. An embedded
-    policy, built by now, is first checked against the reference the config names (a named policy was when the run
-    was validated: sources.check_models). resample (rounds 2.. of train.rounds > 1): pairs sampled from `model_dir`
-    and scored by the reward, whatever the dataset holds (cached by the model's weights, like any sampled pairs)."""
+    """The train split of the objective's data kind, with dataset.label_noise applied (flip_labels, seeded by
+    train.seed; the config allows it only for pairs and ranked candidates: schema.NOISY_LABEL_KINDS). The held-out
+    split is never flipped: eval measures against the true labels. An embedded policy, built by now, is first checked
+    against the reference the config names (a named policy was when the run was validated: sources.check_models).
+    resample (rounds 2.. of train.rounds > 1): pairs sampled from `model_dir` and scored by the reward, whatever the
+    dataset holds (cached by the model's weights, like any sampled pairs), flipped in the same way."""
     if resample:
         train = sampled.build_pairs(sampled_source(cfg, tokenizer, model_dir))["train"]
     else:
         sources.check_embedded_policy(cfg, model_dir)
         train = DATA_KINDS[entry.data](cfg, tokenizer, model_dir)["train"]
-    share = cfg.objective.label_noise if any(name == "label_noise" for name, _, _ in entry.data_options) else 0.0
+    share = cfg.dataset.label_noise
     return flip_labels(train, share, cfg.train.seed) if share else train
 
 
@@ -239,11 +241,15 @@ def prompts(cfg: RunConfig, tokenizer, split: str) -> list[str]:
 
 
 def flip_labels(dataset, share: float, seed: int):
-    """Label noise: round(share * N) rows, drawn with `seed`, get their preference reversed. Pairs swap chosen and
-    rejected (and their rewards); candidates keep their completions but reverse their rewards, i.e. the labels."""
+    """Label noise: exactly round(share * N) of the N rows (Python's round: a half goes to the even count) get their
+    preference reversed, drawn without replacement by random.Random(seed).sample(range(N), k). Which rows depends only
+    on seed, share and N, never on the objective or the rows' content: with one train.seed, a DPO arm (pairs) and an
+    ADPO arm (a preference dataset's pairs as 2-candidate sets, row for row) flip the same rows. Pairs swap chosen
+    and rejected (and their rewards); ranked candidates keep their completions and reverse their rewards, i.e. the
+    ranking, or without rewards (a hard label on the first) reverse their order, so the worst comes first."""
     flipped = set(random.Random(seed).sample(range(len(dataset)), round(share * len(dataset))))
     columns = set(dataset.column_names)
-    if "rewards" not in columns and not {"chosen", "rejected"} <= columns:
+    if not ({"rewards", "completions"} & columns or {"chosen", "rejected"} <= columns):
         raise ValueError(f"label noise needs pairs or ranked candidates, not columns {sorted(columns)}")
 
     def flip(row: dict, index: int) -> dict:
@@ -251,6 +257,8 @@ def flip_labels(dataset, share: float, seed: int):
             return row
         if "rewards" in columns:
             return {**row, "rewards": row["rewards"][::-1]}
+        if "completions" in columns:
+            return {**row, "completions": row["completions"][::-1]}
         swapped = {"chosen": row["rejected"], "rejected": row["chosen"]}
         if {"chosen_reward", "rejected_reward"} <= columns:
             swapped |= {"chosen_reward": row["rejected_reward"], "rejected_reward": row["chosen_reward"]}

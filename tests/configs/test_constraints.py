@@ -57,7 +57,14 @@ def test_an_objectives_rules_are_its_signatures():
     with pytest.raises(ConfigError, match=r"objective.beta=0.0 is out of range; it must be > 0"):
         dpo(beta=0.0)
     adpo = {name: rule for name, _, rule in schema.hyperparameter_rules(objectives.get("adpo"))}
-    assert adpo["label_noise"] is BelowHalf and adpo["tau"] is Positive and adpo["zscore"] is None
+    assert adpo["tau"] is Positive and adpo["zscore"] is None and "label_noise" not in adpo  # a dataset option now
+
+
+@pytest.mark.parametrize("name", sorted(data_registry.REGISTRY))
+def test_every_dataset_has_label_noise_in_0_to_one_half(name):
+    cls = data_registry.get(name).schema
+    assert field_rules(cls)["label_noise"] is BelowHalf
+    assert {f.name: f.default for f in dataclasses.fields(cls)}["label_noise"] == 0.0
 
 
 # Numeric options that may take any finite value (no rule), each for a reason.

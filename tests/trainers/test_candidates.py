@@ -156,13 +156,13 @@ def test_label_noise_flips_exactly_a_share_of_rows_seeded():
     assert len(swapped) == 1 and swapped[0]["chosen_reward"] < 0 < swapped[0]["rejected_reward"]
 
 
-def test_training_data_applies_the_objectives_label_noise(monkeypatch):
+def test_training_data_applies_the_datasets_label_noise(monkeypatch):
     n = 10
     cands = datasets.Dataset.from_dict(
         {"prompt": ["p"] * n, "completions": [["a", "b"]] * n, "rewards": [[1.0, 0.0]] * n}
     )
     monkeypatch.setitem(build.DATA_KINDS, "candidates", lambda cfg, tokenizer, model_dir: {"train": cands})
-    cfg = compose.compose_one(["objective=adpo", "objective.label_noise=0.3", "train.seed=5"])
+    cfg = compose.compose_one(["objective=adpo", "dataset.label_noise=0.3", "train.seed=5"])
     data = build.training_data(cfg, objectives.get("adpo"), None, "")
     assert [r["rewards"] for r in data].count([0.0, 1.0]) == 3
     assert data.to_list() == build.flip_labels(cands, 0.3, seed=5).to_list()

@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from alignctl.cache import write_info
-from alignctl.constraints import NonNegative, Positive, Probability, UnitBelowOne, check_ranges
-from alignctl.data.base import DatasetEntry
+from alignctl.constraints import BelowHalf, NonNegative, Positive, Probability, UnitBelowOne, check_ranges
+from alignctl.data.base import DatasetEntry, label_noise_field
 from alignctl.data.tasks import tiny_lm
 from alignctl.errors import ConfigError
 from alignctl.models import files
@@ -104,6 +104,8 @@ class ToyArithConfig:
     samples_per_prompt: Annotated[int, Positive] = 4
     candidates_per_prompt: Annotated[int, Positive] = 4
     self_samples: Annotated[int, Positive] = 4
+    # share of flipped training labels (pairwise objectives; alignctl.data.base.label_noise_field)
+    label_noise: Annotated[float, BelowHalf] = label_noise_field()
 
     def __post_init__(self) -> None:
         check_ranges("dataset", self)

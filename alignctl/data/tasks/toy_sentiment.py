@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from alignctl.cache import recipe_hash, write_info
-from alignctl.constraints import NonNegative, Positive, check_ranges
+from alignctl.constraints import BelowHalf, NonNegative, Positive, check_ranges
 from alignctl.data import sampled
-from alignctl.data.base import DatasetEntry
+from alignctl.data.base import DatasetEntry, label_noise_field
 from alignctl.data.tasks import review_grammar, tiny_lm
 from alignctl.models import files
 from alignctl.models.schema import NOT_IN_RECIPE
@@ -65,6 +65,8 @@ class ToySentimentConfig:
     # Self-samples per human negative (D2O). The spec's default (third-party reimplementation) is 11; 4 scores
     # 1 + 4 sequences per prompt instead of DPO's 2: 200 default steps train in 64 s vs DPO's 43 s on 2 CPU cores.
     self_samples: Annotated[int, Positive] = 4
+    # share of flipped training labels (pairwise objectives; alignctl.data.base.label_noise_field)
+    label_noise: Annotated[float, BelowHalf] = label_noise_field()
 
     def __post_init__(self) -> None:
         check_ranges("dataset", self)
