@@ -20,7 +20,7 @@ def sweep_params(name):
 
 
 def test_the_presets_the_papers_need_are_there():
-    assert {"fdpo_divergences", "tdpo", "dph_rl", "disco_vs_grpo", "simpo"} <= set(EXPERIMENTS)
+    assert {"fdpo_divergences", "tdpo", "dph_rl", "disco_vs_grpo", "simpo", "label_noise"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -37,8 +37,8 @@ def test_every_arm_and_seed_composes(name):
     jobs = [compose.compose_one([f"+experiment={name}", *job]) for job in itertools.product(*values)]
     assert len(jobs) == len(list(itertools.product(*values))) and len(jobs) >= 6
     assert sorted({job.train.seed for job in jobs}) == [0, 1, 2]
-    arms = {(repr(job.objective), job.divergence.name, job.divergence.alpha, job.train.learning_rate)
-            for job in jobs}  # fmt: skip
+    arms = {(repr(job.objective), job.divergence.name, job.divergence.alpha, job.train.learning_rate,
+             job.dataset.label_noise) for job in jobs}  # fmt: skip
     assert len(arms) == len(jobs) // 3  # every arm is a different run
 
 
