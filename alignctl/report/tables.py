@@ -387,7 +387,13 @@ def declared_comparison(section: Section) -> dict[str, Any] | None:
         return None
     run = section.runs[0]
     found = {k[len(COMPARISON):]: v for k, v in run.config.items() if k.startswith(COMPARISON)}
-    return found if found.get("claim") else None
+    if not found.get("claim"):
+        return None
+    missing = [m for m in found.get("metrics") or [] if not any(m in r.metrics for r in section.runs)]
+    if missing:  # a typo in the preset must not pass as a claim with nothing to show
+        warn(f"comparison.metrics names {', '.join(missing)}, which no run's eval.json has; its metrics: "
+             f"{', '.join(section.metrics)}")  # fmt: skip
+    return found
 
 
 def section_metrics(section: Section) -> list[str]:

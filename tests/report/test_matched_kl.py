@@ -401,3 +401,10 @@ def test_a_declared_grid_no_run_reaches_is_said_and_replaced_by_even_points(tmp_
     assert ("KL grid: 1, 3. Not reached: comparison.kl_grid=[1, 3]: 3 is outside the KL range every run reaches"
             in md)  # fmt: skip
     assert "compared at evenly spaced KL values instead" in capsys.readouterr().err
+
+
+def test_a_declared_metric_no_run_has_is_warned(tmp_path, capsys):
+    sweep = make_drift_sweep(tmp_path, declared={**DECLARED, "metrics": ["reward_mean", "distinct2"]})
+    report.report([sweep], tmp_path / "out", wandb=False)
+    err = capsys.readouterr().err
+    assert "comparison.metrics names distinct2, which no run's eval.json has; its metrics: reward_mean," in err
