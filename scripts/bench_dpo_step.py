@@ -295,10 +295,19 @@ def check_pair_ids(name: str, trainer, ids) -> None:
             raise SystemExit(f"{name}: row {i} was not tokenized to the intended ids")
 
 
+def alignctl_trainer(cls, policy, reference, config, dataset, tokenizer, objective: str, hyperparameters: dict):
+    """An alignctl trainer as alignctl.run.train.offline_trainer builds it: the objective, its hyperparameters, no
+    divergence, the fused kernel."""
+    from alignctl import objectives
+
+    return cls(model=policy, ref_model=reference, args=config, train_dataset=dataset, processing_class=tokenizer,
+               objective=objectives.get(objective), hyperparameters=hyperparameters, divergence=None,
+               kernel=fused_kernel(policy))  # fmt: skip
+
+
 def build_dpo(args, out_dir: str, base, tokenizer):
     from trl import DPOTrainer
 
-    from alignctl import objectives
     from alignctl.trainers.preference import PreferenceTrainer
 
     dataset, ids = make_rows(args, base.config.vocab_size)
@@ -310,13 +319,8 @@ def build_dpo(args, out_dir: str, base, tokenizer):
         # every step, as TRL's DPOTrainer does with precompute_ref_log_probs=False: the same work in both.
         keeps_reference_model = True
 
-    trainers = {
-        "alignctl": StepTrainer(
-            model=policy, ref_model=reference, args=dpo_config(args, f"{out_dir}/alignctl"), train_dataset=dataset,
-            processing_class=tokenizer, objective=objectives.get("dpo"), hyperparameters={"beta": BETA},
-            divergence=None, kernel=fused_kernel(policy),
-        ),  # fmt: skip
-    }
+    trainers = {"alignctl": alignctl_trainer(StepTrainer, policy, reference, dpo_config(args, f"{out_dir}/alignctl"),
+                                             dataset, tokenizer, "dpo", {"beta": BETA})}  # fmt: skip
     policy, reference = copies(base)
     trainers["trl"] = DPOTrainer(model=policy, ref_model=reference, args=dpo_config(args, f"{out_dir}/trl"),
                                  train_dataset=dataset, processing_class=tokenizer)  # fmt: skip
@@ -329,20 +333,14 @@ def build_dpo(args, out_dir: str, base, tokenizer):
 def build_kto(args, out_dir: str, base, tokenizer):
     from trl import KTOTrainer
 
-    from alignctl import objectives
     from alignctl.trainers.binary import BinaryTrainer
 
     dataset, ids = unpaired_rows(make_rows(args, base.config.vocab_size))
     n = len(ids)
     policy, reference = copies(base)
-    trainers = {
-        "alignctl": BinaryTrainer(
-            model=policy, ref_model=reference, args=dpo_config(args, f"{out_dir}/alignctl", batch_size=n),
-            train_dataset=dataset, processing_class=tokenizer, objective=objectives.get("kto"),
-            hyperparameters={"beta": BETA, "desirable_weight": 1.0, "undesirable_weight": 1.0}, divergence=None,
-            kernel=fused_kernel(policy),
-        ),  # fmt: skip
-    }
+    trainers = {"alignctl": alignctl_trainer(
+        BinaryTrainer, policy, reference, dpo_config(args, f"{out_dir}/alignctl", batch_size=n), dataset, tokenizer,
+        "kto", {"beta": BETA, "desirable_weight": 1.0, "undesirable_weight": 1.0})}  # fmt: skip
     policy, reference = copies(base)
     trainers["trl"] = KTOTrainer(model=policy, ref_model=reference, args=kto_config(args, f"{out_dir}/trl"),
                                  train_dataset=dataset, processing_class=tokenizer)  # fmt: skip
@@ -367,18 +365,12 @@ def build_orpo(args, out_dir: str, base, tokenizer):
         warnings.filterwarnings("ignore", message=".*trl.experimental")
         from trl.experimental.orpo import ORPOTrainer
 
-    from alignctl import objectives
     from alignctl.trainers.preference import PreferenceTrainer
 
     dataset, ids = make_rows(args, base.config.vocab_size)
     policy, _ = copies(base, reference=False)
-    trainers = {
-        "alignctl": PreferenceTrainer(
-            model=policy, ref_model=None, args=dpo_config(args, f"{out_dir}/alignctl"), train_dataset=dataset,
-            processing_class=tokenizer, objective=objectives.get("orpo"), hyperparameters={"lam": BETA},
-            divergence=None, kernel=fused_kernel(policy),
-        ),  # fmt: skip
-    }
+    trainers = {"alignctl": alignctl_trainer(PreferenceTrainer, policy, None, dpo_config(args, f"{out_dir}/alignctl"),
+                                             dataset, tokenizer, "orpo", {"lam": BETA})}  # fmt: skip
     policy, _ = copies(base, reference=False)
     trainers["trl"] = ORPOTrainer(model=policy, args=orpo_config(args, f"{out_dir}/trl"), train_dataset=dataset,
                                   processing_class=tokenizer)  # fmt: skip

@@ -68,9 +68,8 @@ class TrainConfig:
     # that step's update and go on; counted as skipped_steps in the logs). Non-finite weights always stop.
     on_nonfinite: str = "stop"
     # Online objectives only (objective data "groups", e.g. grpo); offline objectives ignore them. Here rather than
-    # in the objective's config because they shape the run, not the loss (its schema is its loss signature), and
-    # they are integers (an objective's data_options are floats). batch_size counts completions for them (TRL's
-    # GRPO convention): batch_size / num_generations prompts per step.
+    # in the objective's config because they shape the run, not the loss (its schema is its loss signature).
+    # batch_size counts completions for them (TRL's GRPO convention): batch_size / num_generations prompts per step.
     # completions sampled per prompt: the group GRPO normalises advantages over
     num_generations: Annotated[int, Positive] = 4
     # (also objective=hypo's k: fresh policy samples per prompt of each step's pairs, the RLOO group of its KL term)
@@ -476,7 +475,6 @@ def objective_schema(entry: objectives.Objective) -> type:
             if typing.get_origin(hint) is typing.Literal:
                 choices[p.name], hint = typing.get_args(hint), str
             fields.append((p.name, hint, field(default=p.default)))
-    fields += [(name, annotation, field(default=default)) for name, annotation, default in entry.data_options]
     # models the objective reads besides the policy (a distillation teacher): paths, not loss hyperparameters
     fields += [(name, str | None, field(default=None)) for name in entry.model_options]
     return dataclasses.make_dataclass(
@@ -486,7 +484,7 @@ def objective_schema(entry: objectives.Objective) -> type:
 
 
 def hyperparameter_rules(entry: objectives.Objective) -> list[tuple[str, Any, Rule | None]]:
-    """(name, default, value rule) of an objective's options (loss hyperparameters, then data options), as its
+    """(name, default, value rule) of an objective's options (its loss hyperparameters), as its
     module declares them: what `alignctl ls objective` and docs/objectives.md show."""
     schema = objective_schema(entry)
     rules = field_rules(schema)
@@ -495,9 +493,9 @@ def hyperparameter_rules(entry: objectives.Objective) -> list[tuple[str, Any, Ru
 
 
 def hyperparameters(objective_cfg: Any) -> dict[str, Any]:
-    """The loss keyword arguments of a composed objective config (everything but its name, data and model options)."""
+    """The loss keyword arguments of a composed objective config (everything but its name and model options)."""
     entry = objectives.get(objective_cfg.name)
-    not_loss = {"name", *(name for name, _, _ in entry.data_options), *entry.model_options}
+    not_loss = {"name", *entry.model_options}
     return {f.name: getattr(objective_cfg, f.name) for f in dataclasses.fields(objective_cfg) if f.name not in not_loss}
 
 

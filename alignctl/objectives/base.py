@@ -52,9 +52,6 @@ class Objective:
     needs_reference: bool
     needs_token_divergence: bool = False  # per-token full-vocabulary divergence (TDPO)
     preferred_divergence: str | None = None  # what `divergence=auto` picks; None: the first accepted, or "none"
-    # Config options that shape the training data rather than the loss: (name, annotation with its value rule,
-    # default). None uses one now (label noise, once ADPO's, is every pairwise objective's dataset.label_noise).
-    data_options: tuple[tuple[str, Any, float], ...] = ()
     # Online objectives whose loss compares the completions of one prompt (disco, fdpg): a micro-batch must hold
     # whole groups.
     reads_groups: bool = False
